@@ -1,0 +1,3 @@
+from ambient_bench.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,127 @@
+"""The plugin API: base classes for the four kinds of registered component.
+
+Data flows through them as follows (one suite cell)::
+
+    Dataset.load() ─► ImageSet ─► mixing (per-image coin, Corruption.apply) ─► MixedData
+        ─► Method.annotate() ─► Annotation ─► training ─► samples ─► Metric.compute()
+
+Image conventions: datasets and samples are uint8 N×C×H×W (like PNG files); corruptions see
+float32 in [0, 1]; the diffusion model sees float32 in [-1, 1] (x / 127.5 - 1).
+"""
+from __future__ import annotations
+
+import hashlib
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Sequence
+
+import numpy as np
+import torch
+
+from ambient_bench.registry import Component
+
+
+@dataclass
+class ImageSet:
+    """A dataset in memory: uint8 images N×C×H×W and optional integer labels."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(f"ImageSet needs uint8 N×C×H×W images, got {self.images.dtype} "
+                             f"{tuple(self.images.shape)}")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def content_hash(self) -> str:
+        """sha256 of shape and pixels: identifies the data itself, whatever produced it."""
+        digest = hashlib.sha256(str(tuple(self.images.shape)).encode())
+        digest.update(self.images.contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+
+@dataclass
+class MixedData:
+    """A dataset after the clean/corrupted coin flip, in source order."""
+
+    images: torch.Tensor     # uint8 N×C×H×W: the clean or the corrupted version of each image
+    corrupted: torch.Tensor  # bool N: True where the per-image coin chose corruption
+    noise: torch.Tensor      # float32 N×C×H×W: fixed Gaussian draw Z_i of each image
+    index: torch.Tensor      # int64 N: position in the source dataset
+
+
+@dataclass
+class Annotation:
+    """Which samples a method trains on, and at which noise levels.
+
+    Sample i is admissible at noise level sigma when
+    ``sigma > buffer * sigma_min[i]`` (high-noise use of low-quality data) or
+    ``sigma < sigma_max[i]`` (low-noise use of out-of-distribution data).
+    Clean samples have sigma_min = 0 and are admissible everywhere.
+    """
+
+    keep: torch.Tensor       # bool N: the sample enters the training set at all
+    sigma_min: torch.Tensor  # float32 N
+    sigma_max: torch.Tensor  # float32 N
+    buffer: float = 1.0      # b = sqrt(1 + 1/(s_max - 1)); 1 = no buffer
+
+
+class Dataset(Component):
+    """Source of clean images."""
+
+    kind = "dataset"
+
+    @abstractmethod
+    def load(self) -> ImageSet:
+        """All images of the dataset, in a fixed order."""
+
+
+class Corruption(Component):
+    """A degradation applied to a batch of images."""
+
+    kind = "corruption"
+    random: ClassVar[bool] = False  # True: the output depends on the per-image generators
+
+    @abstractmethod
+    def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
+        """Corrupt ``x`` (float32 N×C×H×W in [0, 1]); ``rngs[i]`` is image i's own generator."""
+
+
+class Method(Component):
+    """A training method, defined by how it uses clean and corrupted samples."""
+
+    kind = "method"
+    # False when the method never looks at corrupted images (its models are then shared by
+    # every corruption level of a suite).
+    reads_corruption: ClassVar[bool] = True
+
+    @abstractmethod
+    def annotate(self, data: MixedData) -> Annotation:
+        """Decide per sample whether and at which noise levels it is used."""
+
+
+class Metric(Component):
+    """A sample-quality metric computed against a clean reference dataset."""
+
+    kind = "metric"
+    higher_is_better: ClassVar[bool] = False
+
+    def setup(self, reference: ImageSet, workdir: Path) -> dict[str, Any]:
+        """One-off preparation per reference dataset (e.g. train a feature network).
+
+        Files go to ``workdir``; the returned dict is stored as the setup's summary.
+        """
+        return {}
+
+    @abstractmethod
+    def compute(self, samples: torch.Tensor, reference: ImageSet, setup_dir: Path,
+                cache_dir: Path) -> dict[str, float]:
+        """Score uint8 ``samples``; reference statistics may be cached under ``cache_dir``."""
+
+    def protocol(self) -> dict[str, Any]:
+        """How the number is computed, for result rows and table footnotes."""
+        return {}

@@ -1,0 +1,1 @@
+"""Suite YAML: loading with line numbers, the schema, grid expansion and CLI overrides."""

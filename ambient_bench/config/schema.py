@@ -1,0 +1,139 @@
+"""What a suite cell may contain: sections, their keys, defaults and validation.
+
+A resolved cell is a plain dict with the sections below. Components (dataset, corruption,
+method, metrics) are written as a name or ``{name: ..., <params>}`` and validated against
+the parameters their class declares.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ambient_bench.errors import UserError
+from ambient_bench.params import Param, ParamError, resolve_params, semantic_view
+from ambient_bench.registry import REGISTRIES
+
+
+class Section:
+    """A nested mapping with declared keys."""
+
+    def __init__(self, what: str, params: dict[str, Param]) -> None:
+        self.what, self.params = what, params
+        self.__name__ = "mapping"
+
+    def resolve(self, value: Any, key: tuple) -> dict[str, Any]:
+        return resolve_params(self.params, {} if value is None else value, key, what=f"'{self.what}'")
+
+    def semantic(self, value: dict[str, Any]) -> dict[str, Any]:
+        return semantic_view(self.params, value)
+
+
+class ComponentRef:
+    """A registered component: ``name`` or ``{name: ..., **params}``."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind, self.__name__ = kind, kind
+
+    def component_class(self, name: str, key: tuple) -> type:
+        try:
+            return REGISTRIES[self.kind].get(name)
+        except UserError as err:
+            raise ParamError(key, str(err)) from None
+
+    def resolve(self, value: Any, key: tuple) -> dict[str, Any]:
+        if isinstance(value, str):
+            value = {"name": value}
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            raise ParamError(key, f"expected a {self.kind} name or a mapping with 'name', got {value!r}")
+        cls = self.component_class(value["name"], key + ("name",))
+        params = {k: v for k, v in value.items() if k != "name"}
+        return {"name": value["name"], **resolve_params(cls.params, params, key, what=f"{self.kind} '{cls.name}'")}
+
+    def semantic(self, value: dict[str, Any]) -> dict[str, Any]:
+        cls = REGISTRIES[self.kind].get(value["name"])
+        params = {k: v for k, v in value.items() if k != "name"}
+        return {"name": value["name"], "version": cls.version, "params": semantic_view(cls.params, params)}
+
+
+class ComponentList:
+    """A list of components of one kind."""
+
+    def __init__(self, kind: str) -> None:
+        self.ref, self.__name__ = ComponentRef(kind), f"list[{kind}]"
+
+    def resolve(self, value: Any, key: tuple) -> list[dict[str, Any]]:
+        if not isinstance(value, list) or not value:
+            raise ParamError(key, f"expected a non-empty list of {self.ref.kind} names, got {value!r}")
+        return [self.ref.resolve(v, key + (i,)) for i, v in enumerate(value)]
+
+    def semantic(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [self.ref.semantic(v) for v in value]
+
+
+def _positive_ints(value: list) -> str | None:
+    return None if all(v >= 1 for v in value) else "entries must be ≥ 1"
+
+
+NETWORK = Section("network", {
+    "model_channels": Param(16, "channels at the first resolution", kind=int, ge=4),
+    "channel_mult": Param([1, 2], "channel multiplier per resolution level", kind=list, item=int,
+                          check=lambda v: None if v and min(v) >= 1 else "need at least one entry, all ≥ 1"),
+    "num_blocks": Param(1, "residual blocks per resolution", kind=int, ge=1),
+    "attn_resolutions": Param([], "resolutions with self-attention", kind=list, item=int, check=_positive_ints),
+    "dropout": Param(0.0, "dropout probability", ge=0, lt=1),
+})
+
+TRAIN = Section("train", {
+    "seed": Param(0, "training seed (noise levels, noise, data order, init)", kind=int, ge=0),
+    "batch": Param(128, "images per step", kind=int, ge=1),
+    "duration_kimg": Param(help="training length in thousands of images", gt=0),
+    "lr": Param(2e-3, "Adam learning rate", gt=0),
+    "warmup_kimg": Param(0.0, "linear learning-rate warm-up length", ge=0),
+    "ema_halflife_kimg": Param(10.0, "EMA half-life in thousands of images", gt=0),
+    "ema_rampup": Param(0.05, "EMA half-life ≤ rampup × images seen (null = off)", gt=0, nullable=True),
+    "grad_clip": Param(None, "max global gradient norm (null = off)", gt=0, nullable=True),
+    "P_mean": Param(-1.2, "mean of ln(sigma) during training"),
+    "P_std": Param(1.2, "std of ln(sigma) during training", gt=0),
+    "sigma_data": Param(0.5, "EDM's data standard deviation", gt=0),
+    "checkpoint_kimg": Param(10.0, "checkpoint interval", gt=0, semantic=False),
+    "log_every": Param(50, "steps between log lines", kind=int, ge=1, semantic=False),
+    "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
+})
+
+SAMPLE = Section("sample", {
+    "num": Param(1000, "images generated per model", kind=int, ge=2),
+    "seed": Param(0, "image i starts from the noise of seed (seed, i)", kind=int, ge=0),
+    "steps": Param(18, "Heun steps (2·steps - 1 network evaluations)", kind=int, ge=1),
+    "sigma_min": Param(0.002, "lowest noise level of the schedule", gt=0),
+    "sigma_max": Param(80.0, "highest noise level of the schedule", gt=0),
+    "rho": Param(7.0, "schedule curvature", gt=0),
+    "batch": Param(250, "images per sampler batch", kind=int, ge=1, semantic=False),
+    "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
+})
+
+MIX = Section("mix", {
+    "clean_fraction": Param(0.1, "fraction of images kept clean (per-image coin)", ge=0, le=1),
+    "corruption": Param(None, "corruption applied to the other images", kind=ComponentRef("corruption"),
+                        nullable=True),
+    "seed": Param(0, "seed of the per-image coin, corruption randomness and fixed noise", kind=int, ge=0),
+})
+
+EVALUATE = Section("evaluate", {
+    "metrics": Param(help="metrics computed on the samples", kind=ComponentList("metric")),
+})
+
+CELL = {
+    "dataset": Param(help="source of clean images", kind=ComponentRef("dataset")),
+    "mix": Param({}, "clean/corrupted mixture", kind=MIX),
+    "method": Param(help="training method", kind=ComponentRef("method")),
+    "network": Param({}, "denoiser architecture", kind=NETWORK),
+    "train": Param({}, "training recipe", kind=TRAIN),
+    "sample": Param({}, "generation protocol", kind=SAMPLE),
+    "evaluate": Param({}, "evaluation protocol", kind=EVALUATE),
+}
+
+SECTION_NAMES = tuple(CELL)
+
+
+def resolve_cell(data: dict[str, Any]) -> dict[str, Any]:
+    """Validate a merged cell; raises ParamError with the path of the first problem."""
+    return resolve_params(CELL, data, (), what="the suite's defaults")

@@ -1,0 +1,207 @@
+"""A suite file → its list of fully resolved cells.
+
+Precedence, lowest first: schema defaults < the suite's ``defaults`` < one value per ``grid``
+axis < ``key=value`` overrides from the command line. Assigning a value at a dotted path
+replaces the whole subtree there, so ``method: clean_only`` in a grid drops the defaults'
+method parameters. An override of a grid axis replaces the axis.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ambient_bench.config import yamlio
+from ambient_bench.config.schema import SECTION_NAMES, resolve_cell
+from ambient_bench.errors import UserError
+from ambient_bench.params import Param, ParamError, resolve_params, suggest
+from ambient_bench.registry import import_plugin
+
+TOP_LEVEL = {
+    "suite": Param(help="suite name (results go to results/<suite>)", kind=str),
+    "description": Param("", "one line shown by `plan`", kind=str),
+    "defaults": Param({}, "base configuration of every cell", kind=dict),
+    "grid": Param({}, "dotted key → list of values; cells are the cartesian product", kind=dict),
+    "exclude": Param([], "cells to drop: mappings of dotted key → value (or list of values)", kind=list),
+    "tables": Param([], "table spec files, relative to the suite file", kind=list, item=str),
+    "results_dir": Param(None, "where results.csv and tables go (default results/<suite>)", kind=str,
+                         nullable=True),
+    "plugins": Param([], "modules or .py files (relative to the suite) that register components",
+                     kind=list, item=str),
+}
+
+
+@dataclass
+class Cell:
+    """One point of the grid: a complete, validated configuration."""
+
+    config: dict[str, Any]
+    axes: dict[str, Any]  # grid axis → the value this cell took
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={_short(v)}" for k, v in self.axes.items()) or "(single cell)"
+
+
+@dataclass
+class Suite:
+    name: str
+    path: Path
+    description: str
+    cells: list[Cell]
+    tables: list[Path]
+    results_dir: Path
+    axes: list[str] = field(default_factory=list)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        name = value.get("name", "")
+        rest = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
+        return f"{name}({rest})" if rest else str(name)
+    return str(value)
+
+
+class _Tree:
+    """A nested dict plus where each path was set (``file:line`` or a CLI override)."""
+
+    def __init__(self, data: dict[str, Any], where: dict[tuple, str]) -> None:
+        self.data, self.where = data, where
+
+    def locate(self, path: tuple, fallback: str) -> str:
+        for n in range(len(path), -1, -1):
+            if path[:n] in self.where:
+                return self.where[path[:n]]
+        return fallback
+
+    def assign(self, path: tuple, value: Any, where: dict[tuple, str]) -> None:
+        node = self.data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if isinstance(child, str):  # component shorthand "clean_only" → {"name": "clean_only"}
+                child = {"name": child}
+            if not isinstance(child, dict):
+                child = {}
+            node[part] = child
+            node = child
+        node[path[-1]] = copy.deepcopy(value)
+        self.where = {p: w for p, w in self.where.items() if p[:len(path)] != path}
+        self.where.update(where)
+
+
+def _dotted(key: Any, where: str) -> tuple:
+    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+        raise UserError(f"{where}: '{key}' is not a dotted key such as train.seed")
+    path = tuple(key.split("."))
+    if path[0] not in SECTION_NAMES:
+        raise UserError(f"{where}: unknown section '{path[0]}'{suggest(path[0], SECTION_NAMES)} "
+                        f"(sections: {', '.join(SECTION_NAMES)})")
+    return path
+
+
+def _get(data: Any, path: tuple) -> Any:
+    for part in path:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            return _MISSING
+    return data
+
+
+_MISSING = object()
+
+
+def _matches(value: Any, pattern: Any) -> bool:
+    if value is _MISSING:
+        return False
+    if isinstance(pattern, list):
+        return any(_matches(value, p) for p in pattern)
+    if isinstance(pattern, dict):
+        return isinstance(value, dict) and all(_matches(value.get(k, _MISSING), p) for k, p in pattern.items())
+    if isinstance(value, dict) and isinstance(pattern, str):
+        return value.get("name") == pattern
+    return value == pattern
+
+
+def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
+    """Parse, expand and validate a suite; every problem is a one-line ``UserError``."""
+    path = Path(path)
+    source = str(path)
+    raw, lines = yamlio.load(path)
+    at = lambda p: f"{source}:{lines.get(p, 1)}"  # noqa: E731
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: a suite must be a YAML mapping with at least 'suite' and 'defaults'")
+    try:
+        top = resolve_params(TOP_LEVEL, raw, (), what="the suite file")
+    except ParamError as err:
+        raise UserError(f"{at(err.key)}: {err.message}") from None
+    for plugin in top["plugins"]:
+        import_plugin(plugin, path.parent)
+
+    defaults = _Tree(copy.deepcopy(top["defaults"]),
+                     {p[1:]: f"{source}:{n}" for p, n in lines.items() if p[:1] == ("defaults",) and len(p) > 1})
+    for section in defaults.data:
+        _dotted(section, at(("defaults", section)))
+
+    axes: list[tuple[str, tuple, list[tuple[Any, dict]]]] = []
+    for key, values in top["grid"].items():
+        where = at(("grid", key))
+        grid_path = _dotted(key, where)
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}: grid axis '{key}' needs a non-empty list of values")
+        located = [(v, {grid_path + p[3:]: f"{source}:{n}" for p, n in lines.items() if p[:3] == ("grid", key, i)})
+                   for i, v in enumerate(values)]
+        axes.append((key, grid_path, located))
+
+    for text in overrides:
+        where = f"command-line override '{text}'"
+        key, sep, value_text = text.partition("=")
+        if not sep:
+            raise UserError(f"{where}: expected key=value, e.g. train.duration_kimg=2")
+        opath = _dotted(key.strip(), where)
+        value = yamlio.parse_scalar(value_text)
+        axis = next((a for a in axes if a[1] == opath), None)
+        if axis is not None:
+            values = value if isinstance(value, list) else [value]
+            axes[axes.index(axis)] = (axis[0], opath, [(v, {opath: where}) for v in values])
+        else:
+            defaults.assign(opath, value, {opath: where})
+
+    excludes = []
+    for i, entry in enumerate(top["exclude"]):
+        if not isinstance(entry, dict) or not entry:
+            raise UserError(f"{at(('exclude', i))}: each exclude entry is a mapping of dotted key → value")
+        excludes.append({_dotted(k, at(("exclude", i, k))): v for k, v in entry.items()})
+
+    cells, seen = [], set()
+    for combo in itertools.product(*[a[2] for a in axes]) if axes else [()]:
+        tree = _Tree(copy.deepcopy(defaults.data), dict(defaults.where))
+        for (key, grid_path, _), (value, where) in zip(axes, combo):
+            tree.assign(grid_path, value, where)
+        if any(all(_matches(_get(tree.data, p), v) for p, v in ex.items()) for ex in excludes):
+            continue
+        try:
+            config = resolve_cell(tree.data)
+        except ParamError as err:
+            raise UserError(f"{tree.locate(err.key, source)}: {err.message}") from None
+        identity = json.dumps(config, sort_keys=True, default=str)
+        if identity in seen:
+            continue
+        seen.add(identity)
+        cells.append(Cell(config=config, axes={a[0]: v for a, (v, _) in zip(axes, combo)}))
+    if not cells:
+        raise UserError(f"{source}: the grid and exclusions leave no cell to run")
+
+    tables = []
+    for i, table in enumerate(top["tables"]):
+        table_path = (path.parent / table).resolve()
+        if not table_path.is_file():
+            raise UserError(f"{at(('tables', i))}: table spec '{table}' not found (paths are relative to "
+                            f"the suite file)")
+        tables.append(table_path)
+    results_dir = Path(top["results_dir"] or f"results/{top['suite']}")
+    return Suite(name=top["suite"], path=path, description=top["description"], cells=cells,
+                 tables=tables, results_dir=results_dir, axes=[a[0] for a in axes])

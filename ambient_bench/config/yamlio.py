@@ -1,0 +1,74 @@
+"""YAML loading that remembers where every key came from (for ``file:line`` errors).
+
+Also fixes two YAML 1.1 traps of PyYAML: ``1e-3`` is read as a number (not the string
+"1e-3"), and a key repeated in one mapping is an error instead of silently winning.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ambient_bench.errors import UserError
+
+Path_ = tuple  # a key path: ("train", "lr") or ("grid", "method", 2)
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _convert(node: yaml.Node, path: Path_, loader: _Loader, lines: dict[Path_, int], source: str) -> Any:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        loader.flatten_mapping(node)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if key in out:
+                raise UserError(f"{source}:{key_node.start_mark.line + 1}: key '{key}' appears twice "
+                                f"in the same mapping; keep one")
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _convert(value_node, path + (key,), loader, lines, source)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_convert(item, path + (i,), loader, lines, source) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def parse(text: str, source: str) -> tuple[Any, dict[Path_, int]]:
+    """Parse YAML text; return the data and a map from key path to 1-based line."""
+    loader = _Loader(text)
+    lines: dict[Path_, int] = {}
+    try:
+        node = loader.get_single_node()
+        return (None if node is None else _convert(node, (), loader, lines, source)), lines
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{source}{line}: invalid YAML: {err.problem or err}") from None
+    finally:
+        loader.dispose()
+
+
+def load(path: Path) -> tuple[Any, dict[Path_, int]]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"suite file '{path}' not found; pass the path of a YAML suite such as "
+                        f"benchmarks/smoke_cpu.yaml")
+    return parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def parse_scalar(text: str) -> Any:
+    """A CLI override value, typed the way YAML would type it (``false``, ``0``, ``1e-3``, ``[0, 1]``)."""
+    data, _ = parse(text, "<command line>")
+    return "" if data is None and text.strip() == "" else data

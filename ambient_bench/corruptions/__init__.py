@@ -1,0 +1,1 @@
+"""Corruption generators; each module registers one or more with ``register_corruption``."""

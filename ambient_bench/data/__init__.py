@@ -1,0 +1,1 @@
+"""Image conversions and the clean/corrupted mixing of datasets."""

@@ -1,0 +1,1 @@
+"""Datasets of clean images; each module registers one or more with ``register_dataset``."""

@@ -1,0 +1,1 @@
+"""EDM-style diffusion: network, preconditioning, the ambient loss and the Heun sampler."""

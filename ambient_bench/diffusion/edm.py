@@ -1,0 +1,20 @@
+"""EDM preconditioning (Karras et al., 2022): D(x, sigma) = c_skip x + c_out F(c_in x, ln(sigma)/4)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class EDMPrecond(nn.Module):
+    def __init__(self, net: nn.Module, sigma_data: float = 0.5) -> None:
+        super().__init__()
+        self.net, self.sigma_data = net, sigma_data
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        sigma = sigma.to(x.dtype).reshape(-1, 1, 1, 1)
+        sd2 = self.sigma_data ** 2
+        c_skip = sd2 / (sigma ** 2 + sd2)
+        c_out = sigma * self.sigma_data / (sigma ** 2 + sd2).sqrt()
+        c_in = 1 / (sigma ** 2 + sd2).sqrt()
+        c_noise = sigma.log().flatten() / 4
+        return c_skip * x + c_out * self.net(c_in * x, c_noise)

@@ -1,0 +1,1 @@
+"""The stage DAG, content-addressed run store and the executor."""

@@ -1,0 +1,66 @@
+"""Plan and execute a suite: unique stages in dependency order, skip what is done."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from ambient_bench.config.suite import Suite
+from ambient_bench.engine.stages import WORK, Context, Stage, cell_stages
+from ambient_bench.engine.store import RunStore
+
+
+@dataclass
+class Graph:
+    stages: list[Stage]                 # unique, dependencies first
+    cells: list[dict[str, Stage]]       # per cell: stage name → stage
+    users: dict[tuple[str, str], int]   # (kind, key) → number of cells that need it
+
+
+def build_graph(suite: Suite) -> Graph:
+    ordered: list[Stage] = []
+    seen: dict[tuple[str, str], Stage] = {}
+    users: dict[tuple[str, str], int] = {}
+
+    def visit(stage: Stage) -> Stage:
+        ident = (stage.kind, stage.key)
+        if ident in seen:
+            return seen[ident]
+        stage.deps = {name: visit(dep) for name, dep in stage.deps.items()}
+        seen[ident] = stage
+        ordered.append(stage)
+        return stage
+
+    cells = []
+    for cell in suite.cells:
+        stages = {name: visit(stage) for name, stage in cell_stages(cell.config).items()}
+        for stage in {id(s): s for s in stages.values()}.values():
+            users[(stage.kind, stage.key)] = users.get((stage.kind, stage.key), 0) + 1
+        cells.append(stages)
+    return Graph(ordered, cells, users)
+
+
+def plan_table(graph: Graph, store: RunStore) -> list[dict[str, str]]:
+    return [{"stage": s.kind, "key": s.key[:16], "state": store.state(s.kind, s.key),
+             "cells": str(graph.users[(s.kind, s.key)]), "what": s.describe} for s in graph.stages]
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
+def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print) -> dict[str, int]:
+    """Run every stage that is not done; returns counts of ran / skipped stages."""
+    ctx = Context(store=store, log=log)
+    todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
+    log(f"{len(graph.stages)} stages: {len(graph.stages) - len(todo)} done, {len(todo)} to run")
+    for n, stage in enumerate(todo, 1):
+        state = store.state(stage.kind, stage.key)
+        log(f"[{n}/{len(todo)}] {stage.kind} {stage.key[:16]} ({stage.describe})"
+            + (" — resuming" if state == "partial" else ""))
+        started = time.perf_counter()
+        store.execute(stage.kind, stage.key, stage.material, stage.runtime,
+                      lambda out, stage=stage: WORK[stage.kind](stage, out, ctx))
+        log(f"      done in {_duration(time.perf_counter() - started)}")
+    return {"ran": len(todo), "skipped": len(graph.stages) - len(todo)}

@@ -1,0 +1,156 @@
+"""Fréchet distance in the feature space of a digit classifier (the usual "MNIST FID").
+
+This is *not* FID: the features come from a small CNN trained on the clean reference digits,
+not from Inception. The number is computed by torch-fidelity through its feature-extractor
+registry; reference statistics are cached under a name made of the content hashes of the
+reference images and of the classifier weights, so changed data or weights never hit a stale cache.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torch_fidelity
+from torch import nn
+from torch_fidelity import FeatureExtractorBase, register_feature_extractor
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from ambient_bench import fileio
+from ambient_bench.components import ImageSet, Metric
+from ambient_bench.data.images import uint8_to_model
+from ambient_bench.params import Param
+from ambient_bench.progress import bar
+from ambient_bench.registry import register_metric
+from ambient_bench.seeding import numpy_rng, seed_for
+
+EXTRACTOR = "digits-cnn"
+CLASSIFIER = "classifier.pt"
+
+
+class DigitClassifier(nn.Module):
+    def __init__(self, channels: int, feature_dim: int = 128, num_classes: int = 10) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=2, padding=1), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64 * 16, feature_dim), nn.ReLU())
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        return features, self.head(features)
+
+
+class DigitFeatureExtractor(FeatureExtractorBase):
+    """torch-fidelity adapter: uint8 N×C×H×W → (penultimate features, logits)."""
+
+    def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(name, features_list)
+        if feature_extractor_weights_path is None:
+            raise ValueError(f"{EXTRACTOR} needs feature_extractor_weights_path (the trained classifier)")
+        saved = fileio.torch_load(Path(feature_extractor_weights_path))
+        self.resolution, self.channels = saved["resolution"], saved["channels"]
+        self.net = DigitClassifier(self.channels, saved["feature_dim"])
+        self.net.load_state_dict(saved["state"])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = uint8_to_model(x)
+        if x.shape[1] != self.channels:  # RGB samples of a grey dataset: compare luminance
+            x = x.mean(dim=1, keepdim=True).expand(-1, self.channels, -1, -1)
+        if x.shape[-1] != self.resolution or x.shape[-2] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear",
+                              antialias=True, align_corners=False)
+        features, logits = self.net(x)
+        by_name = {"penultimate": features, "logits": logits}
+        return tuple(by_name[name] for name in self.features_list)
+
+    @staticmethod
+    def get_provided_features_list() -> tuple[str, ...]:
+        return ("penultimate", "logits")
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric: str) -> str:
+        return "logits" if metric == "isc" else "penultimate"
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False
+
+    @staticmethod
+    def get_dummy_input_for_compile() -> torch.Tensor:
+        return torch.zeros(1, 1, 16, 16, dtype=torch.uint8)
+
+
+if EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
+    register_feature_extractor(EXTRACTOR, DigitFeatureExtractor)
+
+
+class _Images(torch.utils.data.Dataset):
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@register_metric("fd_digits")
+class FDDigits(Metric):
+    """Fréchet distance on the 128-d features of a CNN trained on the clean reference digits."""
+
+    version = 1
+    params = {
+        "epochs": Param(30, "training epochs of the feature classifier", kind=int, ge=1),
+        "feature_dim": Param(128, "width of the penultimate (feature) layer", kind=int, ge=8),
+        "seed": Param(0, "seed of the classifier's initialisation and batches", kind=int, ge=0),
+    }
+    test_params = {"epochs": 2}
+
+    def setup(self, reference: ImageSet, workdir: Path) -> dict[str, Any]:
+        if reference.labels is None:
+            raise ValueError("fd_digits needs a labelled reference dataset to train its classifier")
+        torch.manual_seed(seed_for("fd-digits-init", self.p.seed))
+        channels, resolution = reference.images.shape[1], reference.images.shape[-1]
+        net = DigitClassifier(channels, self.p.feature_dim)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+        x, y = uint8_to_model(reference.images), reference.labels
+        for epoch in bar(range(self.p.epochs), desc="fd_digits classifier", unit="epoch"):
+            order = torch.from_numpy(numpy_rng("fd-digits-epoch", self.p.seed, epoch).permutation(len(x)))
+            for start in range(0, len(x), 64):
+                idx = order[start:start + 64]
+                loss = F.cross_entropy(net(x[idx])[1], y[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+        with torch.no_grad():
+            accuracy = (net.eval()(x)[1].argmax(1) == y).float().mean().item()
+        fileio.torch_save(workdir / CLASSIFIER, {"state": net.state_dict(), "channels": channels,
+                                                 "resolution": resolution, "feature_dim": self.p.feature_dim})
+        return {"train_accuracy": accuracy, "num_reference": len(x)}
+
+    def compute(self, samples: torch.Tensor, reference: ImageSet, setup_dir: Path,
+                cache_dir: Path) -> dict[str, float]:
+        weights = setup_dir / CLASSIFIER
+        cache_name = f"ref-{reference.content_hash()[:16]}-w{file_sha256(weights)[:16]}"
+        result = torch_fidelity.calculate_metrics(
+            input1=_Images(samples), input2=_Images(reference.images), fid=True, cuda=False,
+            feature_extractor=EXTRACTOR, feature_extractor_weights_path=str(weights),
+            cache=True, cache_root=str(cache_dir), input2_cache_name=cache_name,
+            batch_size=256, save_cpu_ram=True, verbose=False)
+        return {"fd_digits": float(result["frechet_inception_distance"])}
+
+    def protocol(self) -> dict[str, Any]:
+        return {"feature_extractor": f"{EXTRACTOR}: {self.p.feature_dim}-d penultimate layer of a 3-conv CNN "
+                                     f"trained on all clean reference images (not Inception)",
+                "implementation": f"torch-fidelity {torch_fidelity.__version__}"}

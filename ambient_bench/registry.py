@@ -1,0 +1,179 @@
+"""Registries of components (corruptions, datasets, methods, metrics).
+
+A component is a small class with a ``name``, a ``version`` (bump it whenever outputs
+change: it enters every stage key that uses the component), declared ``params`` and tiny
+``test_params`` for the contract tests. Register it with a decorator::
+
+    from ambient_bench import Corruption, Param, register_corruption
+
+    @register_corruption("salt_and_pepper")
+    class SaltAndPepper(Corruption):
+        version = 1
+        params = {"amount": Param(0.05, "fraction of pixels", gt=0, lt=1)}
+
+Built-in components are registered lazily (``"module:Class"`` strings) so that startup imports
+nothing heavy. Third-party packages (and our own ``baselines`` package) register through the
+``ambient_bench.plugins`` entry-point group, or a suite's ``plugins:`` list.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC
+import importlib.metadata
+import importlib.util
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable, ClassVar, Generic, TypeVar
+
+from ambient_bench.errors import UserError
+from ambient_bench.params import Param, ParamError, resolve_params, semantic_view, suggest
+
+PLUGIN_GROUP = "ambient_bench.plugins"
+
+
+class Component(ABC):
+    """Base of every registered component."""
+
+    kind: ClassVar[str] = "component"
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    params: ClassVar[dict[str, Param]] = {}
+    test_params: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            self.values = resolve_params(self.params, values, what=f"{self.kind} '{self.name}'")
+        except ParamError as err:
+            raise UserError(f"{self.kind} '{self.name}': {err.message}") from None
+        self.p = SimpleNamespace(**self.values)
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+    def spec(self) -> dict[str, Any]:
+        """What identifies this component's behaviour: enters stage keys."""
+        return {"name": self.name, "version": self.version,
+                "params": semantic_view(self.params, self.values)}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.values.items())
+        return f"{self.name}({args})"
+
+
+T = TypeVar("T", bound=Component)
+
+
+class Registry(Generic[T]):
+    """Name → component class, with lazy entries and did-you-mean errors."""
+
+    def __init__(self, kind: str, base: str) -> None:
+        self.kind = kind
+        self._base = base  # "module:Class", resolved on first use (avoids import cycles)
+        self._entries: dict[str, type[T] | str] = {}
+
+    def _base_class(self) -> type:
+        module, attr = self._base.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    def add_lazy(self, name: str, target: str) -> None:
+        self._entries.setdefault(name, target)
+
+    def register(self, name: str) -> Callable[[type[T]], type[T]]:
+        def decorator(cls: type[T]) -> type[T]:
+            base = self._base_class()
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise TypeError(f"@register_{self.kind}('{name}'): {cls!r} must subclass {base.__name__}")
+            current = self._entries.get(name)
+            if isinstance(current, type) and current is not cls and \
+                    (current.__module__, current.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise UserError(f"{self.kind} '{name}' is registered twice: by {current.__module__}."
+                                f"{current.__qualname__} and by {cls.__module__}.{cls.__qualname__}; "
+                                f"rename one of them")
+            cls.name = name
+            cls.kind = self.kind
+            self._entries[name] = cls
+            return cls
+        return decorator
+
+    def get(self, name: str) -> type[T]:
+        if name not in self._entries:
+            load_plugins()
+        if name not in self._entries:
+            raise UserError(f"unknown {self.kind} '{name}'" + suggest(name, self._entries)
+                            + f" (available: {', '.join(sorted(self._entries)) or 'none'})")
+        entry = self._entries[name]
+        if isinstance(entry, str):
+            module, attr = entry.split(":")
+            importlib.import_module(module)  # its decorator replaces the lazy entry
+            entry = self._entries[name]
+            if isinstance(entry, str):
+                entry = getattr(importlib.import_module(module), attr)
+                self._entries[name] = entry
+        return entry
+
+    def names(self) -> list[str]:
+        load_plugins()
+        return sorted(self._entries)
+
+    def build(self, spec: dict[str, Any]) -> T:
+        """Instantiate from a resolved ``{"name": ..., **params}`` mapping."""
+        params = {k: v for k, v in spec.items() if k != "name"}
+        return self.get(spec["name"])(**params)
+
+
+_plugins_loaded = False
+
+
+def load_plugins() -> None:
+    """Import every installed plugin module (entry-point group ``ambient_bench.plugins``) once."""
+    global _plugins_loaded
+    if _plugins_loaded:
+        return
+    _plugins_loaded = True
+    for entry_point in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        entry_point.load()
+
+
+def import_plugin(spec: str, base_dir: Path | None = None) -> None:
+    """Import a user plugin given as a module name or a path to a ``.py`` file."""
+    if spec.endswith(".py"):
+        path = Path(spec)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise UserError(f"plugin file '{path}' not found; give a path relative to the suite file "
+                            f"or an importable module name")
+        module_name = f"ambient_bench_plugin_{path.stem}"
+        if module_name in sys.modules:
+            return
+        loader_spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(loader_spec)
+        sys.modules[module_name] = module
+        loader_spec.loader.exec_module(module)
+        return
+    try:
+        importlib.import_module(spec)
+    except ModuleNotFoundError as err:
+        raise UserError(f"plugin module '{spec}' cannot be imported ({err}); install it or "
+                        f"give a path to a .py file") from None
+
+
+CORRUPTIONS: Registry = Registry("corruption", "ambient_bench.components:Corruption")
+DATASETS: Registry = Registry("dataset", "ambient_bench.components:Dataset")
+METHODS: Registry = Registry("method", "ambient_bench.components:Method")
+METRICS: Registry = Registry("metric", "ambient_bench.components:Metric")
+REGISTRIES: dict[str, Registry] = {r.kind: r for r in (CORRUPTIONS, DATASETS, METHODS, METRICS)}
+
+register_corruption = CORRUPTIONS.register
+register_dataset = DATASETS.register
+register_method = METHODS.register
+register_metric = METRICS.register
+
+# Built-ins, imported on first use.
+CORRUPTIONS.add_lazy("gaussian_blur", "ambient_bench.corruptions.blur:GaussianBlur")
+DATASETS.add_lazy("digits", "ambient_bench.datasets.digits:Digits")
+METHODS.add_lazy("ambient_o", "ambient_bench.methods.ambient_o:AmbientO")
+METRICS.add_lazy("fd_digits", "ambient_bench.metrics.fd_digits:FDDigits")

@@ -1,0 +1,88 @@
+"""Gather finished stage summaries of a suite into one long-form table (CSV).
+
+One row per (cell, quantity). Quantities are the metrics of the evaluate stages plus the
+annotation summary ``sigma_min_mean`` (the paper's mean-sigma column). Columns hold every
+config key that varies across the suite's cells, and the protocol that produced the number.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ambient_bench import fileio
+from ambient_bench.config.suite import Suite
+from ambient_bench.engine.runner import Graph
+from ambient_bench.engine.store import RunStore
+
+ALWAYS = ("dataset.name", "method.name", "train.seed")
+PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler", "checkpoint",
+            "feature_extractor", "implementation")
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, list):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+def _spec(spec: dict[str, Any]) -> str:
+    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
+    return f"{spec['name']}({args})" if args else spec["name"]
+
+
+def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
+    """Rows for every cell whose stages are done (unfinished cells are left out)."""
+    flat = [flatten({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]
+    varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), default=str) for g in flat}) > 1})
+    config_columns = list(dict.fromkeys([*ALWAYS, *varying]))
+    rows = []
+    for cell, stages, config in zip(suite.cells, graph.cells, flat):
+        needed = [s for s in stages.values()]
+        if any(store.state(s.kind, s.key) != "done" for s in needed):
+            continue
+        cfg = cell.config
+        base = {"suite": suite.name, "cell": cell.label, **{c: config.get(c) for c in config_columns}}
+        train, sample = cfg["train"], cfg["sample"]
+        protocol = {
+            "dataset": _spec(cfg["dataset"]),
+            "dataset_hash": store.summary("mix", stages["mix"].key)["dataset_hash"][:16],
+            "clean_fraction": cfg["mix"]["clean_fraction"],
+            "num_samples": sample["num"],
+            "sampler": f"EDM Heun, {sample['steps']} steps ({2 * sample['steps'] - 1} NFE)",
+            "checkpoint": f"final EMA weights (half-life {train['ema_halflife_kimg']:g} kimg) "
+                          f"after {train['duration_kimg']:g} kimg",
+        }
+        annotate = store.summary("annotate", stages["annotate"].key)
+        rows.append({**base, "quantity": "sigma_min_mean", "value": annotate["sigma_min_mean"],
+                     "stage_key": stages["annotate"].key[:16], **protocol,
+                     "feature_extractor": None, "implementation": None})
+        for name, stage in stages.items():
+            if stage.kind != "evaluate":
+                continue
+            summary = store.summary("evaluate", stage.key)
+            for quantity, value in summary["values"].items():
+                rows.append({**base, "quantity": quantity, "value": value, "stage_key": stage.key[:16],
+                             **protocol, "feature_extractor": summary["protocol"].get("feature_extractor"),
+                             "implementation": summary["protocol"].get("implementation")})
+    columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def write_results(df: pd.DataFrame, results_dir: Path) -> Path:
+    path = Path(results_dir) / "results.csv"
+    fileio.write_text(path, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    return path
+
+
+def read_results(results_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(Path(results_dir) / "results.csv")

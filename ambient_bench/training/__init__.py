@@ -1,0 +1,1 @@
+"""Diffusion training: the sigma-first sample stream and the resumable training loop."""

@@ -1,0 +1,146 @@
+"""The training stage: EDM-preconditioned U-Net, ambient loss, EMA, exact resume.
+
+Re-running with the same ``run_dir`` resumes from ``checkpoint.pt``. Every random draw of step
+k (noise levels, noise, dropout) is seeded by (seed, k), and the sample stream's position is
+part of the checkpoint, so an interrupted and resumed run ends with the same weights as an
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ambient_bench import fileio
+from ambient_bench.data.images import uint8_to_model
+from ambient_bench.diffusion.edm import EDMPrecond
+from ambient_bench.diffusion.loss import ambient_edm_loss, annotation_noise
+from ambient_bench.diffusion.unet import UNet
+from ambient_bench.progress import bar
+from ambient_bench.seeding import numpy_rng, seed_for, torch_generator
+from ambient_bench.training.stream import AdmissibleStream
+
+CHECKPOINT, NETWORK = "checkpoint.pt", "network.pt"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_network(net_cfg: dict[str, Any], img_channels: int, resolution: int,
+                  sigma_data: float) -> EDMPrecond:
+    unet = UNet(img_channels, resolution, model_channels=net_cfg["model_channels"],
+                channel_mult=net_cfg["channel_mult"], num_blocks=net_cfg["num_blocks"],
+                attn_resolutions=net_cfg["attn_resolutions"], dropout=net_cfg["dropout"])
+    return EDMPrecond(unet, sigma_data=sigma_data)
+
+
+def load_network(path: Path, device: torch.device | str = "cpu") -> EDMPrecond:
+    """The EMA network written at the end of training."""
+    saved = fileio.torch_load(path)
+    net = build_network(saved["network_cfg"], saved["img_channels"], saved["resolution"], saved["sigma_data"])
+    net.load_state_dict(saved["ema"])
+    net.image_shape = (saved["img_channels"], saved["resolution"], saved["resolution"])
+    return net.to(device).eval().requires_grad_(False)
+
+
+def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], run_dir: Path,
+          log: Callable[[str], None] = print, stop_at_step: int | None = None) -> bool:
+    """Train (or resume) in ``run_dir``; True once ``network.pt`` is written.
+
+    ``data`` is the annotate stage's training set: uint8 ``images``, fixed ``noise`` Z,
+    per-sample ``sigma_min`` / ``sigma_max`` and the ``buffer`` factor.
+    ``stop_at_step`` ends the call early after checkpointing (for time-sliced jobs and tests).
+    """
+    device = resolve_device(cfg["device"])
+    seed, batch = cfg["seed"], cfg["batch"]
+    x_all, z_all = uint8_to_model(data["images"]).to(device), data["noise"].float().to(device)
+    sigma_min = data["sigma_min"].double()
+    _, channels, resolution, _ = x_all.shape
+    net = build_network(net_cfg, channels, resolution, cfg["sigma_data"]).to(device).train()
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
+    stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), data["buffer"], seed)
+
+    step, ckpt_path = 0, run_dir / CHECKPOINT
+    if ckpt_path.exists():
+        state = fileio.torch_load(ckpt_path)
+        net.load_state_dict(state["net"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        stream.load_state_dict(state["stream"])
+        step = state["step"]
+        log(f"resuming from checkpoint at step {step}")
+
+    total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
+    ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
+
+    def save_checkpoint(next_step: int) -> None:
+        fileio.torch_save(ckpt_path, {"step": next_step, "net": net.state_dict(), "ema": ema.state_dict(),
+                                      "opt": opt.state_dict(), "stream": stream.state_dict()})
+
+    stats_file = open(run_dir / "stats.jsonl", "a")
+    progress = bar(total=total, initial=step, desc=f"train {run_dir.name[:8]}", unit="step")
+    t_last = time.perf_counter()
+    while step < total:
+        if stop_at_step is not None and step >= stop_at_step:
+            break
+        rng = numpy_rng("sigma", seed, step)
+        indices, sigmas = stream.batch(lambda: math.exp(cfg["P_mean"] + cfg["P_std"] * rng.standard_normal()), batch)
+        eps = torch.randn((batch, *x_all.shape[1:]), generator=torch_generator("eps", seed, step)).to(device)
+        torch.manual_seed(seed_for("dropout", seed, step))
+        sigma64 = torch.from_numpy(sigmas)
+        sigma_n = annotation_noise(sigma64, sigma_min[indices])
+        idx = torch.from_numpy(indices).to(device)
+
+        cur_nimg = step * batch
+        lr = cfg["lr"] * min(1.0, cur_nimg / (cfg["warmup_kimg"] * 1000)) if cfg["warmup_kimg"] > 0 else cfg["lr"]
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = ambient_edm_loss(net, x_all[idx], z_all[idx], sigma64.float().to(device),
+                                sigma_n.float().to(device), eps, cfg["sigma_data"]).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in net.parameters():
+            if p.grad is not None:
+                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+        if cfg["grad_clip"] is not None:
+            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+        opt.step()
+
+        halflife = cfg["ema_halflife_kimg"] * 1000
+        if cfg["ema_rampup"] is not None:
+            halflife = min(halflife, (cur_nimg + batch) * cfg["ema_rampup"])
+        beta = 0.5 ** (batch / max(halflife, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), net.parameters()):
+                p_ema.lerp_(p.detach(), 1 - beta)
+            for b_ema, b in zip(ema.buffers(), net.buffers()):
+                b_ema.copy_(b)
+
+        step += 1
+        progress.update(1)
+        if step % cfg["log_every"] == 0 or step == total:
+            now = time.perf_counter()
+            stats = {"step": step, "kimg": step * batch / 1000, "loss": loss.item(), "lr": lr,
+                     "sec_per_step": (now - t_last) / cfg["log_every"]}
+            t_last = now
+            stats_file.write(json.dumps(stats) + "\n")
+            stats_file.flush()
+            progress.set_postfix(loss=f"{stats['loss']:.3f}")
+        if step % ckpt_every == 0 or step == total or step == stop_at_step:
+            save_checkpoint(step)
+    progress.close()
+    stats_file.close()
+    if step < total:
+        return False
+    fileio.torch_save(run_dir / NETWORK, {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels,
+                                          "resolution": resolution, "sigma_data": cfg["sigma_data"], "steps": total})
+    return True

@@ -1,0 +1,18 @@
+"""Baseline: train on every sample as if it were clean."""
+from __future__ import annotations
+
+import torch
+
+from ambient_bench import Annotation, Method, MixedData, register_method
+
+
+@register_method("all_data")
+class AllData(Method):
+    """Clean and corrupted samples alike at every noise level ('All data' rows; sigma_min = 0)."""
+
+    version = 1
+
+    def annotate(self, data: MixedData) -> Annotation:
+        n = len(data.corrupted)
+        return Annotation(keep=torch.ones(n, dtype=torch.bool), sigma_min=torch.zeros(n),
+                          sigma_max=torch.zeros(n))

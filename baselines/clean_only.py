@@ -1,0 +1,18 @@
+"""Baseline: train on the clean samples only, discarding every corrupted one."""
+from __future__ import annotations
+
+import torch
+
+from ambient_bench import Annotation, Method, MixedData, register_method
+
+
+@register_method("clean_only")
+class CleanOnly(Method):
+    """Only the clean fraction of the data ('Only clean' rows of the paper's tables)."""
+
+    version = 1
+    reads_corruption = False  # one model serves every corruption level of a suite
+
+    def annotate(self, data: MixedData) -> Annotation:
+        n = len(data.corrupted)
+        return Annotation(keep=~data.corrupted, sigma_min=torch.zeros(n), sigma_max=torch.zeros(n))
