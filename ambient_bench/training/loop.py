@@ -64,6 +64,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     x_all, z_all = uint8_to_model(data["images"]).to(device), data["noise"].float().to(device)
     sigma_min = data["sigma_min"].double()
     _, channels, resolution, _ = x_all.shape
+    torch.manual_seed(seed_for("init", seed))
     net = build_network(net_cfg, channels, resolution, cfg["sigma_data"]).to(device).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
