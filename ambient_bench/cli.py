@@ -56,6 +56,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = RunStore(args.runs)
     graph = build_graph(suite)
     _print(f"suite {suite.name}: {len(suite.cells)} cells; runs in {args.runs}/")
+    if args.expect_cached:
+        missing = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
+        if missing:
+            _print(f"--expect-cached: {len(missing)} stages are not done, e.g. {missing[0].kind} "
+                   f"{missing[0].key[:16]} ({missing[0].describe})")
+            return 1
     report = execute(graph, store, log=_print)
     results_dir = Path(args.results or suite.results_dir)
     frame = collect(suite, graph, store)
@@ -121,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--runs", default="runs", help="run store directory (default: runs)")
         if name == "run":
             p.add_argument("--results", help="results directory (default: the suite's results_dir)")
+            p.add_argument("--expect-cached", action="store_true",
+                           help="run nothing and exit 1 unless every stage is already done (for CI)")
     p = sub.add_parser("list", help="registered components and their parameters")
     p.add_argument("kind", nargs="?", help=f"one of {', '.join(KINDS)}")
     p = sub.add_parser("tables", help="re-render a suite's tables from its stored results")

@@ -69,6 +69,16 @@ class ComponentList:
         return [self.ref.semantic(v) for v in value]
 
 
+def spec_label(value: Any) -> str:
+    """``gaussian_blur(sigma=0.6, truncate=4.0)`` for a component mapping; ``none`` for None."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict) and "name" in value:
+        args = ", ".join(f"{k}={v}" for k, v in value.items() if k != "name")
+        return f"{value['name']}({args})" if args else str(value["name"])
+    return str(value)
+
+
 def _positive_ints(value: list) -> str | None:
     return None if all(v >= 1 for v in value) else "entries must be ≥ 1"
 

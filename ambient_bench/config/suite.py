@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ambient_bench.config import yamlio
-from ambient_bench.config.schema import SECTION_NAMES, resolve_cell
+from ambient_bench.config.schema import SECTION_NAMES, resolve_cell, spec_label
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, resolve_params, suggest
 from ambient_bench.registry import import_plugin
@@ -43,7 +43,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        return ", ".join(f"{k}={_short(v)}" for k, v in self.axes.items()) or "(single cell)"
+        return ", ".join(f"{k}={spec_label(v)}" for k, v in self.axes.items()) or "(single cell)"
 
 
 @dataclass
@@ -55,14 +55,6 @@ class Suite:
     tables: list[Path]
     results_dir: Path
     axes: list[str] = field(default_factory=list)
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, dict):
-        name = value.get("name", "")
-        rest = ",".join(f"{k}={v}" for k, v in value.items() if k != "name")
-        return f"{name}({rest})" if rest else str(name)
-    return str(value)
 
 
 class _Tree:

@@ -18,11 +18,12 @@ import torch
 
 from ambient_bench import fileio
 from ambient_bench.components import Annotation, MixedData
-from ambient_bench.config.schema import MIX, NETWORK, SAMPLE, TRAIN, ComponentRef
+from ambient_bench.config.schema import MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, spec_label
 from ambient_bench.data.images import model_to_uint8
 from ambient_bench.data.mixing import mix
 from ambient_bench.engine.keys import stage_key
 from ambient_bench.engine.previews import save_grid
+from ambient_bench.engine.store import RunStore
 from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
 
@@ -52,18 +53,11 @@ class Stage:
 
 @dataclass
 class Context:
-    store: Any  # RunStore
+    store: RunStore
     log: Callable[[str], None] = print
 
     def dir(self, stage: Stage) -> Path:
         return self.store.dir(stage.kind, stage.key)
-
-
-def _short(spec: dict[str, Any] | None) -> str:
-    if spec is None:
-        return "none"
-    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
-    return f"{spec['name']}({args})" if args else spec["name"]
 
 
 def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
@@ -76,24 +70,24 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
     stages["mix"] = Stage(
         "mix", {"dataset": ref("dataset", cfg["dataset"]), "mix": MIX.semantic(mix_cfg)},
         {"dataset": cfg["dataset"], "mix": mix_cfg}, {},
-        f"{_short(cfg['dataset'])}, {cfg['mix']['clean_fraction']:.0%} clean, corruption {_short(corruption)}")
+        f"{spec_label(cfg['dataset'])}, {cfg['mix']['clean_fraction']:.0%} clean, corruption {spec_label(corruption)}")
     stages["annotate"] = Stage(
         "annotate", {"method": ref("method", cfg["method"])}, {"method": cfg["method"]},
-        {"mix": stages["mix"]}, _short(cfg["method"]))
+        {"mix": stages["mix"]}, spec_label(cfg["method"]))
     stages["train"] = Stage(
         "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(cfg["train"])},
         {"network": cfg["network"], "train": cfg["train"]}, {"annotate": stages["annotate"]},
-        f"{_short(cfg['method'])}, seed {cfg['train']['seed']}, {cfg['train']['duration_kimg']:g} kimg")
+        f"{spec_label(cfg['method'])}, seed {cfg['train']['seed']}, {cfg['train']['duration_kimg']:g} kimg")
     stages["sample"] = Stage(
         "sample", {"sample": SAMPLE.semantic(cfg["sample"])}, {"sample": cfg["sample"]},
         {"train": stages["train"]}, f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps")
     for metric in cfg["evaluate"]["metrics"]:
         setup = Stage("metric_setup", {"metric": ref("metric", metric), "reference": ref("dataset", cfg["dataset"])},
-                      {"metric": metric, "dataset": cfg["dataset"]}, {}, f"{_short(metric)} on {_short(cfg['dataset'])}")
+                      {"metric": metric, "dataset": cfg["dataset"]}, {}, f"{spec_label(metric)} on {spec_label(cfg['dataset'])}")
         stages[f"setup:{metric['name']}"] = setup
         stages[f"evaluate:{metric['name']}"] = Stage(
             "evaluate", {"metric": ref("metric", metric)}, {"metric": metric, "dataset": cfg["dataset"]},
-            {"sample": stages["sample"], "setup": setup}, f"{metric['name']} of {_short(cfg['method'])}")
+            {"sample": stages["sample"], "setup": setup}, f"{metric['name']} of {spec_label(cfg['method'])}")
     return stages
 
 

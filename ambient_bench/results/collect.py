@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ambient_bench import fileio
+from ambient_bench.config.schema import spec_label
 from ambient_bench.config.suite import Suite
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.store import RunStore
@@ -35,11 +36,6 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _spec(spec: dict[str, Any]) -> str:
-    args = ", ".join(f"{k}={v}" for k, v in spec.items() if k != "name")
-    return f"{spec['name']}({args})" if args else spec["name"]
-
-
 def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
     """Rows for every cell whose stages are done (unfinished cells are left out)."""
     flat = [flatten({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]
@@ -54,7 +50,7 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
         base = {"suite": suite.name, "cell": cell.label, **{c: config.get(c) for c in config_columns}}
         train, sample = cfg["train"], cfg["sample"]
         protocol = {
-            "dataset": _spec(cfg["dataset"]),
+            "dataset": spec_label(cfg["dataset"]),
             "dataset_hash": store.summary("mix", stages["mix"].key)["dataset_hash"][:16],
             "clean_fraction": cfg["mix"]["clean_fraction"],
             "num_samples": sample["num"],

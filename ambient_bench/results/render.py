@@ -36,9 +36,7 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
             lines.append(f"{value['label']}: mean annotation sigma_min over the corrupted samples a method "
                          f"trains on (– = it trains on none).")
     seeds = _unique(shown, SEED_KEY)
-    counts = shown.groupby("cell").size()
-    lines.append(f"Mean ± std over training seeds {{{', '.join(seeds)}}} ({len(seeds)} per cell, "
-                 f"{len(counts)} runs); best value per column in bold.")
+    lines.append(f"Mean ± std over training seeds {{{', '.join(seeds)}}}; best value per column in bold.")
     return lines + list(spec.notes)
 
 
@@ -52,9 +50,10 @@ def _reference_block(spec: TableSpec, cols: list) -> tuple[str, str] | None:
     table = (data.get("tables") or {}).get(spec.reference["table"])
     if table is None:
         raise UserError(f"{path}: no table '{spec.reference['table']}' (have: {', '.join(data.get('tables') or {})})")
-    # The spec's formats and order, the paper's quantity names and labels.
+    # The spec's order and highlighting; the paper's quantity names, labels and precision.
     values = [{**v, "quantity": v["paper"], "label": table["labels"].get(v["paper"], v["paper"]),
-               "latex": table.get("latex_labels", {}).get(v["paper"])}
+               "latex": table.get("latex_labels", {}).get(v["paper"]),
+               "fmt": table.get("formats", {}).get(v["paper"], "{:.2f}")}
               for v in spec.values if v["paper"]]
     paper_spec = dataclasses.replace(spec, values=values)
     grid, rows = {}, []

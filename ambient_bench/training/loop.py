@@ -51,6 +51,14 @@ def load_network(path: Path, device: torch.device | str = "cpu") -> EDMPrecond:
     return net.to(device).eval().requires_grad_(False)
 
 
+def _logged_step(line: str) -> float:
+    """Step of a stats.jsonl line; a line cut short by a kill counts as never logged."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
 def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], run_dir: Path,
           log: Callable[[str], None] = print, stop_at_step: int | None = None) -> bool:
     """Train (or resume) in ``run_dir``; True once ``network.pt`` is written.
@@ -79,6 +87,10 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
         stream.load_state_dict(state["stream"])
         step = state["step"]
         log(f"resuming from checkpoint at step {step}")
+        stats_path = run_dir / "stats.jsonl"
+        if stats_path.exists():  # drop lines logged after the checkpoint (those steps run again)
+            fileio.write_text(stats_path, "".join(line + "\n" for line in stats_path.read_text().splitlines()
+                                                  if _logged_step(line) <= step))
 
     total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
     ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))

@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m ambient_bench ...`` in a subprocess (the way users run it)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "ambient_bench", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def write_suite(tmp_path: Path):
+    """Write a suite YAML (dedented) into tmp_path and return its path."""
+    def write(text: str, name: str = "suite.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text).lstrip())
+        return path
+    return write
+
+
+TINY_SUITE = """
+suite: tiny
+results_dir: {results}
+defaults:
+  dataset: digits
+  mix: {{clean_fraction: 0.1, corruption: {{name: gaussian_blur, sigma: 0.6}}}}
+  method: {{name: ambient_o, sigma_min: 1.0}}
+  network: {{model_channels: 8}}
+  train: {{batch: 32, duration_kimg: 0.5, checkpoint_kimg: 0.25}}
+  sample: {{num: 64, steps: 4}}
+  evaluate:
+    metrics: [{{name: fd_digits, epochs: 1}}]
+grid:
+  mix.corruption.sigma: [0.6, 1.0]
+  method: [clean_only, all_data, {{name: ambient_o, sigma_min: 1.0}}]
+  train.seed: [0, 1]
+"""

@@ -1,0 +1,117 @@
+"""Contract tests run over every registered component with its tiny test parameters."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.ndimage
+import torch
+
+from ambient_bench import CORRUPTIONS, DATASETS, METHODS, METRICS, ImageSet, MixedData
+from ambient_bench.corruptions.blur import gaussian_kernel1d
+from ambient_bench.seeding import numpy_rng
+
+
+def batch(n=4, c=3, h=12, w=10, seed=0):
+    return torch.rand((n, c, h, w), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", CORRUPTIONS.names())
+def test_corruption_contract(name):
+    cls = CORRUPTIONS.get(name)
+    assert isinstance(cls.version, int) and cls.version >= 1 and cls.summary()
+    corruption = cls(**cls.test_params)
+    x = batch()
+    rngs = lambda seed: [numpy_rng("test", seed, i) for i in range(len(x))]  # noqa: E731
+    out = corruption.apply(x, rngs(0))
+    assert out.shape == x.shape and out.dtype == torch.float32
+    assert out.min() >= -1e-6 and out.max() <= 1 + 1e-6
+    assert torch.equal(out, corruption.apply(x.clone(), rngs(0)))  # deterministic
+    assert not torch.equal(out, x)  # it does something with its test parameters
+    if cls.random:
+        assert not torch.equal(out, corruption.apply(x, rngs(1)))
+
+
+@pytest.mark.parametrize("sigma,taps", [(0.4, 5), (0.6, 5), (0.8, 7), (1.0, 9)])
+def test_gaussian_blur_matches_scipy(sigma, taps):
+    assert len(gaussian_kernel1d(sigma)) == taps
+    x = batch(n=3, c=3, h=16, w=11, seed=1)
+    ours = CORRUPTIONS.build({"name": "gaussian_blur", "sigma": sigma}).apply(x, [])
+    reference = np.stack([scipy.ndimage.gaussian_filter(im, (0, sigma, sigma)) for im in x.numpy()])
+    np.testing.assert_allclose(ours.numpy(), reference, rtol=0, atol=1e-6)
+
+
+def test_gaussian_blur_radius_wider_than_image():
+    x = batch(n=1, c=1, h=5, w=4)
+    ours = CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 3.0}).apply(x, [])
+    np.testing.assert_allclose(ours[0, 0].numpy(), scipy.ndimage.gaussian_filter(x[0, 0].numpy(), 3.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", DATASETS.names())
+def test_dataset_contract(name):
+    cls = DATASETS.get(name)
+    data = cls(**cls.test_params).load()
+    assert isinstance(data, ImageSet) and data.images.dtype == torch.uint8 and data.images.dim() == 4
+    assert data.labels is None or len(data.labels) == len(data)
+    assert data.content_hash() == cls(**cls.test_params).load().content_hash()
+
+
+def test_digits_resolution_and_range():
+    data = DATASETS.build({"name": "digits", "resolution": 16}).load()
+    assert data.images.shape == (1797, 1, 16, 16)
+    assert data.images.max() == 255 and data.images.min() == 0
+    assert set(data.labels.tolist()) == set(range(10))
+
+
+@pytest.mark.parametrize("name", METHODS.names())
+def test_method_contract(name):
+    cls = METHODS.get(name)
+    n = 20
+    data = MixedData(images=torch.zeros(n, 1, 8, 8, dtype=torch.uint8), corrupted=torch.arange(n) % 3 > 0,
+                     noise=torch.zeros(n, 1, 8, 8), index=torch.arange(n))
+    ann = cls(**cls.test_params).annotate(data)
+    for field in ("keep", "sigma_min", "sigma_max"):
+        assert getattr(ann, field).shape == (n,)
+    assert ann.buffer >= 1.0
+    clean = ~data.corrupted
+    assert ann.keep[clean].all() and (ann.sigma_min[clean] == 0).all()  # clean samples are always usable
+
+
+def test_method_semantics():
+    n = 10
+    data = MixedData(images=torch.zeros(n, 1, 4, 4, dtype=torch.uint8), corrupted=torch.arange(n) >= 3,
+                     noise=torch.zeros(n, 1, 4, 4), index=torch.arange(n))
+    clean_only = METHODS.build({"name": "clean_only"}).annotate(data)
+    assert clean_only.keep.tolist() == [True] * 3 + [False] * 7
+    all_data = METHODS.build({"name": "all_data"}).annotate(data)
+    assert all_data.keep.all() and (all_data.sigma_min == 0).all()
+    ambient = METHODS.build({"name": "ambient_o", "sigma_min": 1.5}).annotate(data)
+    assert ambient.keep.all() and ambient.sigma_min.tolist() == [0.0] * 3 + [1.5] * 7
+    assert ambient.buffer == pytest.approx(2 / 3 ** 0.5)  # s_max = 4
+    no_buffer = METHODS.build({"name": "ambient_o", "sigma_min": 1.5, "s_max": float("inf")}).annotate(data)
+    assert no_buffer.buffer == 1.0
+
+
+@pytest.mark.parametrize("name", METRICS.names())
+def test_metric_contract(name, tmp_path):
+    cls = METRICS.get(name)
+    metric = cls(**cls.test_params)
+    reference = DATASETS.build({"name": "digits"}).load()
+    metric.setup(reference, tmp_path)
+    values = metric.compute(reference.images[:300], reference, tmp_path, tmp_path)
+    assert values and all(np.isfinite(v) for v in values.values())
+    assert metric.protocol()
+
+
+def test_fd_digits_separates_blur_and_caches_reference(tmp_path):
+    reference = DATASETS.build({"name": "digits"}).load()
+    metric = METRICS.build({"name": "fd_digits", "epochs": 5})
+    metric.setup(reference, tmp_path / "setup")
+    (tmp_path / "cache").mkdir()
+    blur = CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 1.0})
+    blurred = (blur.apply(reference.images.float() / 255, []) * 255).round().to(torch.uint8)
+    same = metric.compute(reference.images[:900], reference, tmp_path / "setup", tmp_path / "cache")["fd_digits"]
+    worse = metric.compute(blurred[:900], reference, tmp_path / "setup", tmp_path / "cache")["fd_digits"]
+    assert worse > 5 * same
+    names = {p.name.split("-digits-cnn")[0] for p in (tmp_path / "cache").glob("ref-*")}
+    assert len(names) == 1  # one cached reference, named by the content hashes of data and weights
+    assert names.pop().startswith(f"ref-{reference.content_hash()[:16]}-w")

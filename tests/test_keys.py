@@ -1,0 +1,80 @@
+"""Stage keys hash exactly what a stage reads: stable, order-free, shared where they should be."""
+from __future__ import annotations
+
+import pytest
+
+from ambient_bench.config.suite import load_suite
+from ambient_bench.engine.keys import canonical_json, stage_key
+from ambient_bench.engine.stages import cell_stages
+from ambient_bench.registry import CORRUPTIONS
+
+SUITE = """
+suite: keys
+defaults:
+  dataset: digits
+  mix: {corruption: {name: gaussian_blur, sigma: 0.6}}
+  method: clean_only
+  train: {duration_kimg: 1}
+  evaluate: {metrics: [fd_digits]}
+grid:
+  mix.corruption.sigma: [0.6, 1.0]
+  method: [clean_only, all_data]
+"""
+
+
+def stages_of(write_suite, overrides=()):
+    suite = load_suite(write_suite(SUITE), list(overrides))
+    return {(c.config["method"]["name"], c.config["mix"]["corruption"]["sigma"]): cell_stages(c.config)
+            for c in suite.cells}
+
+
+def test_canonical_json_ignores_key_order():
+    assert canonical_json({"b": 1, "a": {"y": 2.0, "x": [1, 2]}}) == canonical_json({"a": {"x": [1, 2], "y": 2.0}, "b": 1})
+    assert stage_key("t", 1, {"a": 1, "b": 2}) == stage_key("t", 1, {"b": 2, "a": 1})
+    assert stage_key("t", 1, {"a": 1}) != stage_key("t", 2, {"a": 1})
+    assert canonical_json({"s": float("inf")}) == '{"s":"inf"}'
+
+
+def test_key_is_stable_across_releases(write_suite):
+    # Changing this literal means every stored run is recomputed: only do it on purpose
+    # (bump a version instead when behaviour changes).
+    stages = stages_of(write_suite)[("all_data", 0.6)]
+    assert stages["mix"].key == "6361d5b69b3de8a145307493aeff94f4021478aacad38a7d4805702618fd25c3"
+
+
+def test_clean_only_is_shared_across_corruption_levels(write_suite):
+    stages = stages_of(write_suite)
+    for name in ("mix", "annotate", "train", "sample", "evaluate:fd_digits"):
+        assert stages[("clean_only", 0.6)][name].key == stages[("clean_only", 1.0)][name].key
+        assert stages[("all_data", 0.6)][name].key != stages[("all_data", 1.0)][name].key
+    # the metric's setup depends only on the metric and the reference data
+    assert len({s["setup:fd_digits"].key for s in stages.values()}) == 1
+
+
+def test_non_semantic_fields_do_not_change_keys(write_suite):
+    base = stages_of(write_suite)[("all_data", 0.6)]
+    other = stages_of(write_suite, ["train.device=cpu", "train.checkpoint_kimg=3", "train.log_every=7",
+                                    "sample.batch=17"])[("all_data", 0.6)]
+    assert all(base[n].key == other[n].key for n in base)
+
+
+def test_semantic_fields_change_exactly_their_stage_and_downstream(write_suite):
+    base = stages_of(write_suite)[("all_data", 0.6)]
+    lr = stages_of(write_suite, ["train.lr=1e-4"])[("all_data", 0.6)]
+    assert lr["mix"].key == base["mix"].key and lr["annotate"].key == base["annotate"].key
+    assert lr["train"].key != base["train"].key and lr["sample"].key != base["sample"].key
+    steps = stages_of(write_suite, ["sample.steps=9"])[("all_data", 0.6)]
+    assert steps["train"].key == base["train"].key and steps["sample"].key != base["sample"].key
+
+
+def test_component_version_enters_the_key(write_suite, monkeypatch):
+    base = stages_of(write_suite)[("all_data", 0.6)]
+    monkeypatch.setattr(CORRUPTIONS.get("gaussian_blur"), "version", 99)
+    bumped = stages_of(write_suite)[("all_data", 0.6)]
+    assert bumped["mix"].key != base["mix"].key and bumped["train"].key != base["train"].key
+
+
+@pytest.mark.parametrize("name", ["mix", "annotate", "train", "sample"])
+def test_stage_material_records_upstream_keys(write_suite, name):
+    stage = stages_of(write_suite)[("all_data", 1.0)][name]
+    assert set(stage.material["upstream"]) == set(stage.deps)
