@@ -1,8 +1,8 @@
 """Gather finished stage summaries of a suite into one long-form table (CSV).
 
 One row per (cell, quantity). Quantities are the metrics of the evaluate stages plus the
-annotation summary ``sigma_min_mean`` (the paper's mean-sigma column). Columns hold every
-config key that varies across the suite's cells, and the protocol that produced the number.
+annotation summary ``sigma_min_mean`` (the paper's mean-sigma column). Every row carries its
+cell's whole configuration (one dotted column per key) and the protocol behind the number.
 """
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from ambient_bench.config.suite import Suite
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.store import RunStore
 
-ALWAYS = ("dataset.name", "method.name", "train.seed")
 PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler", "checkpoint",
             "feature_extractor", "implementation")
 
@@ -39,8 +38,7 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
     """Rows for every cell whose stages are done (unfinished cells are left out)."""
     flat = [flatten({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]
-    varying = sorted({k for f in flat for k in f if len({json.dumps(g.get(k), default=str) for g in flat}) > 1})
-    config_columns = list(dict.fromkeys([*ALWAYS, *varying]))
+    config_columns = list(dict.fromkeys(k for f in flat for k in f))
     rows = []
     for cell, stages, config in zip(suite.cells, graph.cells, flat):
         needed = [s for s in stages.values()]

@@ -114,7 +114,7 @@ def _fmt(cell: tuple | None, fmt: str, latex: bool) -> str:
         return "–"
     mean, std, _ = cell
     text = fmt.format(mean)
-    if not math.isnan(std):
+    if not math.isnan(std) and std > 0:
         text += (r" $\pm$ " if latex else " ± ") + fmt.format(std)
     return text
 
