@@ -94,6 +94,17 @@ def _dotted(key: Any, where: str) -> tuple:
     return path
 
 
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping → {dotted key: leaf value}; lists stay as they are."""
+    out: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _get(data: Any, path: tuple) -> Any:
     for part in path:
         if isinstance(data, dict) and part in data:
@@ -168,19 +179,32 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
             raise UserError(f"{at(('exclude', i))}: each exclude entry is a mapping of dotted key → value")
         excludes.append({_dotted(k, at(("exclude", i, k))): v for k, v in entry.items()})
 
-    cells, seen = [], set()
+    def excluded(config: dict[str, Any]) -> bool:
+        return any(all(_matches(_get(config, p), v) for p, v in ex.items()) for ex in excludes)
+
+    candidates = []
     for combo in itertools.product(*[a[2] for a in axes]) if axes else [()]:
         tree = _Tree(copy.deepcopy(defaults.data), dict(defaults.where))
         for (key, grid_path, _), (value, where) in zip(axes, combo):
             tree.assign(grid_path, value, where)
-        if any(all(_matches(_get(tree.data, p), v) for p, v in ex.items()) for ex in excludes):
-            continue
         try:
-            config = resolve_cell(tree.data)
+            candidates.append((resolve_cell(tree.data), combo))
         except ParamError as err:
+            if excluded(tree.data):  # an excluded combination may be an invalid one
+                continue
             raise UserError(f"{tree.locate(err.key, source)}: {err.message}") from None
+    known = {k for config, _ in candidates for k in flatten(config)}
+    for i, entry in enumerate(excludes):
+        for p in entry:
+            key = ".".join(p)
+            if not any(k == key or k.startswith(key + ".") for k in known):
+                raise UserError(f"{at(('exclude', i, key))}: exclude key '{key}' is not a key of any cell"
+                                + suggest(key, known))
+
+    cells, seen = [], set()
+    for config, combo in candidates:
         identity = json.dumps(config, sort_keys=True, default=str)
-        if identity in seen:
+        if excluded(config) or identity in seen:
             continue
         seen.add(identity)
         cells.append(Cell(config=config, axes={a[0]: v for a, (v, _) in zip(axes, combo)}))

@@ -14,7 +14,7 @@ import pandas as pd
 
 from ambient_bench import fileio
 from ambient_bench.config.schema import spec_label
-from ambient_bench.config.suite import Suite
+from ambient_bench.config.suite import Suite, flatten
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.store import RunStore
 
@@ -22,22 +22,13 @@ PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler
             "feature_extractor", "implementation")
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(flatten(value, name + "."))
-        elif isinstance(value, list):
-            out[name] = json.dumps(value)
-        else:
-            out[name] = value
-    return out
+def _flat_row(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(config).items()}
 
 
 def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
     """Rows for every cell whose stages are done (unfinished cells are left out)."""
-    flat = [flatten({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]
+    flat = [_flat_row({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]
     config_columns = list(dict.fromkeys(k for f in flat for k in f))
     rows = []
     for cell, stages, config in zip(suite.cells, graph.cells, flat):
