@@ -51,6 +51,29 @@ def load_network(path: Path, device: torch.device | str = "cpu") -> EDMPrecond:
     return net.to(device).eval().requires_grad_(False)
 
 
+def learning_rate(cfg: dict[str, Any], cur_nimg: int) -> float:
+    """Linear warm-up over ``warmup_kimg``, then constant."""
+    if cfg["warmup_kimg"] <= 0:
+        return cfg["lr"]
+    return cfg["lr"] * min(1.0, cur_nimg / (cfg["warmup_kimg"] * 1000))
+
+
+def ema_beta(cfg: dict[str, Any], nimg_after_step: int) -> float:
+    """Per-step EMA decay for a half-life in images, ramped up early (as in EDM)."""
+    halflife = cfg["ema_halflife_kimg"] * 1000
+    if cfg["ema_rampup"] is not None:
+        halflife = min(halflife, nimg_after_step * cfg["ema_rampup"])
+    return 0.5 ** (cfg["batch"] / max(halflife, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
+    for p_ema, p in zip(ema.parameters(), net.parameters()):
+        p_ema.lerp_(p.detach(), 1 - beta)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
+
+
 def _logged_step(line: str) -> float:
     """Step of a stats.jsonl line; a line cut short by a kill counts as never logged."""
     try:
@@ -99,59 +122,45 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
         fileio.torch_save(ckpt_path, {"step": next_step, "net": net.state_dict(), "ema": ema.state_dict(),
                                       "opt": opt.state_dict(), "stream": stream.state_dict()})
 
-    stats_file = open(run_dir / "stats.jsonl", "a")
-    progress = bar(total=total, initial=step, desc=f"train {run_dir.name[:8]}", unit="step")
-    t_last = time.perf_counter()
-    while step < total:
-        if stop_at_step is not None and step >= stop_at_step:
-            break
-        rng = numpy_rng("sigma", seed, step)
-        indices, sigmas = stream.batch(lambda: math.exp(cfg["P_mean"] + cfg["P_std"] * rng.standard_normal()), batch)
-        eps = torch.randn((batch, *x_all.shape[1:]), generator=torch_generator("eps", seed, step)).to(device)
-        torch.manual_seed(seed_for("dropout", seed, step))
-        sigma64 = torch.from_numpy(sigmas)
-        sigma_n = annotation_noise(sigma64, sigma_min[indices])
-        idx = torch.from_numpy(indices).to(device)
+    with open(run_dir / "stats.jsonl", "a") as stats_file, \
+            bar(total=total, initial=step, desc=f"train {run_dir.name[:8]}", unit="step") as progress:
+        t_last = time.perf_counter()
+        while step < total and (stop_at_step is None or step < stop_at_step):
+            rng = numpy_rng("sigma", seed, step)
+            indices, sigmas = stream.batch(lambda: math.exp(cfg["P_mean"] + cfg["P_std"] * rng.standard_normal()),
+                                           batch)
+            eps = torch.randn((batch, *x_all.shape[1:]), generator=torch_generator("eps", seed, step)).to(device)
+            torch.manual_seed(seed_for("dropout", seed, step))
+            sigma = torch.from_numpy(sigmas)
+            sigma_n = annotation_noise(sigma, sigma_min[indices])
+            idx = torch.from_numpy(indices).to(device)
+            lr = learning_rate(cfg, step * batch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            loss = ambient_edm_loss(net, x_all[idx], z_all[idx], sigma.float().to(device),
+                                    sigma_n.float().to(device), eps, cfg["sigma_data"]).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for p in net.parameters():
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+            if cfg["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+            opt.step()
+            update_ema(ema, net, ema_beta(cfg, (step + 1) * batch))
 
-        cur_nimg = step * batch
-        lr = cfg["lr"] * min(1.0, cur_nimg / (cfg["warmup_kimg"] * 1000)) if cfg["warmup_kimg"] > 0 else cfg["lr"]
-        for group in opt.param_groups:
-            group["lr"] = lr
-        loss = ambient_edm_loss(net, x_all[idx], z_all[idx], sigma64.float().to(device),
-                                sigma_n.float().to(device), eps, cfg["sigma_data"]).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        for p in net.parameters():
-            if p.grad is not None:
-                torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-        if cfg["grad_clip"] is not None:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-        opt.step()
-
-        halflife = cfg["ema_halflife_kimg"] * 1000
-        if cfg["ema_rampup"] is not None:
-            halflife = min(halflife, (cur_nimg + batch) * cfg["ema_rampup"])
-        beta = 0.5 ** (batch / max(halflife, 1e-8))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), net.parameters()):
-                p_ema.lerp_(p.detach(), 1 - beta)
-            for b_ema, b in zip(ema.buffers(), net.buffers()):
-                b_ema.copy_(b)
-
-        step += 1
-        progress.update(1)
-        if step % cfg["log_every"] == 0 or step == total:
-            now = time.perf_counter()
-            stats = {"step": step, "kimg": step * batch / 1000, "loss": loss.item(), "lr": lr,
-                     "sec_per_step": (now - t_last) / cfg["log_every"]}
-            t_last = now
-            stats_file.write(json.dumps(stats) + "\n")
-            stats_file.flush()
-            progress.set_postfix(loss=f"{stats['loss']:.3f}")
-        if step % ckpt_every == 0 or step == total or step == stop_at_step:
-            save_checkpoint(step)
-    progress.close()
-    stats_file.close()
+            step += 1
+            progress.update(1)
+            if step % cfg["log_every"] == 0 or step == total:
+                now = time.perf_counter()
+                stats = {"step": step, "kimg": step * batch / 1000, "loss": loss.item(), "lr": lr,
+                         "sec_per_step": (now - t_last) / cfg["log_every"]}
+                t_last = now
+                stats_file.write(json.dumps(stats) + "\n")
+                stats_file.flush()
+                progress.set_postfix(loss=f"{stats['loss']:.3f}")
+            if step % ckpt_every == 0 or step == total or step == stop_at_step:
+                save_checkpoint(step)
     if step < total:
         return False
     fileio.torch_save(run_dir / NETWORK, {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels,
