@@ -22,17 +22,27 @@ import torch
 from ambient_bench.registry import Component
 
 
+# Where an image comes from (ImageSet.source): a dataset of the user's own data can say which
+# images are good, which are bad in an unknown way, and which are out of distribution.
+HIGH_QUALITY, LOW_QUALITY, OUT_OF_DISTRIBUTION = 0, 1, 2
+
+
 @dataclass
 class ImageSet:
-    """A dataset in memory: uint8 images N×C×H×W and optional integer labels."""
+    """A dataset in memory: uint8 images N×C×H×W, optional integer labels and sources."""
 
     images: torch.Tensor
     labels: torch.Tensor | None = None
+    source: torch.Tensor | None = None  # int8 per image (HIGH_QUALITY, ...); None = all high quality
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"ImageSet needs uint8 N×C×H×W images, got {self.images.dtype} "
                              f"{tuple(self.images.shape)}")
+        for name in ("labels", "source"):
+            value = getattr(self, name)
+            if value is not None and value.shape != (len(self.images),):
+                raise ValueError(f"ImageSet.{name} needs one entry per image, got shape {tuple(value.shape)}")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -46,12 +56,15 @@ class ImageSet:
 
 @dataclass
 class MixedData:
-    """A dataset after the clean/corrupted coin flip, in source order."""
+    """A training pool: the dataset after the clean/corrupted coin flip, then the
+    out-of-distribution sources, in that order."""
 
-    images: torch.Tensor     # uint8 N×C×H×W: the clean or the corrupted version of each image
-    corrupted: torch.Tensor  # bool N: True where the per-image coin chose corruption
-    noise: torch.Tensor      # float32 N×C×H×W: fixed Gaussian draw Z_i of each image
-    index: torch.Tensor      # int64 N: position in the source dataset
+    images: torch.Tensor      # uint8 N×C×H×W: the clean or the corrupted version of each image
+    corrupted: torch.Tensor   # bool N: low quality (the coin chose a corruption, or the data said so)
+    ood: torch.Tensor         # bool N: from an out-of-distribution source
+    noise: torch.Tensor       # float32 N×C×H×W: fixed Gaussian draw Z_i of each image
+    index: torch.Tensor       # int64 N: position in the pool (dataset first, then each OOD source)
+    corruption: torch.Tensor  # int8 N: which listed corruption was applied (-1: none)
 
 
 @dataclass
@@ -75,6 +88,14 @@ class Dataset(Component):
 
     kind = "dataset"
 
+    def check(self) -> None:
+        """Raise ``UserError`` if the data cannot be loaded (a missing file or folder).
+
+        Called by ``plan`` and ``run`` before anything runs, so it must be cheap: look for the
+        files, do not read them. The message names what is expected, where it comes from
+        (a URL) and where to put it.
+        """
+
     @abstractmethod
     def load(self) -> ImageSet:
         """All images of the dataset, in a fixed order."""
@@ -85,6 +106,9 @@ class Corruption(Component):
 
     kind = "corruption"
     random: ClassVar[bool] = False  # True: the output depends on the per-image generators
+    # Parameter settings shown as rows by `python -m ambient_bench show corruptions`,
+    # weakest first (the paper's strengths where it used the corruption).
+    gallery: ClassVar[list[dict[str, Any]]] = []
 
     @abstractmethod
     def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:

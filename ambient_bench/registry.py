@@ -21,6 +21,7 @@ import importlib
 from abc import ABC
 import importlib.metadata
 import importlib.util
+import pkgutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -67,12 +68,28 @@ T = TypeVar("T", bound=Component)
 
 
 class Registry(Generic[T]):
-    """Name → component class, with lazy entries and did-you-mean errors."""
+    """Name → component class, with lazy entries and did-you-mean errors.
 
-    def __init__(self, kind: str, base: str) -> None:
+    Built-ins live one module per component (or family) in ``package``; its modules are
+    imported only when a name is not found among the entries already known.
+    """
+
+    def __init__(self, kind: str, base: str, package: str | None = None) -> None:
         self.kind = kind
         self._base = base  # "module:Class", resolved on first use (avoids import cycles)
+        self._package = package
+        self._discovered = package is None
         self._entries: dict[str, type[T] | str] = {}
+
+    def _discover(self) -> None:
+        """Import every module of the built-in package once (their decorators register)."""
+        if self._discovered:
+            return
+        self._discovered = True
+        package = importlib.import_module(self._package)
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("_"):
+                importlib.import_module(f"{self._package}.{module.name}")
 
     def _base_class(self) -> type:
         module, attr = self._base.split(":")
@@ -100,6 +117,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> type[T]:
         if name not in self._entries:
+            self._discover()
+        if name not in self._entries:
             load_plugins()
         if name not in self._entries:
             raise UserError(f"unknown {self.kind} '{name}'" + suggest(name, self._entries)
@@ -115,6 +134,7 @@ class Registry(Generic[T]):
         return entry
 
     def names(self) -> list[str]:
+        self._discover()
         load_plugins()
         return sorted(self._entries)
 
@@ -161,10 +181,10 @@ def import_plugin(spec: str, base_dir: Path | None = None) -> None:
                         f"give a path to a .py file") from None
 
 
-CORRUPTIONS: Registry = Registry("corruption", "ambient_bench.components:Corruption")
-DATASETS: Registry = Registry("dataset", "ambient_bench.components:Dataset")
-METHODS: Registry = Registry("method", "ambient_bench.components:Method")
-METRICS: Registry = Registry("metric", "ambient_bench.components:Metric")
+CORRUPTIONS: Registry = Registry("corruption", "ambient_bench.components:Corruption", "ambient_bench.corruptions")
+DATASETS: Registry = Registry("dataset", "ambient_bench.components:Dataset", "ambient_bench.datasets")
+METHODS: Registry = Registry("method", "ambient_bench.components:Method", "ambient_bench.methods")
+METRICS: Registry = Registry("metric", "ambient_bench.components:Metric", "ambient_bench.metrics")
 REGISTRIES: dict[str, Registry] = {r.kind: r for r in (CORRUPTIONS, DATASETS, METHODS, METRICS)}
 
 register_corruption = CORRUPTIONS.register
@@ -172,7 +192,7 @@ register_dataset = DATASETS.register
 register_method = METHODS.register
 register_metric = METRICS.register
 
-# Built-ins, imported on first use.
+# Known built-ins, imported on first use without importing their whole package.
 CORRUPTIONS.add_lazy("gaussian_blur", "ambient_bench.corruptions.blur:GaussianBlur")
 DATASETS.add_lazy("digits", "ambient_bench.datasets.digits:Digits")
 METHODS.add_lazy("ambient_o", "ambient_bench.methods.ambient_o:AmbientO")

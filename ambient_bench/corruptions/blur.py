@@ -55,6 +55,7 @@ class GaussianBlur(Corruption):
         "truncate": Param(4.0, "kernel radius in stds, as scipy's `truncate`", gt=0),
     }
     test_params = {"sigma": 0.6}
+    gallery = [{"sigma": s} for s in (0.4, 0.6, 0.8, 1.0)]
 
     def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
         return gaussian_filter(x, self.p.sigma, self.p.truncate)
