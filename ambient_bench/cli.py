@@ -32,10 +32,11 @@ def _load(args: argparse.Namespace):
 def cmd_plan(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from ambient_bench.engine.runner import build_graph, plan_table
+    from ambient_bench.engine.runner import build_graph, check_data, plan_table
     from ambient_bench.engine.store import RunStore
 
     suite = _load(args)
+    check_data(suite)
     rows = plan_table(build_graph(suite), RunStore(args.runs))
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "partial", "missing")}
     _print(f"suite {suite.name}: {len(suite.cells)} cells, {len(rows)} stages "
@@ -47,12 +48,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ambient_bench.engine.runner import build_graph, execute
+    from ambient_bench.engine.runner import build_graph, check_data, execute
     from ambient_bench.engine.store import RunStore
     from ambient_bench.results.collect import collect, write_results
     from ambient_bench.results.render import render_all
 
     suite = _load(args)
+    check_data(suite)
     store = RunStore(args.runs)
     graph = build_graph(suite)
     _print(f"suite {suite.name}: {len(suite.cells)} cells; runs in {args.runs}/")
@@ -115,6 +117,37 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _component(kind: str, text: str) -> dict:
+    from ambient_bench.config.schema import ComponentRef
+    from ambient_bench.config.yamlio import parse_scalar
+    from ambient_bench.params import ParamError
+
+    try:
+        return ComponentRef(kind).resolve(parse_scalar(text), ())
+    except ParamError as err:
+        raise UserError(f"--{kind} {text}: {err.message}") from None
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from ambient_bench import fileio
+    from ambient_bench.registry import DATASETS
+    from ambient_bench.results.gallery import gallery_rows, render_gallery
+
+    dataset = _component("dataset", args.dataset)
+    source = DATASETS.build(dataset)
+    source.check()
+    corruptions = None
+    if args.corruption:  # a bare name expands to its gallery settings; a mapping is one setting
+        corruptions = [_component("corruption", text) for text in args.corruption]
+        corruptions = [{"name": spec["name"]} if "{" not in text else spec
+                       for spec, text in zip(corruptions, args.corruption)]
+    picture = render_gallery(source.load(), gallery_rows(corruptions), count=args.count, cell=args.cell)
+    out = Path(args.out or f"results/figures/corruptions_{dataset['name']}.png")
+    fileio.atomic_write(out, lambda tmp: picture.save(tmp, format="PNG"))
+    _print(f"wrote {out} ({picture.width}×{picture.height})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ambient_bench",
                                      description="Benchmark harness for diffusion models trained on bad data.")
@@ -135,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("suite")
     p.add_argument("--results", help="results directory (default: the suite's results_dir)")
     p.add_argument("--check", action="store_true", help="exit 1 if the tables on disk differ from a re-render")
+    p = sub.add_parser("show", help="write a picture: a corruption gallery")
+    p.add_argument("what", choices=["corruptions"])
+    p.add_argument("--dataset", required=True, help="name or YAML mapping, e.g. '{name: digits, resolution: 32}'")
+    p.add_argument("--corruption", action="append", help="name (all its gallery strengths) or YAML mapping; repeatable")
+    p.add_argument("--count", type=int, default=8, help="images per row")
+    p.add_argument("--cell", type=int, default=64, help="pixels per image in the picture")
+    p.add_argument("--out", help="PNG path (default results/figures/corruptions_<dataset>.png)")
     return parser
 
 
@@ -146,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
-    handler = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "tables": cmd_tables}[args.command]
+    handler = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "tables": cmd_tables, "show": cmd_show}[args.command]
     try:
         return handler(args)
     except UserError as err:

@@ -47,6 +47,14 @@ class ImageSet:
     def __len__(self) -> int:
         return self.images.shape[0]
 
+    def high_quality(self) -> "ImageSet":
+        """The images marked high quality (all of them when the dataset has no sources):
+        the clean reference that metrics compare samples with."""
+        if self.source is None:
+            return self
+        keep = self.source == HIGH_QUALITY
+        return ImageSet(self.images[keep], None if self.labels is None else self.labels[keep], self.source[keep])
+
     def content_hash(self) -> str:
         """sha256 of shape and pixels: identifies the data itself, whatever produced it."""
         digest = hashlib.sha256(str(tuple(self.images.shape)).encode())
@@ -87,6 +95,9 @@ class Dataset(Component):
     """Source of clean images."""
 
     kind = "dataset"
+    # True when load() itself marks images as high/low quality or out of distribution
+    # (``ImageSet.source``): suites then keep every high-quality image clean.
+    provides_sources: ClassVar[bool] = False
 
     def check(self) -> None:
         """Raise ``UserError`` if the data cannot be loaded (a missing file or folder).
@@ -119,9 +130,9 @@ class Method(Component):
     """A training method, defined by how it uses clean and corrupted samples."""
 
     kind = "method"
-    # False when the method never looks at corrupted images (its models are then shared by
-    # every corruption level of a suite).
-    reads_corruption: ClassVar[bool] = True
+    # False when the method never looks at corrupted or out-of-distribution images: its pool
+    # is then the clean images alone, shared by every corruption level and OOD source of a suite.
+    uses_bad_data: ClassVar[bool] = True
 
     @abstractmethod
     def annotate(self, data: MixedData) -> Annotation:

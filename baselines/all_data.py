@@ -8,7 +8,7 @@ from ambient_bench import Annotation, Method, MixedData, register_method
 
 @register_method("all_data")
 class AllData(Method):
-    """Clean and corrupted samples alike at every noise level ('All data' rows; sigma_min = 0)."""
+    """Every sample (clean, corrupted, out-of-distribution) alike at every noise level ('All data' rows)."""
 
     version = 1
 

@@ -11,8 +11,8 @@ class CleanOnly(Method):
     """Only the clean fraction of the data ('Only clean' rows of the paper's tables)."""
 
     version = 1
-    reads_corruption = False  # one model serves every corruption level of a suite
+    uses_bad_data = False  # one model serves every corruption level and OOD source of a suite
 
     def annotate(self, data: MixedData) -> Annotation:
         n = len(data.corrupted)
-        return Annotation(keep=~data.corrupted, sigma_min=torch.zeros(n), sigma_max=torch.zeros(n))
+        return Annotation(keep=~(data.corrupted | data.ood), sigma_min=torch.zeros(n), sigma_max=torch.zeros(n))

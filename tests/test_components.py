@@ -6,7 +6,7 @@ import pytest
 import scipy.ndimage
 import torch
 
-from ambient_bench import CORRUPTIONS, DATASETS, METHODS, METRICS, ImageSet, MixedData
+from ambient_bench import CORRUPTIONS, DATASETS, METHODS, METRICS, ImageSet, MixedData, UserError
 from ambient_bench.corruptions.blur import gaussian_kernel1d
 from ambient_bench.seeding import numpy_rng
 
@@ -49,6 +49,10 @@ def test_gaussian_blur_radius_wider_than_image():
 @pytest.mark.parametrize("name", DATASETS.names())
 def test_dataset_contract(name):
     cls = DATASETS.get(name)
+    if getattr(cls, "needs_files", False):
+        with pytest.raises(UserError):  # nothing on disk here: the one-line error, not a crash
+            cls(**cls.test_params).load()
+        return
     data = cls(**cls.test_params).load()
     assert isinstance(data, ImageSet) and data.images.dtype == torch.uint8 and data.images.dim() == 4
     assert data.labels is None or len(data.labels) == len(data)
@@ -65,21 +69,25 @@ def test_digits_resolution_and_range():
 @pytest.mark.parametrize("name", METHODS.names())
 def test_method_contract(name):
     cls = METHODS.get(name)
-    n = 20
-    data = MixedData(images=torch.zeros(n, 1, 8, 8, dtype=torch.uint8), corrupted=torch.arange(n) % 3 > 0,
-                     noise=torch.zeros(n, 1, 8, 8), index=torch.arange(n))
+    n = 30
+    data = pool(corrupted=torch.arange(n) % 3 == 1, ood=torch.arange(n) % 3 == 2)
     ann = cls(**cls.test_params).annotate(data)
     for field in ("keep", "sigma_min", "sigma_max"):
         assert getattr(ann, field).shape == (n,)
     assert ann.buffer >= 1.0
-    clean = ~data.corrupted
+    clean = ~data.corrupted & ~data.ood
     assert ann.keep[clean].all() and (ann.sigma_min[clean] == 0).all()  # clean samples are always usable
+
+
+def pool(corrupted, ood):
+    n = len(corrupted)
+    return MixedData(images=torch.zeros(n, 1, 4, 4, dtype=torch.uint8), corrupted=corrupted, ood=ood,
+                     noise=torch.zeros(n, 1, 4, 4), index=torch.arange(n), corruption=torch.full((n,), -1))
 
 
 def test_method_semantics():
     n = 10
-    data = MixedData(images=torch.zeros(n, 1, 4, 4, dtype=torch.uint8), corrupted=torch.arange(n) >= 3,
-                     noise=torch.zeros(n, 1, 4, 4), index=torch.arange(n))
+    data = pool(corrupted=torch.arange(n) >= 3, ood=torch.zeros(n, dtype=torch.bool))
     clean_only = METHODS.build({"name": "clean_only"}).annotate(data)
     assert clean_only.keep.tolist() == [True] * 3 + [False] * 7
     all_data = METHODS.build({"name": "all_data"}).annotate(data)
@@ -89,6 +97,17 @@ def test_method_semantics():
     assert ambient.buffer == pytest.approx(2 / 3 ** 0.5)  # s_max = 4
     no_buffer = METHODS.build({"name": "ambient_o", "sigma_min": 1.5, "s_max": float("inf")}).annotate(data)
     assert no_buffer.buffer == 1.0
+
+
+def test_methods_with_out_of_distribution_samples():
+    data = pool(corrupted=torch.tensor([False, True, False, False]), ood=torch.tensor([False, False, True, True]))
+    assert METHODS.build({"name": "clean_only"}).annotate(data).keep.tolist() == [True, False, False, False]
+    assert METHODS.build({"name": "all_data"}).annotate(data).keep.all()
+    unused = METHODS.build({"name": "ambient_o", "sigma_min": 1.0}).annotate(data)
+    assert unused.keep.tolist() == [True, True, False, False]  # ood_sigma_max 0: OOD never admissible
+    crops = METHODS.build({"name": "ambient_o", "sigma_min": 1.0, "ood_sigma_max": 0.2}).annotate(data)
+    assert crops.keep.all() and crops.sigma_max.tolist() == [0, 0, pytest.approx(0.2), pytest.approx(0.2)]
+    assert torch.isinf(crops.sigma_min[2:]).all() and crops.sigma_min[:2].tolist() == [0.0, 1.0]
 
 
 @pytest.mark.parametrize("name", METRICS.names())

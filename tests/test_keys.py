@@ -39,7 +39,7 @@ def test_key_is_stable_across_releases(write_suite):
     # Changing this literal means every stored run is recomputed: only do it on purpose
     # (bump a version instead when behaviour changes).
     stages = stages_of(write_suite)[("all_data", 0.6)]
-    assert stages["mix"].key == "6361d5b69b3de8a145307493aeff94f4021478aacad38a7d4805702618fd25c3"
+    assert stages["mix"].key == "0a5bffa0ad40033eec92a9f47738497590666615704bea58ead0d64ac5a85359"
 
 
 def test_clean_only_is_shared_across_corruption_levels(write_suite):
@@ -78,3 +78,18 @@ def test_component_version_enters_the_key(write_suite, monkeypatch):
 def test_stage_material_records_upstream_keys(write_suite, name):
     stage = stages_of(write_suite)[("all_data", 1.0)][name]
     assert set(stage.material["upstream"]) == set(stage.deps)
+
+
+def test_clean_only_ignores_corruption_lists_and_ood_sources(write_suite):
+    def stages(*overrides):
+        text = SUITE.replace("  mix.corruption.sigma: [0.6, 1.0]\n", "")
+        return {c.config["method"]["name"]: cell_stages(c.config)
+                for c in load_suite(write_suite(text), list(overrides)).cells}
+
+    plain = stages()
+    listed = stages("mix.corruption=[gaussian_blur, {name: gaussian_blur, sigma: 2.0}]")
+    with_ood = stages("mix.ood=[{name: digits, resolution: 8}]")
+    for variant in (listed, with_ood):
+        assert variant["clean_only"]["train"].key == plain["clean_only"]["train"].key
+        assert variant["all_data"]["mix"].key != plain["all_data"]["mix"].key
+    assert with_ood["all_data"]["mix"].material["mix"]["ood"][0]["params"]["resolution"] == 8

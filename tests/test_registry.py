@@ -29,7 +29,7 @@ def test_baselines_registered_through_entry_point():
     names = METHODS.names()
     assert {"clean_only", "all_data", "ambient_o"} <= set(names)
     assert METHODS.get("clean_only").__module__ == "baselines.clean_only"
-    assert METHODS.get("clean_only").reads_corruption is False
+    assert METHODS.get("clean_only").uses_bad_data is False
 
 
 def test_params_validated_with_suggestions():

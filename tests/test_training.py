@@ -16,7 +16,7 @@ CFG = dict(device="cpu", seed=3, batch=16, duration_kimg=0.32, lr=2e-3, warmup_k
 
 def training_set():
     data = DATASETS.build({"name": "digits"}).load()
-    mixed = mix(data, 0.1, CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 1.0}), seed=0)
+    mixed = mix(data, 0.1, [CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 1.0})], seed=0)
     ann = AmbientO(sigma_min=1.0).annotate(mixed)
     return {"images": mixed.images, "noise": mixed.noise, "sigma_min": ann.sigma_min, "sigma_max": ann.sigma_max,
             "buffer": ann.buffer}

@@ -6,7 +6,7 @@ the parameters their class declares.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, resolve_params, semantic_view
@@ -14,14 +14,19 @@ from ambient_bench.registry import REGISTRIES
 
 
 class Section:
-    """A nested mapping with declared keys."""
+    """A nested mapping with declared keys; ``check`` vets combinations of them."""
 
-    def __init__(self, what: str, params: dict[str, Param]) -> None:
-        self.what, self.params = what, params
+    def __init__(self, what: str, params: dict[str, Param],
+                 check: Callable[[dict[str, Any]], tuple[str, str] | None] | None = None) -> None:
+        self.what, self.params, self.check = what, params, check
         self.__name__ = "mapping"
 
     def resolve(self, value: Any, key: tuple) -> dict[str, Any]:
-        return resolve_params(self.params, {} if value is None else value, key, what=f"'{self.what}'")
+        out = resolve_params(self.params, {} if value is None else value, key, what=f"'{self.what}'")
+        problem = self.check(out) if self.check else None
+        if problem:
+            raise ParamError(key + (problem[0],), problem[1])
+        return out
 
     def semantic(self, value: dict[str, Any]) -> dict[str, Any]:
         return semantic_view(self.params, value)
@@ -57,16 +62,35 @@ class ComponentRef:
 class ComponentList:
     """A list of components of one kind."""
 
-    def __init__(self, kind: str) -> None:
-        self.ref, self.__name__ = ComponentRef(kind), f"list[{kind}]"
+    def __init__(self, kind: str, allow_empty: bool = False) -> None:
+        self.ref, self.allow_empty, self.__name__ = ComponentRef(kind), allow_empty, f"list[{kind}]"
 
     def resolve(self, value: Any, key: tuple) -> list[dict[str, Any]]:
-        if not isinstance(value, list) or not value:
-            raise ParamError(key, f"expected a non-empty list of {self.ref.kind} names, got {value!r}")
+        if not isinstance(value, list) or not (value or self.allow_empty):
+            raise ParamError(key, f"expected a {'' if self.allow_empty else 'non-empty '}list of "
+                                  f"{self.ref.kind} names, got {value!r}")
         return [self.ref.resolve(v, key + (i,)) for i, v in enumerate(value)]
 
     def semantic(self, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [self.ref.semantic(v) for v in value]
+
+
+class ComponentOrList:
+    """One component, or a list of them (e.g. corruptions chosen uniformly per image)."""
+
+    def __init__(self, kind: str) -> None:
+        self.one, self.many, self.__name__ = ComponentRef(kind), ComponentList(kind), f"{kind} or list[{kind}]"
+
+    def resolve(self, value: Any, key: tuple) -> dict[str, Any] | list[dict[str, Any]]:
+        return self.many.resolve(value, key) if isinstance(value, list) else self.one.resolve(value, key)
+
+    def semantic(self, value: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        return self.many.semantic(value) if isinstance(value, list) else self.one.semantic(value)
+
+
+def as_list(value: dict[str, Any] | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A ComponentOrList value as a list (None → [])."""
+    return [] if value is None else value if isinstance(value, list) else [value]
 
 
 def spec_label(value: Any) -> str:
@@ -122,10 +146,16 @@ SAMPLE = Section("sample", {
 
 MIX = Section("mix", {
     "clean_fraction": Param(0.1, "fraction of images kept clean (per-image coin)", ge=0, le=1),
-    "corruption": Param(None, "corruption applied to the other images", kind=ComponentRef("corruption"),
-                        nullable=True),
+    "corruption": Param(None, "corruption of the other images; a list = one drawn uniformly per image",
+                        kind=ComponentOrList("corruption"), nullable=True),
+    "discard_rest": Param(False, "drop the images the coin does not keep clean instead of corrupting them",
+                          kind=bool),
+    "ood": Param([], "out-of-distribution datasets added to the pool with their own label",
+                 kind=ComponentList("dataset", allow_empty=True)),
     "seed": Param(0, "seed of the per-image coin, corruption randomness and fixed noise", kind=int, ge=0),
-})
+}, check=lambda m: ("discard_rest", "discard_rest drops the images a corruption would apply to; set "
+                                    "corruption: null or discard_rest: false")
+   if m["discard_rest"] and m["corruption"] else None)
 
 EVALUATE = Section("evaluate", {
     "metrics": Param(help="metrics computed on the samples", kind=ComponentList("metric")),
@@ -146,4 +176,10 @@ SECTION_NAMES = tuple(CELL)
 
 def resolve_cell(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a merged cell; raises ParamError with the path of the first problem."""
-    return resolve_params(CELL, data, (), what="the suite's defaults")
+    cell = resolve_params(CELL, data, (), what="the suite's defaults")
+    mix = cell["mix"]
+    if REGISTRIES["dataset"].get(cell["dataset"]["name"]).provides_sources and mix["clean_fraction"] < 1 \
+            and mix["corruption"] is None and not mix["discard_rest"]:
+        raise ParamError(("mix", "clean_fraction"), f"dataset '{cell['dataset']['name']}' marks its own low-quality "
+                         f"images; set mix.clean_fraction: 1.0 so that no high-quality image is flagged as bad")
+    return cell

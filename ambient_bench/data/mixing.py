@@ -1,20 +1,23 @@
-"""Clean + corrupted mixtures, decided per image and reproducible from the image index alone.
+"""Training pools: clean + corrupted + out-of-distribution, decided per image from its index.
 
-Each source image i gets a uniform number u_i drawn from a generator seeded by (seed, i).
-It is corrupted when u_i < 1 - clean_fraction, so the images corrupted at a higher clean
-fraction are a subset of those corrupted at a lower one (as in the paper's 50/50 classifier
-set and 10/90 diffusion set). Each image also gets a fixed Gaussian draw Z_i, used by the
-ambient loss as the "annotation noise" x0 + sigma_min * Z_i.
+Each dataset image i gets a uniform number u_i from a generator seeded by (seed, i). It is
+corrupted when u_i < 1 - clean_fraction, so the images corrupted at a higher clean fraction
+are a subset of those corrupted at a lower one (the paper's 50/50 classifier set and 10/90
+diffusion set share one coin). With several corruptions, each corrupted image draws one of
+them uniformly from its own generator. Images a dataset itself marks as low quality or out of
+distribution (a user's own folders) keep that label and are never corrupted again. Every pool
+image gets a fixed Gaussian draw Z_i, used by the ambient loss as x0 + sigma_min * Z_i.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from ambient_bench.components import Corruption, ImageSet, MixedData
+from ambient_bench.components import HIGH_QUALITY, LOW_QUALITY, OUT_OF_DISTRIBUTION, Corruption, ImageSet, MixedData
 from ambient_bench.data.images import to_uint8
+from ambient_bench.errors import UserError
 from ambient_bench.seeding import numpy_rng, torch_generator
 
 
@@ -24,25 +27,58 @@ def coin(seed: int, indices: np.ndarray) -> np.ndarray:
 
 
 def fixed_noise(seed: int, indices: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Z_i ~ N(0, I) of the given per-image shape, one independent draw per image index."""
+    """Z_i ~ N(0, I) of the given per-image shape, one independent draw per pool index."""
     return torch.stack([torch.randn(shape, generator=torch_generator("noise", seed, int(i)))
                         for i in indices.tolist()])
 
 
-def mix(source: ImageSet, clean_fraction: float, corruption: Corruption | None, seed: int,
-        batch_size: int = 256, progress: Callable | None = None) -> MixedData:
-    """Corrupt the images whose coin says so; with ``corruption=None`` only flag them."""
+def choose_corruption(seed: int, indices: torch.Tensor, count: int) -> torch.Tensor:
+    """Which of ``count`` listed corruptions each image gets, uniformly from its own generator."""
+    if count == 1:
+        return torch.zeros(len(indices), dtype=torch.int8)
+    return torch.tensor([numpy_rng("which-corruption", seed, int(i)).integers(count) for i in indices.tolist()],
+                        dtype=torch.int8)
+
+
+def mix(source: ImageSet, clean_fraction: float, corruptions: Sequence[Corruption], seed: int,
+        ood_sources: Sequence[ImageSet] = (), discard_rest: bool = False, batch_size: int = 256,
+        progress: Callable | None = None) -> MixedData:
+    """Build the pool: the dataset (coin flip, corruptions or discarding), then each OOD source.
+
+    With no corruption the images the coin does not keep clean are only flagged (a method that
+    ignores them can share this pool); ``discard_rest`` drops them instead (the paper's
+    'Dogs (10%)' setting).
+    """
     n = len(source)
-    index = torch.arange(n)
-    corrupted = torch.from_numpy(coin(seed, index.numpy()) < 1.0 - clean_fraction)
-    images = source.images.clone()
-    todo = torch.nonzero(corrupted).flatten()
-    if corruption is not None and len(todo):
+    origin = source.source if source.source is not None else torch.full((n,), HIGH_QUALITY, dtype=torch.int8)
+    unlucky = torch.from_numpy(coin(seed, np.arange(n)) < 1.0 - clean_fraction) & (origin == HIGH_QUALITY)
+    keep = ~unlucky if discard_rest else torch.ones(n, dtype=torch.bool)
+    index = torch.arange(n)[keep]
+    images = source.images[keep].clone()
+    corrupted = (unlucky | (origin == LOW_QUALITY))[keep]
+    ood = (origin == OUT_OF_DISTRIBUTION)[keep]
+    which = torch.full((len(index),), -1, dtype=torch.int8)
+    todo = torch.nonzero(unlucky[keep]).flatten()
+    if corruptions and len(todo):
+        which[todo] = choose_corruption(seed, index[todo], len(corruptions))
         starts = range(0, len(todo), batch_size)
         for start in (progress(starts, desc="corrupt", unit="batch") if progress else starts):
-            idx = todo[start:start + batch_size]
-            rngs = [numpy_rng("corruption", seed, int(i)) for i in idx]
-            x = images[idx].float() / 255.0
-            images[idx] = to_uint8(corruption.apply(x, rngs).clamp(0, 1))
+            rows = todo[start:start + batch_size]
+            for c, corruption in enumerate(corruptions):
+                rows_c = rows[which[rows] == c]
+                if len(rows_c):
+                    rngs = [numpy_rng("corruption", seed, int(i)) for i in index[rows_c]]
+                    images[rows_c] = to_uint8(corruption.apply(images[rows_c].float() / 255.0, rngs).clamp(0, 1))
+    for k, extra in enumerate(ood_sources):
+        if extra.images.shape[1:] != source.images.shape[1:]:
+            raise UserError(f"out-of-distribution source {k + 1} has images of shape {tuple(extra.images.shape[1:])} "
+                            f"but the dataset's are {tuple(source.images.shape[1:])}; set its resolution/channels")
+        m = len(extra)
+        index = torch.cat([index, n + torch.arange(m)])
+        images = torch.cat([images, extra.images])
+        corrupted = torch.cat([corrupted, torch.zeros(m, dtype=torch.bool)])
+        ood = torch.cat([ood, torch.ones(m, dtype=torch.bool)])
+        which = torch.cat([which, torch.full((m,), -1, dtype=torch.int8)])
+        n += m
     noise = fixed_noise(seed, index, tuple(source.images.shape[1:]))
-    return MixedData(images=images, corrupted=corrupted, noise=noise, index=index)
+    return MixedData(images=images, corrupted=corrupted, ood=ood, noise=noise, index=index, corruption=which)

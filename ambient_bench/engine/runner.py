@@ -7,7 +7,9 @@ from typing import Callable
 
 from ambient_bench.config.suite import Suite
 from ambient_bench.engine.stages import WORK, Context, Stage, cell_stages
+from ambient_bench.engine.keys import canonical_json
 from ambient_bench.engine.store import RunStore
+from ambient_bench.registry import DATASETS
 
 
 @dataclass
@@ -38,6 +40,17 @@ def build_graph(suite: Suite) -> Graph:
             users[(stage.kind, stage.key)] = users.get((stage.kind, stage.key), 0) + 1
         cells.append(stages)
     return Graph(ordered, cells, users)
+
+
+def check_data(suite: Suite) -> None:
+    """Every dataset a suite reads is on disk (or needs none): a one-line UserError otherwise."""
+    seen = set()
+    for cell in suite.cells:
+        for spec in [cell.config["dataset"], *cell.config["mix"]["ood"]]:
+            identity = canonical_json(spec)
+            if identity not in seen:
+                seen.add(identity)
+                DATASETS.build(spec).check()
 
 
 def plan_table(graph: Graph, store: RunStore) -> list[dict[str, str]]:

@@ -18,7 +18,7 @@ import torch
 
 from ambient_bench import fileio
 from ambient_bench.components import Annotation, MixedData
-from ambient_bench.config.schema import MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, spec_label
+from ambient_bench.config.schema import MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, as_list, spec_label
 from ambient_bench.data.images import model_to_uint8
 from ambient_bench.data.mixing import mix
 from ambient_bench.engine.keys import stage_key
@@ -28,7 +28,7 @@ from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
 
 # Bump a stage's version when its code changes what it writes.
-STAGE_VERSIONS = {"mix": 1, "annotate": 1, "train": 1, "sample": 1, "metric_setup": 1, "evaluate": 1}
+STAGE_VERSIONS = {"mix": 2, "annotate": 2, "train": 1, "sample": 1, "metric_setup": 1, "evaluate": 1}
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
 
 
@@ -60,17 +60,23 @@ class Context:
         return self.store.dir(stage.kind, stage.key)
 
 
+def _describe_mix(dataset: dict[str, Any], mix_cfg: dict[str, Any]) -> str:
+    corruptions = " | ".join(spec_label(c) for c in as_list(mix_cfg["corruption"])) or "none"
+    text = f"{spec_label(dataset)}, {mix_cfg['clean_fraction']:.0%} clean, "
+    text += "rest discarded" if mix_cfg["discard_rest"] else f"corruption {corruptions}"
+    return text + "".join(f", + OOD {spec_label(d)}" for d in mix_cfg["ood"])
+
+
 def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
     """The stages of one cell, by name: mix, annotate, train, sample, setup:<m>, evaluate:<m>."""
     ref = lambda kind, spec: ComponentRef(kind).semantic(spec)  # noqa: E731
-    method_cls = METHODS.get(cfg["method"]["name"])
-    corruption = cfg["mix"]["corruption"] if method_cls.reads_corruption else None
-    mix_cfg = {**cfg["mix"], "corruption": corruption}
+    mix_cfg = cfg["mix"]
+    if not METHODS.get(cfg["method"]["name"]).uses_bad_data:  # the pool is the clean images alone
+        mix_cfg = {**mix_cfg, "corruption": None, "ood": [], "discard_rest": True}
     stages: dict[str, Stage] = {}
     stages["mix"] = Stage(
         "mix", {"dataset": ref("dataset", cfg["dataset"]), "mix": MIX.semantic(mix_cfg)},
-        {"dataset": cfg["dataset"], "mix": mix_cfg}, {},
-        f"{spec_label(cfg['dataset'])}, {cfg['mix']['clean_fraction']:.0%} clean, corruption {spec_label(corruption)}")
+        {"dataset": cfg["dataset"], "mix": mix_cfg}, {}, _describe_mix(cfg["dataset"], mix_cfg))
     stages["annotate"] = Stage(
         "annotate", {"method": ref("method", cfg["method"])}, {"method": cfg["method"]},
         {"mix": stages["mix"]}, spec_label(cfg["method"]))
@@ -94,15 +100,24 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
 # --- what each stage does -------------------------------------------------------------------
 
 def run_mix(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
-    rt = stage.runtime
-    source = DATASETS.build(rt["dataset"]).load()
-    corruption = CORRUPTIONS.build(rt["mix"]["corruption"]) if rt["mix"]["corruption"] else None
-    mixed = mix(source, rt["mix"]["clean_fraction"], corruption, rt["mix"]["seed"], progress=bar)
+    rt = stage.runtime["mix"]
+    source = DATASETS.build(stage.runtime["dataset"]).load()
+    corruptions = [CORRUPTIONS.build(c) for c in as_list(rt["corruption"])]
+    ood = [DATASETS.build(d).load() for d in rt["ood"]]
+    mixed = mix(source, rt["clean_fraction"], corruptions, rt["seed"], ood_sources=ood,
+                discard_rest=rt["discard_rest"], progress=bar)
     fileio.torch_save(out / "mixed.pt", asdict(mixed))
-    shown = torch.nonzero(mixed.corrupted).flatten()[:16]
-    save_grid(out / "preview.png", torch.cat([source.images[shown], mixed.images[shown]]), columns=max(1, len(shown)))
-    return {"num_images": len(source), "num_corrupted": int(mixed.corrupted.sum()),
-            "dataset_hash": source.content_hash()}
+    # preview: originals of the first corrupted images, their corrupted versions, OOD images
+    shown = torch.nonzero(mixed.corrupted & (mixed.corruption >= 0)).flatten()[:16]
+    rows = [r for r in (source.images[mixed.index[shown]], mixed.images[shown], mixed.images[mixed.ood][:16]) if len(r)]
+    if rows:
+        width = max(len(r) for r in rows)
+        pad = lambda r: torch.cat([r, torch.zeros((width - len(r), *r.shape[1:]), dtype=torch.uint8)])  # noqa: E731
+        save_grid(out / "preview.png", torch.cat([pad(r) for r in rows]), columns=width)
+    return {"num_images": len(mixed.index), "num_corrupted": int(mixed.corrupted.sum()),
+            "num_ood": int(mixed.ood.sum()),
+            "per_corruption": {spec_label(c): int((mixed.corruption == k).sum()) for k, c in enumerate(as_list(rt["corruption"]))},
+            "dataset_hash": source.content_hash(), "ood_hashes": [d.content_hash() for d in ood]}
 
 
 def _check_annotation(ann: Annotation, n: int, method: str) -> None:
@@ -119,17 +134,20 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     _check_annotation(ann, len(mixed.index), method.name)
     keep = ann.keep.bool()
     train_set = {"images": mixed.images[keep], "noise": mixed.noise[keep], "index": mixed.index[keep],
-                 "corrupted": mixed.corrupted[keep], "sigma_min": ann.sigma_min[keep].float(),
+                 "corrupted": mixed.corrupted[keep], "ood": mixed.ood[keep], "sigma_min": ann.sigma_min[keep].float(),
                  "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer)}
     fileio.torch_save(out / "train_set.pt", train_set)
-    rows = ["index,corrupted,kept,sigma_min,sigma_max"] + [
-        f"{i},{int(c)},{int(k)},{lo:.6g},{hi:.6g}" for i, c, k, lo, hi in
-        zip(mixed.index.tolist(), mixed.corrupted.tolist(), keep.tolist(), ann.sigma_min.tolist(), ann.sigma_max.tolist())]
+    rows = ["index,corrupted,ood,kept,sigma_min,sigma_max"] + [
+        f"{i},{int(c)},{int(o)},{int(k)},{lo:.6g},{hi:.6g}" for i, c, o, k, lo, hi in
+        zip(mixed.index.tolist(), mixed.corrupted.tolist(), mixed.ood.tolist(), keep.tolist(),
+            ann.sigma_min.tolist(), ann.sigma_max.tolist())]
     fileio.write_text(out / "annotations.csv", "\n".join(rows) + "\n")
-    corrupted = train_set["corrupted"]
-    return {"num_kept": int(keep.sum()), "num_clean": int((~corrupted).sum()), "num_corrupted": int(corrupted.sum()),
-            "sigma_min_mean": float(train_set["sigma_min"][corrupted].mean()) if corrupted.any() else None,
-            "buffer": float(ann.buffer)}
+    corrupted, ood = train_set["corrupted"], train_set["ood"]
+    mean = lambda v, m: float(v[m].mean()) if m.any() else None  # noqa: E731
+    return {"num_kept": int(keep.sum()), "num_clean": int((~corrupted & ~ood).sum()),
+            "num_corrupted": int(corrupted.sum()), "num_ood": int(ood.sum()),
+            "sigma_min_mean": mean(train_set["sigma_min"], corrupted),
+            "sigma_max_mean": mean(train_set["sigma_max"], ood), "buffer": float(ann.buffer)}
 
 
 def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
@@ -165,14 +183,14 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 def run_metric_setup(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
-    reference = DATASETS.build(stage.runtime["dataset"]).load()
+    reference = DATASETS.build(stage.runtime["dataset"]).load().high_quality()
     info = METRICS.build(stage.runtime["metric"]).setup(reference, out)
     return {**info, "reference_hash": reference.content_hash()}
 
 
 def run_evaluate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     samples = fileio.torch_load(ctx.dir(stage.deps["sample"]) / "samples.pt")["images"]
-    reference = DATASETS.build(stage.runtime["dataset"]).load()
+    reference = DATASETS.build(stage.runtime["dataset"]).load().high_quality()
     metric = METRICS.build(stage.runtime["metric"])
     cache = ctx.store.root / REFSTATS_DIR
     cache.mkdir(parents=True, exist_ok=True)

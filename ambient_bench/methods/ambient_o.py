@@ -17,10 +17,11 @@ def buffer_factor(s_max: float) -> float:
 
 @register_method("ambient_o")
 class AmbientO(Method):
-    """Ambient-o with one fixed sigma_min for every corrupted sample (paper Table 7, 'single').
+    """Ambient-o with fixed annotations: one sigma_min for corrupted, one sigma_max for OOD samples.
 
     A corrupted sample enters the loss only at sigma > b·sigma_min, through the ambient target
-    of paper App. A; clean samples are used at every noise level with the plain EDM loss.
+    of paper App. A (paper Table 7, 'single annotation'); an out-of-distribution sample only at
+    sigma < sigma_max, as a clean sample (Table 2(b), 'Fixed'); clean samples everywhere.
     """
 
     version = 1
@@ -28,11 +29,14 @@ class AmbientO(Method):
         "sigma_min": Param(help="annotation noise level of every corrupted sample", ge=0),
         "s_max": Param(4.0, "buffer: corrupted samples only where sigma²/(sigma²-sigma_min²) < "
                             "s_max (.inf = no buffer)", gt=1),
+        "ood_sigma_max": Param(0.0, "out-of-distribution samples only below this noise level (0 = unused)", ge=0),
     }
-    test_params = {"sigma_min": 1.0}
+    test_params = {"sigma_min": 1.0, "ood_sigma_max": 0.1}
 
     def annotate(self, data: MixedData) -> Annotation:
-        n = len(data.corrupted)
-        sigma_min = torch.where(data.corrupted, torch.tensor(self.p.sigma_min), torch.tensor(0.0))
-        return Annotation(keep=torch.ones(n, dtype=torch.bool), sigma_min=sigma_min.float(),
-                          sigma_max=torch.zeros(n), buffer=buffer_factor(self.p.s_max))
+        zero, inf = torch.tensor(0.0), torch.tensor(float("inf"))
+        sigma_min = torch.where(data.ood, inf, torch.where(data.corrupted, torch.tensor(self.p.sigma_min), zero))
+        sigma_max = torch.where(data.ood, torch.tensor(self.p.ood_sigma_max), zero)
+        keep = ~data.ood | (self.p.ood_sigma_max > 0)
+        return Annotation(keep=keep, sigma_min=sigma_min.float(), sigma_max=sigma_max.float(),
+                          buffer=buffer_factor(self.p.s_max))

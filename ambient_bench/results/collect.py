@@ -1,7 +1,7 @@
 """Gather finished stage summaries of a suite into one long-form table (CSV).
 
 One row per (cell, quantity). Quantities are the metrics of the evaluate stages plus the
-annotation summary ``sigma_min_mean`` (the paper's mean-sigma column). Every row carries its
+annotation summaries ``sigma_min_mean`` and ``sigma_max_mean`` (the paper's mean-sigma columns). Every row carries its
 cell's whole configuration (one dotted column per key) and the protocol behind the number.
 """
 from __future__ import annotations
@@ -48,9 +48,10 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
                           f"after {train['duration_kimg']:g} kimg",
         }
         annotate = store.summary("annotate", stages["annotate"].key)
-        rows.append({**base, "quantity": "sigma_min_mean", "value": annotate["sigma_min_mean"],
-                     "stage_key": stages["annotate"].key[:16], **protocol,
-                     "feature_extractor": None, "implementation": None})
+        for quantity in ("sigma_min_mean", "sigma_max_mean"):
+            rows.append({**base, "quantity": quantity, "value": annotate.get(quantity),
+                         "stage_key": stages["annotate"].key[:16], **protocol,
+                         "feature_extractor": None, "implementation": None})
         for name, stage in stages.items():
             if stage.kind != "evaluate":
                 continue

@@ -1,0 +1,78 @@
+"""Inpainting-style corruptions: random pixel dropout and a random square hole."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ambient_bench.components import Corruption
+from ambient_bench.params import Param
+from ambient_bench.registry import register_corruption
+
+
+def fill_where(x: torch.Tensor, drop: np.ndarray, fill: float) -> torch.Tensor:
+    """Set the pixels of ``x`` (N×C×H×W) where the N×H×W boolean ``drop`` holds, in every channel."""
+    mask = torch.from_numpy(drop).to(x.device)[:, None]
+    return torch.where(mask, torch.full_like(x, fill), x)
+
+
+def box_side(size: float, h: int, w: int) -> int:
+    """Side in pixels of a square hole covering ``size`` of the shorter image side (at least 1)."""
+    return min(min(h, w), max(1, int(size * min(h, w) + 0.5)))
+
+
+@register_corruption("pixel_mask")
+class PixelMask(Corruption):
+    """Random pixel dropout: each pixel is set to `fill` with probability `fraction`.
+
+    One Bernoulli draw per pixel location from the image's generator (``rng.random((H, W))
+    < fraction``), shared by all channels, so a dropped pixel is `fill` (in [0, 1]) in every
+    channel. The expected dropped share is `fraction`, not an exact count. Output in [0, 1].
+    """
+
+    version = 1
+    random = True
+    params = {
+        "fraction": Param(0.5, "probability that a pixel is dropped", ge=0, le=1),
+        "fill": Param(0.0, "value written into dropped pixels, in [0, 1]", ge=0, le=1),
+    }
+    test_params = {"fraction": 0.3}
+    gallery = [{"fraction": f} for f in (0.1, 0.25, 0.5, 0.75, 0.9)]
+
+    def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
+        n, _, h, w = x.shape
+        drop = np.zeros((n, h, w), dtype=bool)
+        for i in range(n):
+            drop[i] = rngs[i].random((h, w)) < self.p.fraction
+        return fill_where(x, drop, self.p.fill)
+
+
+@register_corruption("box_mask")
+class BoxMask(Corruption):
+    """One square hole of side `size` × the shorter image side, set to `fill`, at a random place.
+
+    The side is round(size · min(H, W)) pixels (at least 1); the top-left corner is drawn
+    uniformly among the positions that keep the whole square inside the image (row first,
+    then column, from the image's generator). The hole is `fill` (in [0, 1]) in every
+    channel. Output in [0, 1].
+    """
+
+    version = 1
+    random = True
+    params = {
+        "size": Param(0.25, "side of the square as a fraction of the shorter image side", gt=0, lt=1),
+        "fill": Param(0.0, "value written into the hole, in [0, 1]", ge=0, le=1),
+    }
+    test_params = {"size": 0.3}
+    gallery = [{"size": s} for s in (0.125, 0.25, 0.375, 0.5, 0.625)]
+
+    def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
+        n, _, h, w = x.shape
+        side = box_side(self.p.size, h, w)
+        drop = np.zeros((n, h, w), dtype=bool)
+        for i in range(n):
+            top = int(rngs[i].integers(0, h - side + 1))
+            left = int(rngs[i].integers(0, w - side + 1))
+            drop[i, top:top + side, left:left + side] = True
+        return fill_where(x, drop, self.p.fill)

@@ -1,0 +1,109 @@
+"""CIFAR-10 from its python pickle batches (the paper's CIFAR-10 experiments)."""
+from __future__ import annotations
+
+import importlib.util
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ambient_bench.components import Dataset, ImageSet
+from ambient_bench.datasets._paths import root_or_default
+from ambient_bench.errors import UserError
+from ambient_bench.params import Param
+from ambient_bench.registry import register_dataset
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+FOLDER = "cifar-10-batches-py"
+BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
+def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One batch file → (uint8 N×3×32×32, int64 N).
+
+    The batches are pickled dicts with byte-string keys: b"data" holds N rows of 3072 bytes,
+    the red, green and blue 32×32 planes one after the other (so a reshape gives C×H×W).
+    """
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="bytes")  # the official files; pickle runs no code of ours
+    data = np.asarray(batch[b"data"], dtype=np.uint8)
+    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise UserError(f"cifar10: {path} is not a CIFAR-10 python batch (data {data.shape}, "
+                        f"{len(labels)} labels); re-download {URL}")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+@register_dataset("cifar10")
+class Cifar10(Dataset):
+    """CIFAR-10, 32×32 RGB, labels 0..9: 50 000 train or 10 000 test images, in file order.
+
+    Expects ``<root>/cifar-10-batches-py/`` (the python version, from
+    https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extracted into ``root``).
+    Images are stored at their native 32×32, so there is no resizing. With ``download: true``
+    torchvision fetches and extracts the archive into ``root`` first (that needs internet).
+    """
+
+    version = 1
+    needs_files = True
+    params = {
+        # Where the files are, not what they are: moving the data does not change results.
+        "root": Param(None, "folder holding cifar-10-batches-py/; null = $AMBIENT_BENCH_DATA or "
+                      "~/.cache/ambient_bench/datasets", kind=str, nullable=True, semantic=False),
+        "split": Param("train", "which images", kind=str, choices=("train", "test")),
+        "download": Param(False, "fetch the archive with torchvision if missing (needs internet)",
+                          kind=bool, semantic=False),
+    }
+    test_params = {"root": "cifar10-test-root"}
+
+    def _root(self) -> Path:
+        return root_or_default(self.p.root)
+
+    def _missing(self) -> Path | None:
+        folder = self._root() / FOLDER
+        for name in BATCHES[self.p.split]:
+            if not (folder / name).is_file():
+                return folder / name
+        return None
+
+    def check(self) -> None:
+        missing = self._missing()
+        if missing is None:
+            return
+        if self.p.download:
+            if importlib.util.find_spec("torchvision") is None:
+                raise UserError(f"cifar10: download: true needs torchvision (pip install torchvision); "
+                                f"or download {URL} yourself and extract it into {self._root()}")
+            return
+        raise self._missing_error(missing)
+
+    def _missing_error(self, missing: Path) -> UserError:
+        return UserError(f"cifar10: expected {missing} (the python version of CIFAR-10); download {URL} "
+                         f"and extract it into {self._root()}, or set root: to where it is, "
+                         f"or set download: true")
+
+    def _download(self) -> None:
+        from torchvision.datasets import CIFAR10
+
+        root = self._root()
+        root.mkdir(parents=True, exist_ok=True)
+        try:
+            CIFAR10(root=str(root), train=self.p.split == "train", download=True)
+        except Exception as err:  # a network failure: say what to do instead of a traceback
+            detail = " ".join(str(err).split())[:200]
+            raise UserError(f"cifar10: could not download {URL} into {root} ({type(err).__name__}: "
+                            f"{detail}); download it yourself and extract it there") from None
+
+    def load(self) -> ImageSet:
+        self.check()
+        if self._missing() is not None:
+            self._download()
+            missing = self._missing()
+            if missing is not None:  # the archive did not hold what we expect
+                raise self._missing_error(missing)
+        folder = self._root() / FOLDER
+        parts = [read_batch(folder / name) for name in BATCHES[self.p.split]]
+        images = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+        return ImageSet(images=torch.from_numpy(images), labels=torch.from_numpy(labels))

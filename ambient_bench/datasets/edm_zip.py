@@ -1,0 +1,92 @@
+"""Datasets packed the EDM / StyleGAN way: one zip of images, optional dataset.json with labels."""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ambient_bench.components import Dataset, ImageSet
+from ambient_bench.datasets._paths import EXTENSIONS_TEXT, is_image_name, prepare, user_path
+from ambient_bench.errors import UserError
+from ambient_bench.params import Param
+from ambient_bench.registry import register_dataset
+
+EDM_URL = "https://github.com/NVlabs/edm"
+
+
+def _labels(archive: zipfile.ZipFile, names: list[str], path: Path) -> torch.Tensor | None:
+    """Integer labels from dataset.json ({"labels": [[name, label], ...]} or null), in ``names`` order."""
+    if "dataset.json" not in archive.namelist():
+        return None
+    try:
+        entries = json.loads(archive.read("dataset.json")).get("labels")
+    except (ValueError, AttributeError) as err:
+        raise UserError(f"edm_zip: dataset.json in {path} is not a JSON object ({err})") from None
+    if entries is None:
+        return None
+    # Windows-made zips may say "a\\b.png"; names inside the zip always use "/".
+    by_name = {str(name).replace("\\", "/"): label for name, label in entries}
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise UserError(f"edm_zip: dataset.json in {path} has no label for {missing[0]} "
+                        f"({len(missing)} images unlabelled)")
+    labels = [by_name[n] for n in names]
+    bad = [lab for lab in labels if isinstance(lab, bool) or not isinstance(lab, int)]
+    if bad:
+        raise UserError(f"edm_zip: dataset.json in {path} has a non-integer label {bad[0]!r}; "
+                        f"only integer class labels are supported")
+    return torch.tensor(labels, dtype=torch.int64)
+
+
+@register_dataset("edm_zip")
+class EDMZip(Dataset):
+    """An EDM/StyleGAN dataset zip (as written by EDM's dataset_tool.py): images, optional labels.
+
+    Image files inside (png/jpg/jpeg/webp/bmp) are read in sorted name order; labels come from
+    ``dataset.json`` ({"labels": [[name, int], ...]}, or null for none). `resolution: null`
+    keeps the stored size, which all images must share; a number centre-crops and resizes with
+    LANCZOS. Channels follow the data: 1 if every image is greyscale, else 3 (RGB).
+    """
+
+    version = 1
+    needs_files = True
+    params = {
+        "path": Param(help="the .zip file (relative to the current directory; ~ allowed)", kind=str),
+        "resolution": Param(None, "output size (square); null = as stored", kind=int, ge=8, nullable=True),
+    }
+    test_params = {"path": "edm-test.zip"}
+
+    def check(self) -> None:
+        path = user_path(self.p.path)
+        if not path.is_file():
+            raise UserError(f"edm_zip: expected {path} (a dataset zip made by dataset_tool.py of "
+                            f"{EDM_URL}); fix path: or create it with dataset_tool.py")
+
+    def load(self) -> ImageSet:
+        self.check()
+        path = user_path(self.p.path)
+        try:
+            archive = zipfile.ZipFile(path)
+        except zipfile.BadZipFile:
+            raise UserError(f"edm_zip: {path} is not a zip file") from None
+        with archive:
+            # Same file rule as folders (extension, no dot files); "/"-separated names sort alike everywhere.
+            names = sorted(n for n in archive.namelist() if is_image_name(n.rsplit("/", 1)[-1]))
+            if not names:
+                raise UserError(f"edm_zip: no images ({EXTENSIONS_TEXT}) in {path}")
+            pictures = [Image.open(io.BytesIO(archive.read(n))) for n in names]
+            labels = _labels(archive, names, path)
+        channels = 1 if all(p.mode in ("L", "1") for p in pictures) else 3
+        if self.p.resolution is None:
+            sizes = {p.size for p in pictures}
+            if len(sizes) > 1:
+                (w1, h1), (w2, h2) = sorted(sizes)[:2]
+                raise UserError(f"edm_zip: images in {path} have different sizes ({w1}×{h1}, {w2}×{h2}, ...); "
+                                f"set resolution: to resize them")
+        images = np.stack([prepare(p, self.p.resolution, channels) for p in pictures])
+        return ImageSet(images=torch.from_numpy(images), labels=labels)

@@ -1,0 +1,197 @@
+"""Datasets read from folders of image files: any folder, AFHQv2, FFHQ, and the user's own data.
+
+All of them list images recursively, sort them by relative path, centre-crop them to a square
+and resize them with LANCZOS (see ``ambient_bench.datasets._paths`` for why).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ambient_bench.components import (HIGH_QUALITY, LOW_QUALITY, OUT_OF_DISTRIBUTION, Dataset,
+                                      ImageSet)
+from ambient_bench.datasets._paths import (list_images, load_images, require_images,
+                                           root_or_default, user_path)
+from ambient_bench.errors import UserError
+from ambient_bench.params import REQUIRED, Param
+from ambient_bench.registry import register_dataset
+
+AFHQ_URL = "https://github.com/clovaai/stargan-v2"
+FFHQ_URL = "https://github.com/NVlabs/ffhq-dataset"
+
+
+def _resolution(default: Any = REQUIRED) -> Param:
+    return Param(default, "output size in pixels (square; centre-crop, then LANCZOS)", kind=int, ge=8)
+
+
+def _channels() -> Param:
+    return Param(3, "3 = RGB, 1 = greyscale (PIL 'L')", kind=int, choices=(1, 3))
+
+
+def _root() -> Param:
+    # Where the files are, not what they are: moving the data does not change results.
+    return Param(None, "folder holding the datasets; null = $AMBIENT_BENCH_DATA or "
+                 "~/.cache/ambient_bench/datasets", kind=str, nullable=True, semantic=False)
+
+
+def subfolder_names(folder: Path, paths: list[Path], what: str) -> list[str]:
+    """The first-level subfolder of every image (the class name); every image must have one."""
+    parts = [p.relative_to(folder).parts for p in paths]
+    loose = [p for p, part in zip(paths, parts) if len(part) == 1]
+    if loose:
+        raise UserError(f"{what}: labels_from_subfolders needs every image inside a subfolder of {folder}, "
+                        f"but {loose[0]} is not")
+    return [part[0] for part in parts]
+
+
+def class_labels(names: list[str]) -> torch.Tensor:
+    """Label = index of the class name among all names, sorted."""
+    classes = sorted(set(names))
+    return torch.tensor([classes.index(name) for name in names], dtype=torch.int64)
+
+
+@register_dataset("image_folder")
+class ImageFolder(Dataset):
+    """Any folder of images (png/jpg/jpeg/webp/bmp, any depth), sorted by relative path.
+
+    Each image is centre-cropped to a square and resized to `resolution` with LANCZOS. With
+    `labels_from_subfolders`, every image must sit inside a first-level subfolder; the label is
+    that subfolder's index among them in sorted order.
+    """
+
+    version = 1
+    needs_files = True
+    params = {
+        "path": Param(help="the folder (relative to the current directory; ~ allowed)", kind=str),
+        "resolution": _resolution(),
+        "channels": _channels(),
+        "labels_from_subfolders": Param(False, "label = index of the first-level subfolder", kind=bool),
+    }
+    test_params = {"path": "image-folder-test", "resolution": 16}
+
+    def check(self) -> None:
+        folder = user_path(self.p.path)
+        require_images(folder, "image_folder", "a folder of images", "fix path:")
+
+    def load(self) -> ImageSet:
+        self.check()
+        folder = user_path(self.p.path)
+        paths = list_images(folder)
+        labels = class_labels(subfolder_names(folder, paths, "image_folder")) if self.p.labels_from_subfolders else None
+        return ImageSet(images=load_images(paths, self.p.resolution, self.p.channels), labels=labels)
+
+
+@register_dataset("afhq")
+class AFHQ(Dataset):
+    """AFHQv2 (cats, dogs or wild animals), the paper's AFHQ experiments; 64×64 by default.
+
+    Expects ``<root>/afhq/<split>/<animal>/*.png`` (AFHQv2 from
+    https://github.com/clovaai/stargan-v2, `bash download.sh afhq-v2-dataset`, unzipped so that
+    e.g. <root>/afhq/train/cat/ holds the PNGs). The 512×512 images are resized with LANCZOS,
+    as EDM's dataset_tool does. No labels (one animal per dataset).
+    """
+
+    version = 1
+    needs_files = True
+    params = {
+        "root": _root(),
+        "animal": Param("cat", "which class", kind=str, choices=("cat", "dog", "wild")),
+        "split": Param("train", "which split", kind=str, choices=("train", "test")),
+        "resolution": _resolution(64),
+    }
+    test_params = {"root": "afhq-test-root", "resolution": 16}
+
+    def _folder(self) -> Path:
+        return root_or_default(self.p.root) / "afhq" / self.p.split / self.p.animal
+
+    def check(self) -> None:
+        folder = self._folder()
+        require_images(folder, "afhq", f"AFHQv2 {self.p.split} {self.p.animal} images",
+                       f"download AFHQv2 from {AFHQ_URL} (bash download.sh afhq-v2-dataset) and unzip it "
+                       f"so that {folder} holds the PNGs, or set root: to where afhq/ is")
+
+    def load(self) -> ImageSet:
+        self.check()
+        return ImageSet(images=load_images(list_images(self._folder()), self.p.resolution, 3))
+
+
+@register_dataset("ffhq")
+class FFHQ(Dataset):
+    """FFHQ faces, the paper's FFHQ experiments; 64×64 by default.
+
+    Expects the FFHQ PNGs anywhere below ``<root>/ffhq/`` (from
+    https://github.com/NVlabs/ffhq-dataset; the thumbnails128x128 folder is enough for 64×64).
+    Put one version only there: thumbnails and 1024×1024 images together would count twice.
+    Images are resized with LANCZOS (EDM resizes the 1024×1024 ones the same way).
+    """
+
+    version = 1
+    needs_files = True
+    params = {"root": _root(), "resolution": _resolution(64)}
+    test_params = {"root": "ffhq-test-root", "resolution": 16}
+
+    def _folder(self) -> Path:
+        return root_or_default(self.p.root) / "ffhq"
+
+    def check(self) -> None:
+        folder = self._folder()
+        require_images(folder, "ffhq", "a folder of FFHQ PNGs, any depth",
+                       f"download the thumbnails128x128 folder (enough for 64×64) from {FFHQ_URL} "
+                       f"and put it inside {folder}, or set root: to where ffhq/ is")
+
+    def load(self) -> ImageSet:
+        self.check()
+        return ImageSet(images=load_images(list_images(self._folder()), self.p.resolution, 3))
+
+
+@register_dataset("user_folders")
+class UserFolders(Dataset):
+    """Your own data, the paper's real-world setting: good images plus bad ones of unknown kind.
+
+    `high_quality` is a folder of images you trust; each `low_quality` folder holds images that
+    are degraded in some way nobody has to name; each `out_of_distribution` folder holds images
+    of other content. Every image gets its `source` (HIGH_QUALITY, LOW_QUALITY,
+    OUT_OF_DISTRIBUTION); the order is the high-quality folder, then each low-quality folder,
+    then each out-of-distribution folder, each sorted by relative path. Centre-crop + LANCZOS.
+    With `labels_from_subfolders`, class labels come from the first-level subfolders of every
+    folder (one class list across all of them).
+    """
+
+    version = 1
+    needs_files = True
+    provides_sources = True
+    params = {
+        "high_quality": Param(help="folder of good images", kind=str),
+        "low_quality": Param(help="folders of low-quality images", kind=list, item=str),
+        "out_of_distribution": Param([], "folders of out-of-distribution images", kind=list, item=str),
+        "resolution": _resolution(),
+        "channels": _channels(),
+        "labels_from_subfolders": Param(False, "label = name of the first-level subfolder", kind=bool),
+    }
+    test_params = {"high_quality": "good", "low_quality": ["bad"], "resolution": 16}
+
+    def _groups(self) -> list[tuple[str, Path, int]]:
+        """(config key, folder, source) in load order."""
+        groups = [("high_quality", user_path(self.p.high_quality), HIGH_QUALITY)]
+        groups += [(f"low_quality[{i}]", user_path(p), LOW_QUALITY) for i, p in enumerate(self.p.low_quality)]
+        groups += [(f"out_of_distribution[{i}]", user_path(p), OUT_OF_DISTRIBUTION)
+                   for i, p in enumerate(self.p.out_of_distribution)]
+        return groups
+
+    def check(self) -> None:
+        for key, folder, _ in self._groups():
+            require_images(folder, f"user_folders: {key}", "a folder of images", f"fix {key}:")
+
+    def load(self) -> ImageSet:
+        self.check()
+        images, sources, names = [], [], []
+        for key, folder, source in self._groups():
+            paths = list_images(folder)
+            images.append(load_images(paths, self.p.resolution, self.p.channels))
+            sources.append(torch.full((len(paths),), source, dtype=torch.int8))
+            if self.p.labels_from_subfolders:
+                names += subfolder_names(folder, paths, f"user_folders: {key}")
+        labels = class_labels(names) if self.p.labels_from_subfolders else None
+        return ImageSet(images=torch.cat(images), labels=labels, source=torch.cat(sources))
