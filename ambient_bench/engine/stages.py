@@ -147,7 +147,9 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     return {"num_kept": int(keep.sum()), "num_clean": int((~corrupted & ~ood).sum()),
             "num_corrupted": int(corrupted.sum()), "num_ood": int(ood.sum()),
             "sigma_min_mean": mean(train_set["sigma_min"], corrupted),
-            "sigma_max_mean": mean(train_set["sigma_max"], ood), "buffer": float(ann.buffer)}
+            # OOD samples used at every noise level (all_data) have no sigma_max to report
+            "sigma_max_mean": mean(train_set["sigma_max"], ood & (train_set["sigma_min"] > 0)),
+            "buffer": float(ann.buffer)}
 
 
 def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:

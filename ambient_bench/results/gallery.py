@@ -9,10 +9,18 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from ambient_bench.components import Corruption, ImageSet
-from ambient_bench.config.schema import spec_label
 from ambient_bench.data.images import to_uint8
 from ambient_bench.registry import CORRUPTIONS
 from ambient_bench.seeding import numpy_rng
+
+
+def row_label(name: str, params: dict[str, Any]) -> str:
+    """``jpeg quality=15``; nested corruption lists (compose) as ``blur 0.4 > contrast 0.9``."""
+    def value(v: Any) -> str:
+        if isinstance(v, list) and v and all(isinstance(x, dict) and "name" in x for x in v):
+            return " > ".join(f"{x['name']} " + ",".join(str(y) for k, y in x.items() if k != "name") for x in v)
+        return str(v)
+    return " ".join([name] + [f"{k}={value(v)}" if not isinstance(v, list) else value(v) for k, v in params.items()])
 
 
 def gallery_rows(specs: list[dict[str, Any]] | None = None) -> list[tuple[str, Corruption]]:
@@ -27,7 +35,7 @@ def gallery_rows(specs: list[dict[str, Any]] | None = None) -> list[tuple[str, C
         if settings == [{}]:
             settings = cls.gallery or [cls.test_params]
         for params in settings:
-            rows.append((spec_label({"name": spec["name"], **params}), cls(**params)))
+            rows.append((row_label(spec["name"], params), cls(**params)))
     return rows
 
 

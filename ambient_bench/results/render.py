@@ -24,7 +24,7 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
     datasets, hashes = _unique(shown, "dataset"), _unique(shown, "dataset_hash")
     fractions = _unique(shown, "clean_fraction")
     lines.append(f"Data: {' / '.join(datasets)} (content sha256 {' / '.join(h[:12] for h in hashes)}…), "
-                 f"clean fraction {' / '.join(fractions)}, the rest corrupted per column.")
+                 f"clean fraction {' / '.join(fractions)}.")
     lines.append(f"Samples: {' / '.join(_unique(shown, 'num_samples'))} per model, "
                  f"{' / '.join(_unique(shown, 'sampler'))}; checkpoint: {' / '.join(_unique(shown, 'checkpoint'))}.")
     for value in spec.values:
@@ -35,6 +35,9 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
         elif value["quantity"] == "sigma_min_mean":
             lines.append(f"{value['label']}: mean annotation sigma_min over the corrupted samples a method "
                          f"trains on (– = it trains on none).")
+        elif value["quantity"] == "sigma_max_mean":
+            lines.append(f"{value['label']}: mean annotation sigma_max over the out-of-distribution samples a "
+                         f"method uses at low noise only (– = none).")
     seeds = _unique(shown, SEED_KEY)
     lines.append(f"Mean ± std over training seeds {{{', '.join(seeds)}}}; best value per column in bold.")
     return lines + list(spec.notes)
