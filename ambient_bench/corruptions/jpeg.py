@@ -9,13 +9,9 @@ import torch
 from PIL import Image
 
 from ambient_bench.components import Corruption
+from ambient_bench.data.images import to_uint8
 from ambient_bench.params import Param
 from ambient_bench.registry import register_corruption
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[0, 1] floats to uint8 by floor(x·255 + 0.5): exact for images that came from uint8."""
-    return torch.floor(x.detach().float().cpu().clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
 
 
 def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
@@ -33,7 +29,7 @@ def jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
 
 def jpeg_images(x: torch.Tensor, quality: int) -> torch.Tensor:
     """JPEG round trip of a float N×C×H×W batch in [0, 1]; the result is a multiple of 1/255."""
-    pixels = to_uint8(x)
+    pixels = to_uint8(x.detach().float().cpu()).numpy()
     out = np.empty_like(pixels)
     for n, image in enumerate(pixels):
         if image.shape[0] == 3:
