@@ -12,11 +12,9 @@ import numpy as np
 import torch
 
 from ambient_bench.components import Corruption
+from ambient_bench.data.images import REC601
 from ambient_bench.params import Param
 from ambient_bench.registry import register_corruption
-
-REC601 = (0.299, 0.587, 0.114)
-
 
 def luminance(x: torch.Tensor) -> torch.Tensor:
     """N×1×H×W luma: Rec. 601 weights for C=3, the plain channel mean for any other C."""

@@ -1,7 +1,7 @@
 """Inpainting-style corruptions: random pixel dropout and a random square hole."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -11,8 +11,11 @@ from ambient_bench.params import Param
 from ambient_bench.registry import register_corruption
 
 
-def fill_where(x: torch.Tensor, drop: np.ndarray, fill: float) -> torch.Tensor:
-    """Set the pixels of ``x`` (N×C×H×W) where the N×H×W boolean ``drop`` holds, in every channel."""
+def fill_masked(x: torch.Tensor, rngs: Sequence[np.random.Generator], fill: float,
+                draw: Callable[[np.random.Generator, int, int], np.ndarray]) -> torch.Tensor:
+    """Set to ``fill``, in every channel, the pixels where ``draw(rngs[i], H, W)`` (H×W bool) holds."""
+    n, _, h, w = x.shape
+    drop = np.stack([draw(rngs[i], h, w) for i in range(n)])
     mask = torch.from_numpy(drop).to(x.device)[:, None]
     return torch.where(mask, torch.full_like(x, fill), x)
 
@@ -41,11 +44,7 @@ class PixelMask(Corruption):
     gallery = [{"fraction": f} for f in (0.1, 0.25, 0.5, 0.75, 0.9)]
 
     def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
-        n, _, h, w = x.shape
-        drop = np.zeros((n, h, w), dtype=bool)
-        for i in range(n):
-            drop[i] = rngs[i].random((h, w)) < self.p.fraction
-        return fill_where(x, drop, self.p.fill)
+        return fill_masked(x, rngs, self.p.fill, lambda rng, h, w: rng.random((h, w)) < self.p.fraction)
 
 
 @register_corruption("box_mask")
@@ -68,11 +67,10 @@ class BoxMask(Corruption):
     gallery = [{"size": s} for s in (0.125, 0.25, 0.375, 0.5, 0.625)]
 
     def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
-        n, _, h, w = x.shape
-        side = box_side(self.p.size, h, w)
-        drop = np.zeros((n, h, w), dtype=bool)
-        for i in range(n):
-            top = int(rngs[i].integers(0, h - side + 1))
-            left = int(rngs[i].integers(0, w - side + 1))
-            drop[i, top:top + side, left:left + side] = True
-        return fill_where(x, drop, self.p.fill)
+        def hole(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+            side = box_side(self.p.size, h, w)
+            top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+            drop = np.zeros((h, w), dtype=bool)
+            drop[top:top + side, left:left + side] = True
+            return drop
+        return fill_masked(x, rngs, self.p.fill, hole)

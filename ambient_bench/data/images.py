@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import torch
 
+# ITU-R 601 luma weights (those of PIL's convert("L")), for RGB → grey.
+REC601 = (0.299, 0.587, 0.114)
+
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     """[0, 1] floats → uint8, rounding half up (the paper's ``x·127.5 + 128`` truncation)."""

@@ -13,13 +13,12 @@ import numpy as np
 import torch
 
 from ambient_bench.components import Dataset, ImageSet
-from ambient_bench.data.images import to_uint8
+from ambient_bench.data.images import REC601, to_uint8
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param
 from ambient_bench.registry import register_dataset
 from ambient_bench.seeding import numpy_rng
 
-LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R 601, the weights of PIL's convert("L")
 
 
 def _common_params() -> dict[str, Param]:
@@ -37,10 +36,10 @@ def _pixel_centres(resolution: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _to_image_set(images: list[np.ndarray], channels: int) -> ImageSet:
-    """float H×W×3 in [0, 1] per image → uint8 N×C×H×W (greyscale through LUMA)."""
+    """float H×W×3 in [0, 1] per image → uint8 N×C×H×W (greyscale through Rec. 601 luma)."""
     x = np.stack(images)
     if channels == 1:
-        x = (x @ LUMA)[..., None]
+        x = (x @ np.array(REC601))[..., None]
     return ImageSet(images=to_uint8(torch.from_numpy(x).permute(0, 3, 1, 2).float().clamp(0, 1)))
 
 

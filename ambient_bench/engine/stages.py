@@ -89,7 +89,8 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         {"train": stages["train"]}, f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps")
     for metric in cfg["evaluate"]["metrics"]:
         setup = Stage("metric_setup", {"metric": ref("metric", metric), "reference": ref("dataset", cfg["dataset"])},
-                      {"metric": metric, "dataset": cfg["dataset"]}, {}, f"{spec_label(metric)} on {spec_label(cfg['dataset'])}")
+                      {"metric": metric, "dataset": cfg["dataset"]}, {},
+                      f"{spec_label(metric)} on {spec_label(cfg['dataset'])}")
         stages[f"setup:{metric['name']}"] = setup
         stages[f"evaluate:{metric['name']}"] = Stage(
             "evaluate", {"metric": ref("metric", metric)}, {"metric": metric, "dataset": cfg["dataset"]},
@@ -114,9 +115,9 @@ def run_mix(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         width = max(len(r) for r in rows)
         pad = lambda r: torch.cat([r, torch.zeros((width - len(r), *r.shape[1:]), dtype=torch.uint8)])  # noqa: E731
         save_grid(out / "preview.png", torch.cat([pad(r) for r in rows]), columns=width)
+    per_corruption = {spec_label(c): int((mixed.corruption == k).sum()) for k, c in enumerate(as_list(rt["corruption"]))}
     return {"num_images": len(mixed.index), "num_corrupted": int(mixed.corrupted.sum()),
-            "num_ood": int(mixed.ood.sum()),
-            "per_corruption": {spec_label(c): int((mixed.corruption == k).sum()) for k, c in enumerate(as_list(rt["corruption"]))},
+            "num_ood": int(mixed.ood.sum()), "per_corruption": per_corruption,
             "dataset_hash": source.content_hash(), "ood_hashes": [d.content_hash() for d in ood]}
 
 
