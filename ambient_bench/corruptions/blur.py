@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 from typing import Sequence
 
 import numpy as np
@@ -30,8 +31,12 @@ def symmetric_pad_index(n: int, radius: int) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=64)
-def _filter_matrix(n: int, sigma: float, truncate: float, dtype: torch.dtype, device: str) -> torch.Tensor:
-    return torch.as_tensor(filter_matrix(n, gaussian_kernel1d(sigma, truncate)), dtype=dtype, device=device)
+def _filter_matrix(n: int, sigma: float, truncate: float, dtype: torch.dtype, device: str,
+                   transposed: bool = False) -> torch.Tensor:
+    matrix = filter_matrix(n, gaussian_kernel1d(sigma, truncate))
+    # contiguous, not a transposed view: a strided right operand sends matmul down a path
+    # several times slower for these small batched products
+    return torch.as_tensor(np.ascontiguousarray(matrix.T if transposed else matrix), dtype=dtype, device=device)
 
 
 def filter_matrix(n: int, kernel: np.ndarray) -> np.ndarray:
@@ -49,15 +54,33 @@ def filter_matrix(n: int, kernel: np.ndarray) -> np.ndarray:
     return matrix
 
 
+_scratch = threading.local()
+
+
+def _intermediate(like: torch.Tensor) -> torch.Tensor:
+    """A per-thread buffer for the half-blurred batch, reused while the batch shape stays the same.
+
+    A fresh intermediate the size of the batch costs more than both products together: glibc
+    hands large blocks back to the kernel on free, so every call page-faults them in again.
+    """
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.shape != like.shape or buffer.dtype != like.dtype or buffer.device != like.device:
+        buffer = _scratch.buffer = torch.empty_like(like, memory_format=torch.contiguous_format)
+    return buffer
+
+
 def gaussian_filter(x: torch.Tensor, sigma: float, truncate: float = 4.0) -> torch.Tensor:
     """Blur the last two axes of ``x`` (…×H×W) with a separable Gaussian, per channel."""
     if sigma == 0:
         return x.clone()
     h, w = x.shape[-2:]
     along_h = _filter_matrix(h, sigma, truncate, x.dtype, str(x.device))
-    along_w_t = _filter_matrix(w, sigma, truncate, x.dtype, str(x.device)).T
+    along_w_t = _filter_matrix(w, sigma, truncate, x.dtype, str(x.device), transposed=True)
     # W first: x @ M_wᵀ folds the batch into one large GEMM; M_h @ y is a batched product.
-    return torch.matmul(along_h, torch.matmul(x, along_w_t))
+    if x.requires_grad:
+        return torch.matmul(along_h, torch.matmul(x, along_w_t))
+    half = torch.matmul(x, along_w_t, out=_intermediate(x))
+    return torch.matmul(along_h, half)
 
 
 @register_corruption("gaussian_blur")
