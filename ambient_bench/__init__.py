@@ -2,8 +2,8 @@
 
 The public plugin API: subclass a component base, declare ``params``, register it.
 """
-from ambient_bench.components import (Annotation, Corruption, Dataset, ImageSet, Method, Metric,
-                                      MixedData)
+from ambient_bench.components import (Annotation, AnnotationContext, ClassifierRequest, Corruption, Dataset,
+                                      ImageSet, Method, Metric, MixedData)
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param
 from ambient_bench.registry import (CORRUPTIONS, DATASETS, METHODS, METRICS, register_corruption,
@@ -12,7 +12,7 @@ from ambient_bench.registry import (CORRUPTIONS, DATASETS, METHODS, METRICS, reg
 __version__ = "0.1.0"
 
 __all__ = [
-    "Annotation", "Corruption", "Dataset", "ImageSet", "Method", "Metric", "MixedData", "Param",
+    "Annotation", "AnnotationContext", "ClassifierRequest", "Corruption", "Dataset", "ImageSet", "Method", "Metric", "MixedData", "Param",
     "UserError", "CORRUPTIONS", "DATASETS", "METHODS", "METRICS", "register_corruption",
     "register_dataset", "register_method", "register_metric",
 ]

@@ -50,7 +50,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from ambient_bench.engine.runner import build_graph, check_data, execute
     from ambient_bench.engine.store import RunStore
-    from ambient_bench.results.collect import collect, write_results
+    from ambient_bench.results.collect import collect, export_figures, write_results
     from ambient_bench.results.render import render_all
 
     suite = _load(args)
@@ -68,9 +68,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     results_dir = Path(args.results or suite.results_dir)
     frame = collect(suite, graph, store)
     written = [write_results(frame, results_dir)] + render_all(frame, suite.tables, results_dir)
+    figures = export_figures(suite, graph, store, results_dir)
+    written += [figures] if figures else []
     _print(f"ran {report['ran']} stages, reused {report['skipped']}; wrote " + ", ".join(map(str, written)))
     for path in written:
-        if path.suffix == ".md":
+        if path.suffix == ".md" and path != figures:
             _print("\n" + path.read_text(encoding="utf-8"))
     return 0
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Sequence
 
@@ -39,6 +39,9 @@ class ImageSet:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
             raise ValueError(f"ImageSet needs uint8 N×C×H×W images, got {self.images.dtype} "
                              f"{tuple(self.images.shape)}")
+        # loaders often build images from H×W×C arrays; NCHW-contiguous memory keeps every
+        # batched corruption and network on its fast path
+        self.images = self.images.contiguous()
         for name in ("labels", "source"):
             value = getattr(self, name)
             if value is not None and value.shape != (len(self.images),):
@@ -89,6 +92,35 @@ class Annotation:
     sigma_min: torch.Tensor  # float32 N
     sigma_max: torch.Tensor  # float32 N
     buffer: float = 1.0      # b = sqrt(1 + 1/(s_max - 1)); 1 = no buffer
+    # per-sample diagnostics written beside the annotation table (e.g. classifier crossings)
+    columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    # scalars for the stage summary (e.g. number of samples whose classifier curve never crossed)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ClassifierRequest:
+    """A classifier a method needs trained before it annotates; the harness trains and caches it.
+
+    ``pool`` says which images it learns from:
+    ``balanced``: the dataset with a 50/50 clean/corrupted coin (same coin and corruption as the
+    training pool; paper §2.4), label 1 = corrupted;
+    ``diffusion``: the training pool itself without OOD images (paper App. D), label 1 = corrupted;
+    ``target_vs_ood``: every dataset image clean plus the OOD sources, label 1 = in distribution.
+    """
+
+    pool: str
+    config: dict[str, Any]         # the classifier's network and training recipe
+    crop_size: int | None = None   # train on zero-padded crop_size×crop_size windows
+
+
+@dataclass
+class AnnotationContext:
+    """What the harness hands a method at annotation time."""
+
+    workdir: Path                  # the annotate stage's folder: figures and extra files go here
+    classifiers: dict[str, Path]   # request name → trained classifier file
+    device: str = "auto"
 
 
 class Dataset(Component):
@@ -134,9 +166,16 @@ class Method(Component):
     # is then the clean images alone, shared by every corruption level and OOD source of a suite.
     uses_bad_data: ClassVar[bool] = True
 
+    def classifiers(self, resolution: int | None) -> dict[str, ClassifierRequest]:
+        """Classifiers to train before ``annotate`` (name → request); ``resolution`` is the
+        dataset's, when it declares one."""
+        return {}
+
     @abstractmethod
-    def annotate(self, data: MixedData) -> Annotation:
-        """Decide per sample whether and at which noise levels it is used."""
+    def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
+        """Decide per sample whether and at which noise levels it is used.
+
+        ``ctx`` is None only for methods that request no classifiers and write no files."""
 
 
 class Metric(Component):

@@ -45,9 +45,17 @@ class Component(ABC):
     def __init__(self, **values: Any) -> None:
         try:
             self.values = resolve_params(self.params, values, what=f"{self.kind} '{self.name}'")
+            problem = self.check_params(self.values)
+            if problem:
+                raise ParamError((problem[0],), problem[1])
         except ParamError as err:
             raise UserError(f"{self.kind} '{self.name}': {err.message}") from None
         self.p = SimpleNamespace(**self.values)
+
+    @classmethod
+    def check_params(cls, values: dict[str, Any]) -> tuple[str, str] | None:
+        """Vet combinations of resolved parameters: (offending key, message) or None."""
+        return None
 
     @classmethod
     def summary(cls) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ambient_bench import Annotation, Method, MixedData, register_method
+from ambient_bench import Annotation, AnnotationContext, Method, MixedData, register_method
 
 
 @register_method("all_data")
@@ -12,7 +12,7 @@ class AllData(Method):
 
     version = 1
 
-    def annotate(self, data: MixedData) -> Annotation:
+    def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         n = len(data.corrupted)
         return Annotation(keep=torch.ones(n, dtype=torch.bool), sigma_min=torch.zeros(n),
                           sigma_max=torch.zeros(n))

@@ -6,7 +6,8 @@ import pytest
 import scipy.ndimage
 import torch
 
-from ambient_bench import CORRUPTIONS, DATASETS, METHODS, METRICS, ImageSet, MixedData, UserError
+from ambient_bench import CORRUPTIONS, DATASETS, METHODS, METRICS, AnnotationContext, ImageSet, MixedData, UserError
+from ambient_bench.annotation.classifier_training import train_classifier
 from ambient_bench.corruptions.blur import gaussian_kernel1d
 from ambient_bench.seeding import numpy_rng
 
@@ -67,11 +68,20 @@ def test_digits_resolution_and_range():
 
 
 @pytest.mark.parametrize("name", METHODS.names())
-def test_method_contract(name):
+def test_method_contract(name, tmp_path):
     cls = METHODS.get(name)
     n = 30
     data = pool(corrupted=torch.arange(n) % 3 == 1, ood=torch.arange(n) % 3 == 2)
-    ann = cls(**cls.test_params).annotate(data)
+    data.images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8)
+    method = cls(**cls.test_params)
+    classifiers = {}
+    for request_name, request in method.classifiers(resolution=8).items():  # trained as the harness would
+        labels = ~data.ood if request.pool == "target_vs_ood" else data.corrupted
+        out = tmp_path / request_name
+        assert train_classifier(data.images, labels, request.config, request.config, out,
+                                crop_size=request.crop_size, log=lambda s: None)
+        classifiers[request_name] = out / "classifier.pt"
+    ann = method.annotate(data, AnnotationContext(workdir=tmp_path, classifiers=classifiers))
     for field in ("keep", "sigma_min", "sigma_max"):
         assert getattr(ann, field).shape == (n,)
     assert ann.buffer >= 1.0

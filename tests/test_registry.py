@@ -45,7 +45,9 @@ def test_params_validated_with_suggestions():
 
 
 def test_required_param_is_enforced():
-    with pytest.raises(UserError, match="missing required key 'sigma_min'"):
+    with pytest.raises(UserError, match="missing required key 'steps'"):
+        CORRUPTIONS.get("compose")()
+    with pytest.raises(UserError, match="annotate: fixed needs sigma_min"):  # a combination, checked by the class
         METHODS.get("ambient_o")()
 
 

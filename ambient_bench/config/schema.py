@@ -51,7 +51,11 @@ class ComponentRef:
             raise ParamError(key, f"expected a {self.kind} name or a mapping with 'name', got {value!r}")
         cls = self.component_class(value["name"], key + ("name",))
         params = {k: v for k, v in value.items() if k != "name"}
-        return {"name": value["name"], **resolve_params(cls.params, params, key, what=f"{self.kind} '{cls.name}'")}
+        resolved = resolve_params(cls.params, params, key, what=f"{self.kind} '{cls.name}'")
+        problem = cls.check_params(resolved)
+        if problem:
+            raise ParamError(key + (problem[0],), problem[1])
+        return {"name": value["name"], **resolved}
 
     def semantic(self, value: dict[str, Any]) -> dict[str, Any]:
         cls = REGISTRIES[self.kind].get(value["name"])
@@ -101,6 +105,27 @@ def spec_label(value: Any) -> str:
         args = ", ".join(f"{k}={v}" for k, v in value.items() if k != "name")
         return f"{value['name']}({args})" if args else str(value["name"])
     return str(value)
+
+
+def brief_label(kind: str, value: dict[str, Any]) -> str:
+    """``ambient_o(annotate=classifier, classifier={duration_kimg: 10})``: only what differs from
+    the defaults (for progress lines and plans; results keep the full configuration)."""
+    cls = REGISTRIES[kind].get(value["name"])
+    args = []
+    for name, v in value.items():
+        param = cls.params.get(name)
+        if name == "name" or param is None:
+            continue
+        default = param.default
+        if hasattr(param.kind, "resolve") and isinstance(default, dict):
+            default = param.kind.resolve(default, (name,))
+        if isinstance(v, dict) and isinstance(default, dict):
+            changed = {k: x for k, x in v.items() if default.get(k) != x}
+            if changed:
+                args.append(f"{name}={{" + ", ".join(f"{k}: {x}" for k, x in changed.items()) + "}")
+        elif v != default:
+            args.append(f"{name}={v}")
+    return f"{value['name']}({', '.join(args)})" if args else str(value["name"])
 
 
 def _positive_ints(value: list) -> str | None:

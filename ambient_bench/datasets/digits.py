@@ -23,6 +23,10 @@ class Digits(Dataset):
         "resolution": Param(16, "output size in pixels (square)", kind=int, ge=8),
         "resample": Param("bilinear", "upsampling filter", kind=str,
                           choices=("bilinear", "bicubic", "nearest")),
+        "classes": Param(None, "keep only these digit classes (null = all ten); e.g. a target class "
+                               "and, as a second dataset, an out-of-distribution one", kind=list, item=int,
+                         nullable=True, check=lambda v: None if v and all(0 <= c <= 9 for c in v)
+                         else "expected a non-empty list of digits 0..9"),
     }
     test_params = {"resolution": 16}
 
@@ -30,10 +34,13 @@ class Digits(Dataset):
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
-        x = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)  # N×1×8×8 in [0, 1]
+        labels = torch.from_numpy(bunch.target).long()
+        keep = torch.ones(len(labels), dtype=torch.bool) if self.p.classes is None \
+            else torch.isin(labels, torch.tensor(self.p.classes))
+        x = torch.from_numpy(bunch.images)[keep].float().div(16.0).unsqueeze(1)  # N×1×8×8 in [0, 1]
         size = (self.p.resolution, self.p.resolution)
         if self.p.resample == "nearest":
             x = F.interpolate(x, size=size, mode="nearest-exact")
         else:
             x = F.interpolate(x, size=size, mode=self.p.resample, align_corners=False)
-        return ImageSet(images=to_uint8(x.clamp(0, 1)), labels=torch.from_numpy(bunch.target).long())
+        return ImageSet(images=to_uint8(x.clamp(0, 1)), labels=labels[keep])

@@ -1,6 +1,8 @@
 """The stages of one suite cell and what each one reads.
 
     mix ─► annotate ─► train ─► sample ─► evaluate(metric) ◄─ metric_setup(metric)
+             ▲
+    mix' ─► classifier (one per classifier the method requests; mix' = that classifier's pool)
 
 A stage's key hashes exactly the configuration it reads (semantic fields only, component
 versions included) plus the keys of its upstream stages. ``clean_only`` never reads the
@@ -9,6 +11,7 @@ level of a grid.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,18 +20,22 @@ from typing import Any, Callable
 import torch
 
 from ambient_bench import fileio
-from ambient_bench.components import Annotation, MixedData
-from ambient_bench.config.schema import MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, as_list, spec_label
+from ambient_bench.components import Annotation, AnnotationContext, ClassifierRequest, MixedData
+from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION
+from ambient_bench.config.schema import (MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, as_list, brief_label,
+                                         spec_label)
 from ambient_bench.data.images import model_to_uint8
 from ambient_bench.data.mixing import mix
 from ambient_bench.engine.keys import stage_key
 from ambient_bench.engine.previews import save_grid
 from ambient_bench.engine.store import RunStore
+from ambient_bench.errors import UserError
 from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
 
 # Bump a stage's version when its code changes what it writes.
-STAGE_VERSIONS = {"mix": 2, "annotate": 2, "train": 1, "sample": 1, "metric_setup": 1, "evaluate": 1}
+STAGE_VERSIONS = {"mix": 2, "classifier": 1, "annotate": 3, "train": 1, "sample": 1, "metric_setup": 1,
+                  "evaluate": 1}
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
 
 
@@ -62,39 +69,64 @@ class Context:
 
 def _describe_mix(dataset: dict[str, Any], mix_cfg: dict[str, Any]) -> str:
     corruptions = " | ".join(spec_label(c) for c in as_list(mix_cfg["corruption"])) or "none"
-    text = f"{spec_label(dataset)}, {mix_cfg['clean_fraction']:.0%} clean, "
+    text = f"{brief_label('dataset', dataset)}, {mix_cfg['clean_fraction']:.0%} clean, "
     text += "rest discarded" if mix_cfg["discard_rest"] else f"corruption {corruptions}"
     return text + "".join(f", + OOD {spec_label(d)}" for d in mix_cfg["ood"])
 
 
+def _classifier_pool(mix_cfg: dict[str, Any], request: ClassifierRequest, dataset: dict[str, Any]) -> dict[str, Any]:
+    """The mix section of the pool a requested classifier learns from (see ClassifierRequest)."""
+    if request.pool == "target_vs_ood":
+        return {**mix_cfg, "clean_fraction": 1.0, "corruption": None, "discard_rest": False}
+    if request.pool == "balanced" and not DATASETS.get(dataset["name"]).provides_sources:
+        return {**mix_cfg, "clean_fraction": 0.5, "discard_rest": False, "ood": []}
+    return mix_cfg  # "diffusion", or data that labels its own low-quality images
+
+
+def _mix_stage(dataset: dict[str, Any], mix_cfg: dict[str, Any]) -> Stage:
+    return Stage("mix", {"dataset": ComponentRef("dataset").semantic(dataset), "mix": MIX.semantic(mix_cfg)},
+                 {"dataset": dataset, "mix": mix_cfg}, {}, _describe_mix(dataset, mix_cfg))
+
+
 def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
-    """The stages of one cell, by name: mix, annotate, train, sample, setup:<m>, evaluate:<m>."""
+    """The stages of one cell, by name: mix, pool:<c>, classifier:<c>, annotate, train, sample, setup:<m>, evaluate:<m>."""
     ref = lambda kind, spec: ComponentRef(kind).semantic(spec)  # noqa: E731
     mix_cfg = cfg["mix"]
-    if not METHODS.get(cfg["method"]["name"]).uses_bad_data:  # the pool is the clean images alone
+    method = METHODS.build(cfg["method"])
+    if not method.uses_bad_data:  # the pool is the clean images alone
         mix_cfg = {**mix_cfg, "corruption": None, "ood": [], "discard_rest": True}
-    stages: dict[str, Stage] = {}
-    stages["mix"] = Stage(
-        "mix", {"dataset": ref("dataset", cfg["dataset"]), "mix": MIX.semantic(mix_cfg)},
-        {"dataset": cfg["dataset"], "mix": mix_cfg}, {}, _describe_mix(cfg["dataset"], mix_cfg))
+    stages: dict[str, Stage] = {"mix": _mix_stage(cfg["dataset"], mix_cfg)}
+    for name, request in method.classifiers(cfg["dataset"].get("resolution")).items():
+        pool = _classifier_pool(mix_cfg, request, cfg["dataset"])
+        pool_stage = stages["mix"] if pool == mix_cfg else _mix_stage(cfg["dataset"], pool)
+        if pool_stage is not stages["mix"]:
+            stages[f"pool:{name}"] = pool_stage
+        what = f"{'crops' if request.crop_size else 'noise'} classifier"
+        stages[f"classifier:{name}"] = Stage(
+            "classifier", {"pool": request.pool, "crop_size": request.crop_size,
+                           "classifier": CLASSIFIER_SECTION.semantic(request.config)},
+            {"pool": request.pool, "crop_size": request.crop_size, "classifier": request.config},
+            {"mix": pool_stage}, f"{what}{f' {request.crop_size}×{request.crop_size}' if request.crop_size else ''}"
+                                 f", {request.pool} pool, {request.config['duration_kimg']:g} kimg")
     stages["annotate"] = Stage(
         "annotate", {"method": ref("method", cfg["method"])}, {"method": cfg["method"]},
-        {"mix": stages["mix"]}, spec_label(cfg["method"]))
+        {"mix": stages["mix"], **{k: v for k, v in stages.items() if k.startswith("classifier:")}},
+        brief_label("method", cfg["method"]))
     stages["train"] = Stage(
         "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(cfg["train"])},
         {"network": cfg["network"], "train": cfg["train"]}, {"annotate": stages["annotate"]},
-        f"{spec_label(cfg['method'])}, seed {cfg['train']['seed']}, {cfg['train']['duration_kimg']:g} kimg")
+        f"{brief_label('method', cfg['method'])}, seed {cfg['train']['seed']}, {cfg['train']['duration_kimg']:g} kimg")
     stages["sample"] = Stage(
         "sample", {"sample": SAMPLE.semantic(cfg["sample"])}, {"sample": cfg["sample"]},
         {"train": stages["train"]}, f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps")
     for metric in cfg["evaluate"]["metrics"]:
         setup = Stage("metric_setup", {"metric": ref("metric", metric), "reference": ref("dataset", cfg["dataset"])},
                       {"metric": metric, "dataset": cfg["dataset"]}, {},
-                      f"{spec_label(metric)} on {spec_label(cfg['dataset'])}")
+                      f"{brief_label('metric', metric)} on {brief_label('dataset', cfg['dataset'])}")
         stages[f"setup:{metric['name']}"] = setup
         stages[f"evaluate:{metric['name']}"] = Stage(
             "evaluate", {"metric": ref("metric", metric)}, {"metric": metric, "dataset": cfg["dataset"]},
-            {"sample": stages["sample"], "setup": setup}, f"{metric['name']} of {spec_label(cfg['method'])}")
+            {"sample": stages["sample"], "setup": setup}, f"{metric['name']} of {brief_label('method', cfg['method'])}")
     return stages
 
 
@@ -128,29 +160,91 @@ def _check_annotation(ann: Annotation, n: int, method: str) -> None:
             raise ValueError(f"method '{method}' returned an annotation whose '{name}' is not a tensor of shape ({n},)")
 
 
+def run_classifier(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
+    from ambient_bench.annotation.classifier_training import train_classifier
+
+    mixed = MixedData(**fileio.torch_load(ctx.dir(stage.deps["mix"]) / "mixed.pt"))
+    rt = stage.runtime
+    if rt["pool"] == "target_vs_ood":
+        chosen, labels = ~mixed.corrupted, ~mixed.ood        # label 1 = in distribution
+    else:
+        chosen, labels = ~mixed.ood, mixed.corrupted         # label 1 = corrupted
+    labels = labels[chosen]
+    if labels.all() or not labels.any():
+        raise UserError(f"the {rt['pool']} pool of a classifier has only one class ({len(labels)} images); "
+                        f"it needs both clean and corrupted (or in- and out-of-distribution) images")
+    if not train_classifier(mixed.images[chosen], labels, rt["classifier"], rt["classifier"], out,
+                            crop_size=rt["crop_size"], log=ctx.log):
+        raise StageIncomplete("classifier training stopped before its duration; re-run to resume")
+    lines = (out / "stats.jsonl").read_text().splitlines()
+    last = json.loads(lines[-1]) if lines else {}
+    return {"num_images": int(chosen.sum()), "num_positive": int(labels.sum()),
+            "parameters": fileio.torch_load(out / "classifier.pt")["parameters"],
+            "final_loss": last.get("loss"), "final_train_accuracy": last.get("train_accuracy")}
+
+
+def _check_annotation(ann: Annotation, n: int, method: str) -> None:
+    for name in ("keep", "sigma_min", "sigma_max"):
+        value = getattr(ann, name)
+        if not isinstance(value, torch.Tensor) or value.shape != (n,):
+            raise ValueError(f"method '{method}' returned an annotation whose '{name}' is not a tensor of shape ({n},)")
+
+
+def _annotation_figures(mixed: MixedData, ann: Annotation, corruptions: list[str], out: Path) -> list[str]:
+    """Usable samples per noise level (paper Fig. 15) and the sigma_min histogram per corruption."""
+    from ambient_bench.annotation.figures import plot_sigma_min_histogram, plot_usable_samples
+
+    keep = ann.keep.bool()
+    clean = ~mixed.corrupted & ~mixed.ood
+    groups = {"clean": (clean & keep).numpy(), "low quality": (mixed.corrupted & keep).numpy(),
+              "out of distribution": (mixed.ood & keep).numpy()}
+    groups = {name: mask for name, mask in groups.items() if mask.any()}
+    reference = int((~mixed.ood).sum())
+    written = [plot_usable_samples(out / "usable_samples.png", ann.sigma_min.double().numpy(),
+                                   ann.sigma_max.double().numpy(), float(ann.buffer), groups, max(reference, 1))]
+    low = mixed.corrupted & ~mixed.ood
+    if low.any() and keep[low].any() and not ann.sigma_min[low].eq(ann.sigma_min[low][0]).all():
+        by_group = {label: ann.sigma_min[low & (mixed.corruption == k) & keep].double().numpy()
+                    for k, label in enumerate(corruptions or ["low quality"])}
+        if not corruptions:  # the data marked its own low-quality images
+            by_group = {"low quality": ann.sigma_min[low & keep].double().numpy()}
+        dropped = {label: int((low & ~keep & (mixed.corruption == k)).sum()) for k, label in enumerate(corruptions)}
+        written.append(plot_sigma_min_histogram(out / "sigma_min_histogram.png", by_group, dropped))
+    return [p.name for p in written]
+
+
 def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     mixed = MixedData(**fileio.torch_load(ctx.dir(stage.deps["mix"]) / "mixed.pt"))
     method = METHODS.build(stage.runtime["method"])
-    ann = method.annotate(mixed)
+    classifiers = {name.split(":", 1)[1]: ctx.dir(dep) / "classifier.pt"
+                   for name, dep in stage.deps.items() if name.startswith("classifier:")}
+    ann = method.annotate(mixed, AnnotationContext(workdir=out, classifiers=classifiers))
     _check_annotation(ann, len(mixed.index), method.name)
     keep = ann.keep.bool()
     train_set = {"images": mixed.images[keep], "noise": mixed.noise[keep], "index": mixed.index[keep],
                  "corrupted": mixed.corrupted[keep], "ood": mixed.ood[keep], "sigma_min": ann.sigma_min[keep].float(),
                  "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer)}
     fileio.torch_save(out / "train_set.pt", train_set)
-    rows = ["index,corrupted,ood,kept,sigma_min,sigma_max"] + [
-        f"{i},{int(c)},{int(o)},{int(k)},{lo:.6g},{hi:.6g}" for i, c, o, k, lo, hi in
-        zip(mixed.index.tolist(), mixed.corrupted.tolist(), mixed.ood.tolist(), keep.tolist(),
-            ann.sigma_min.tolist(), ann.sigma_max.tolist())]
+    table = {"index": mixed.index, "corrupted": mixed.corrupted.int(), "corruption": mixed.corruption.int(),
+             "ood": mixed.ood.int(), "kept": keep.int(), "sigma_min": ann.sigma_min, "sigma_max": ann.sigma_max,
+             **ann.columns}
+    rows = [",".join(table)] + [",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in values)
+                                for values in zip(*(column.tolist() for column in table.values()))]
     fileio.write_text(out / "annotations.csv", "\n".join(rows) + "\n")
+    corruptions = [spec_label(c) for c in as_list(stage.deps["mix"].runtime["mix"]["corruption"])]
+    figures = _annotation_figures(mixed, ann, corruptions, out)
     corrupted, ood = train_set["corrupted"], train_set["ood"]
     mean = lambda v, m: float(v[m].mean()) if m.any() else None  # noqa: E731
+    low = mixed.corrupted & ~mixed.ood
     return {"num_kept": int(keep.sum()), "num_clean": int((~corrupted & ~ood).sum()),
             "num_corrupted": int(corrupted.sum()), "num_ood": int(ood.sum()),
-            "sigma_min_mean": mean(train_set["sigma_min"], corrupted),
+            "num_dropped_low_quality": int((low & ~keep).sum()),
+            "sigma_min_mean": mean(train_set["sigma_min"], corrupted & ~ood),
             # OOD samples used at every noise level (all_data) have no sigma_max to report
             "sigma_max_mean": mean(train_set["sigma_max"], ood & (train_set["sigma_min"] > 0)),
-            "buffer": float(ann.buffer)}
+            "buffer": float(ann.buffer), "figures": sorted(figures + [p.name for p in out.glob("*.png")
+                                                                      if p.name not in figures]),
+            **ann.summary}
 
 
 def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
@@ -204,6 +298,6 @@ def run_evaluate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 WORK: dict[str, Callable[[Stage, Path, Context], dict[str, Any]]] = {
-    "mix": run_mix, "annotate": run_annotate, "train": run_train, "sample": run_sample,
+    "mix": run_mix, "classifier": run_classifier, "annotate": run_annotate, "train": run_train, "sample": run_sample,
     "metric_setup": run_metric_setup, "evaluate": run_evaluate,
 }

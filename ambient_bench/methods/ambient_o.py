@@ -1,13 +1,34 @@
-"""Ambient-o (Daras et al., 2025): low-quality samples used only at high noise levels."""
+"""Ambient-o (Daras et al., 2025): low-quality samples used only at high noise levels.
+
+``annotate`` chooses how each low-quality sample gets its sigma_min:
+
+- ``fixed``: one value for every corrupted sample (paper Table 7, "single annotation");
+- ``classifier``: a noise classifier trained by the harness, first crossing of its smoothed
+  P(corrupted) below 0.5 + epsilon (paper §3.1, Fig. 2); samples that never cross are dropped;
+- ``quality``: rank every in-distribution image by a quality score (CLIP-IQA in the paper), keep
+  the top fraction clean and give the rest ``sigma_min``; the mixing's corrupted flags are not
+  read, as with real data whose defects are unknown (paper §5, ImageNet).
+
+Out-of-distribution samples are used below ``ood_sigma_max`` (Table 2(b), "Fixed") and above
+``ood_sigma_min``; ``ambient_o_crops`` annotates their sigma_max with crops classifiers.
+"""
 from __future__ import annotations
 
 import math
+from typing import Any
 
+import numpy as np
 import torch
 
-from ambient_bench.components import Annotation, Method, MixedData
+from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION, load_classifier
+from ambient_bench.annotation.crops import scaled_table
+from ambient_bench.components import Annotation, AnnotationContext, ClassifierRequest, Method, MixedData
+from ambient_bench.data.images import uint8_to_model
 from ambient_bench.params import Param
 from ambient_bench.registry import register_method
+from ambient_bench.training.loop import resolve_device
+
+NOISE_CLASSIFIER = "noise"
 
 
 def buffer_factor(s_max: float) -> float:
@@ -15,28 +36,130 @@ def buffer_factor(s_max: float) -> float:
     return 1.0 if math.isinf(s_max) else math.sqrt(1.0 + 1.0 / (s_max - 1.0))
 
 
+def _sigma_table(value: Any) -> str | None:
+    if not all(isinstance(k, int) and k >= 1 and isinstance(v, (int, float)) and v >= 0 for k, v in value.items()):
+        return "expected a mapping {size in pixels (int ≥ 1): sigma (≥ 0)}"
+    return None
+
+
 @register_method("ambient_o")
 class AmbientO(Method):
-    """Ambient-o with fixed annotations: one sigma_min for corrupted, one sigma_max for OOD samples.
+    """Ambient-o: corrupted samples only at sigma > b·sigma_min (fixed, classifier or quality annotation)."""
 
-    A corrupted sample enters the loss only at sigma > b·sigma_min, through the ambient target
-    of paper App. A (paper Table 7, 'single annotation'); an out-of-distribution sample only at
-    sigma < sigma_max, as a clean sample (Table 2(b), 'Fixed'); clean samples everywhere.
-    """
-
-    version = 1
+    version = 2
     params = {
-        "sigma_min": Param(help="annotation noise level of every corrupted sample", ge=0),
-        "s_max": Param(4.0, "buffer: corrupted samples only where sigma²/(sigma²-sigma_min²) < "
-                            "s_max (.inf = no buffer)", gt=1),
-        "ood_sigma_max": Param(0.0, "out-of-distribution samples only below this noise level (0 = unused)", ge=0),
+        "annotate": Param("fixed", "how sigma_min is chosen: fixed, classifier or quality", kind=str,
+                          choices=("fixed", "classifier", "quality")),
+        "sigma_min": Param(None, "fixed: sigma_min of every corrupted sample; quality: of every image outside "
+                                 "the top fraction", ge=0, nullable=True),
+        "s_max": Param(4.0, "buffer: corrupted samples only where sigma²/(sigma²-sigma_min²) < s_max "
+                            "(.inf = no buffer)", gt=1),
+        "ood_sigma_max": Param(0.0, "out-of-distribution samples below this noise level (0 = unused)", ge=0),
+        "ood_sigma_min": Param(float("inf"), "out-of-distribution samples also above this noise level "
+                                             "(.inf = never)", ge=0),
+        # classifier annotation (paper §3.1 and the official annotate.py)
+        "classifier": Param({}, "noise classifier: architecture and training recipe", kind=CLASSIFIER_SECTION),
+        "classifier_pool": Param("balanced", "what the noise classifier learns from: balanced (50/50 coin, "
+                                             "paper) or diffusion (the training pool, App. D)",
+                                 kind=str, choices=("balanced", "diffusion")),
+        "num_sigmas": Param(2048, "noise levels in the annotation grid (log-normal quantiles)", kind=int, ge=2),
+        "trials": Param(4, "noisy copies per image and level", kind=int, ge=1),
+        "ema_span": Param(None, "span of the causal EMA in grid levels (null = the paper's 32 of 2048, "
+                                "scaled to num_sigmas)", kind=int, ge=1, nullable=True),
+        "epsilon": Param(0.05, "threshold: first level where smoothed P(corrupted) < 0.5 + epsilon", ge=0, lt=0.5),
+        "annotate_seed": Param(0, "seed of the annotation noise", kind=int, ge=0),
+        "annotate_batch": Param(4096, "classifier inputs per forward pass", kind=int, ge=1, semantic=False),
+        # quality-score annotation (paper §5, ImageNet)
+        "quality_scorer": Param("clip_iqa", "quality score: clip_iqa (piq, the paper's), clip_iqa_pyiqa, "
+                                            "laplacian_sharpness (offline)", kind=str),
+        "quality_top_fraction": Param(0.1, "fraction of images ranked high quality (sigma_min 0)", gt=0, le=1),
+        "quality_patch_sizes": Param([], "patch sizes whose mean patch score sets sigma_max ('+crops'); [] = off",
+                                     kind=list, item=int),
+        "quality_patch_top_fraction": Param(0.9, "fraction of images per patch size that get its sigma_max",
+                                            gt=0, le=1),
+        "quality_patch_table": Param(None, "patch size → sigma_max (null = the 64 px crop table scaled to the "
+                                           "resolution)", kind=dict, nullable=True, check=_sigma_table),
+        "quality_batch": Param(64, "images per scorer call", kind=int, ge=1, semantic=False),
     }
     test_params = {"sigma_min": 1.0, "ood_sigma_max": 0.1}
 
-    def annotate(self, data: MixedData) -> Annotation:
-        zero, inf = torch.tensor(0.0), torch.tensor(float("inf"))
-        sigma_min = torch.where(data.ood, inf, torch.where(data.corrupted, torch.tensor(self.p.sigma_min), zero))
-        sigma_max = torch.where(data.ood, torch.tensor(self.p.ood_sigma_max), zero)
-        keep = ~data.ood | (self.p.ood_sigma_max > 0)
+    @classmethod
+    def check_params(cls, values: dict[str, Any]) -> tuple[str, str] | None:
+        if values["annotate"] in ("fixed", "quality") and values["sigma_min"] is None:
+            return "sigma_min", f"annotate: {values['annotate']} needs sigma_min (the noise level of low-quality samples)"
+        if values["annotate"] == "classifier" and values["sigma_min"] is not None:
+            return "sigma_min", "annotate: classifier finds sigma_min per sample; remove sigma_min"
+        return None
+
+    def classifiers(self, resolution: int | None) -> dict[str, ClassifierRequest]:
+        if self.p.annotate != "classifier":
+            return {}
+        return {NOISE_CLASSIFIER: ClassifierRequest(self.p.classifier_pool, self.p.classifier)}
+
+    def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
+        n = len(data.index)
+        sigma_min = torch.zeros(n, dtype=torch.float64)
+        sigma_max = torch.zeros(n, dtype=torch.float64)
+        keep = torch.ones(n, dtype=torch.bool)
+        columns: dict[str, torch.Tensor] = {}
+        summary: dict[str, Any] = {"annotate": self.p.annotate}
+        low = data.corrupted & ~data.ood
+        if self.p.annotate == "fixed":
+            sigma_min[low] = self.p.sigma_min
+        elif self.p.annotate == "classifier":
+            if ctx is None:
+                raise ValueError("classifier annotation needs the harness's AnnotationContext")
+            found = self._classifier_sigma_min(data, low, ctx, columns, summary)
+            sigma_min[low] = torch.from_numpy(found)
+            keep[low] = torch.from_numpy(np.isfinite(found))
+        else:
+            from ambient_bench.annotation.quality import build_scorer, high_quality_split, patch_scores, \
+                patch_sigma_max
+
+            inside = ~data.ood
+            scorer = build_scorer(self.p.quality_scorer, device=str(resolve_device("auto")))
+            scores = scorer.score(data.images[inside], batch=self.p.quality_batch)
+            good = torch.from_numpy(high_quality_split(scores, self.p.quality_top_fraction))
+            sigma_min[inside] = torch.where(good, 0.0, self.p.sigma_min).double()
+            columns["quality_score"] = torch.full((n,), float("nan"), dtype=torch.float64)
+            columns["quality_score"][inside] = torch.from_numpy(scores)
+            truly_clean = ~data.corrupted[inside]
+            summary["quality_split_precision"] = float(truly_clean[good].float().mean()) if good.any() else None
+            if self.p.quality_patch_sizes:
+                table = self.p.quality_patch_table or scaled_table(data.images.shape[-1])
+                means = {k: patch_scores(scorer, data.images[inside], k, batch=self.p.quality_batch)
+                         for k in sorted(self.p.quality_patch_sizes)}
+                sigma_max[inside] = torch.from_numpy(patch_sigma_max(means, self.p.quality_patch_top_fraction,
+                                                                     table))
+        sigma_min[data.ood] = self.p.ood_sigma_min
+        sigma_max[data.ood] = self.p.ood_sigma_max
+        # an OOD sample usable nowhere is left out rather than carried as dead weight
+        keep &= ~data.ood | (sigma_max > 0) | torch.isfinite(sigma_min)
         return Annotation(keep=keep, sigma_min=sigma_min.float(), sigma_max=sigma_max.float(),
-                          buffer=buffer_factor(self.p.s_max))
+                          buffer=buffer_factor(self.p.s_max), columns=columns, summary=summary)
+
+    def _classifier_sigma_min(self, data: MixedData, low: torch.Tensor, ctx: AnnotationContext,
+                              columns: dict[str, torch.Tensor], summary: dict[str, Any]) -> np.ndarray:
+        from ambient_bench.annotation.figures import plot_classifier_curves
+        from ambient_bench.annotation.sigma_min import annotate_sigma_min
+
+        device = resolve_device(ctx.device)
+        classifier = load_classifier(ctx.classifiers[NOISE_CLASSIFIER], device)
+        cfg = self.p.classifier
+        result = annotate_sigma_min(classifier, uint8_to_model(data.images[low]).to(device), data.index[low],
+                                    num_sigmas=self.p.num_sigmas, trials=self.p.trials, ema_span=self.p.ema_span,
+                                    epsilon=self.p.epsilon, p_mean=cfg["P_mean"], p_std=cfg["P_std"],
+                                    seed=self.p.annotate_seed, batch=self.p.annotate_batch)
+        n = len(data.index)
+        for name, values in (("p_lowest_sigma", result.smoothed[:, 0]), ("p_highest_sigma", result.smoothed[:, -1])):
+            columns[name] = torch.full((n,), float("nan"), dtype=torch.float64)
+            columns[name][low] = torch.from_numpy(values)
+        crossed = np.isfinite(result.sigma_min)
+        summary.update({"never_crossed": int((~crossed).sum()), "threshold": result.threshold,
+                        "grid": [float(result.sigmas[0]), float(result.sigmas[-1]), len(result.sigmas)]})
+        if len(result.sigma_min):
+            picks = np.unique(np.linspace(0, len(result.sigma_min) - 1, num=min(6, len(result.sigma_min))).astype(int))
+            plot_classifier_curves(ctx.workdir / "classifier_curves.png", result.sigmas, result.probabilities[picks],
+                                   result.smoothed[picks], result.threshold, result.sigma_min[picks],
+                                   labels=[f"image {int(i)}" for i in data.index[low][picks]])
+        return result.sigma_min

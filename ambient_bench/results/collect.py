@@ -72,3 +72,36 @@ def write_results(df: pd.DataFrame, results_dir: Path) -> Path:
 
 def read_results(results_dir: Path) -> pd.DataFrame:
     return pd.read_csv(Path(results_dir) / "results.csv")
+
+
+def export_figures(suite: Suite, graph: Graph, store: RunStore, results_dir: Path) -> Path | None:
+    """Copy each finished annotate stage's figures into ``results_dir/figures/`` and index them.
+
+    ``figures.md`` lists, per annotation, the cells that use it and its figures (paper Figs.
+    2, 6, 15 and the sigma_min histogram), so the figures travel with the committed results.
+    """
+    import shutil
+
+    sections, seen = [], set()
+    for cell, stages in zip(suite.cells, graph.cells):
+        stage = stages["annotate"]
+        if stage.key in seen or store.state("annotate", stage.key) != "done":
+            continue
+        seen.add(stage.key)
+        pngs = sorted(store.dir("annotate", stage.key).glob("*.png"))
+        if not pngs:
+            continue
+        users = [c.label for c, s in zip(suite.cells, graph.cells) if s["annotate"].key == stage.key]
+        folder = Path(results_dir) / "figures" / f"annotate-{stage.key[:16]}"
+        lines = [f"## {stage.describe}", "", "Cells: " + "; ".join(f"`{u}`" for u in users), ""]
+        for png in pngs:
+            target = folder / png.name
+            if not target.exists() or target.read_bytes() != png.read_bytes():
+                fileio.atomic_write(target, lambda tmp, png=png: shutil.copyfile(png, tmp))
+            lines.append(f"![{png.stem}](figures/{folder.name}/{png.name})")
+        sections.append("\n".join(lines))
+    if not sections:
+        return None
+    path = Path(results_dir) / "figures.md"
+    fileio.write_text(path, f"# Annotation figures of suite {suite.name}\n\n" + "\n\n".join(sections) + "\n")
+    return path

@@ -1,0 +1,174 @@
+"""Training the noise classifier (sigma_min) and the crops classifiers (sigma_max).
+
+Both are noise-conditional binary classifiers trained with BCE on x_t = x_0 + sigma·eps,
+ln(sigma) ~ N(P_mean, P_std²) (paper §3.1, §3.2). The crops classifier sees one random K×K
+window of x_t per image with everything outside set to 0, the same zero-padded form it is
+given at annotation time (the official release trained it on full images by mistake).
+
+Resuming works as in the diffusion loop: every draw of step k is seeded by (seed, k) and the
+data order is part of the checkpoint, so an interrupted run ends with the same weights.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ambient_bench import fileio
+from ambient_bench.annotation.classifier_net import NoiseConditionalClassifier, build_classifier, parameter_count
+from ambient_bench.data.images import uint8_to_model
+from ambient_bench.progress import bar
+from ambient_bench.seeding import numpy_rng, seed_for, torch_generator
+from ambient_bench.training.loop import _logged_step, ema_beta, learning_rate, resolve_device, update_ema
+from ambient_bench.training.stream import AdmissibleStream
+
+CHECKPOINT, CLASSIFIER = "checkpoint.pt", "classifier.pt"
+
+
+def window_mask(resolution: int, crop: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """N×1×R×R float mask, 1 inside each image's crop×crop window at (top, left)."""
+    coords = torch.arange(resolution, device=top.device)
+    rows = (coords >= top[:, None]) & (coords < top[:, None] + crop)
+    cols = (coords >= left[:, None]) & (coords < left[:, None] + crop)
+    return (rows[:, :, None] & cols[:, None, :]).unsqueeze(1).float()
+
+
+def random_windows(resolution: int, crop: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    top, left = rng.integers(0, resolution - crop + 1, size=(2, count))
+    return top, left
+
+
+def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[str, Any], cfg: dict[str, Any],
+                     run_dir: Path, crop_size: int | None = None, log: Callable[[str], None] = print,
+                     stop_at_step: int | None = None) -> bool:
+    """Train (or resume) a classifier in ``run_dir``; True once ``classifier.pt`` is written.
+
+    ``images`` uint8 N×C×H×W, ``labels`` 0/1 per image (1 = the class whose probability the
+    classifier outputs). ``crop_size`` None trains on whole images.
+    """
+    device = resolve_device(cfg["device"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    seed, batch = cfg["seed"], cfg["batch"]
+    x_all, y_all = uint8_to_model(images).to(device), labels.float().to(device)
+    _, channels, resolution, _ = x_all.shape
+    torch.manual_seed(seed_for("classifier-init", seed))
+    net = build_classifier(net_cfg, channels, resolution, cfg["sigma_data"]).to(device).train()
+    ema = copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
+    everyone = np.zeros(len(x_all))
+    stream = AdmissibleStream(everyone, everyone, 1.0, seed_for("classifier-order", seed))
+
+    step, ckpt_path = 0, run_dir / CHECKPOINT
+    if ckpt_path.exists():
+        state = fileio.torch_load(ckpt_path)
+        net.load_state_dict(state["net"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        stream.load_state_dict(state["stream"])
+        step = state["step"]
+        log(f"resuming classifier from step {step}")
+        stats_path = run_dir / "stats.jsonl"
+        if stats_path.exists():
+            fileio.write_text(stats_path, "".join(line + "\n" for line in stats_path.read_text().splitlines()
+                                                  if _logged_step(line) <= step))
+
+    total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
+    ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
+    correct = seen = 0
+    with open(run_dir / "stats.jsonl", "a") as stats_file, \
+            bar(total=total, initial=step, desc=f"classifier {run_dir.name[:8]}", unit="step") as progress:
+        while step < total and (stop_at_step is None or step < stop_at_step):
+            rng = numpy_rng("classifier-sigma", seed, step)
+            indices, sigmas = stream.batch(lambda: math.exp(cfg["P_mean"] + cfg["P_std"] * rng.standard_normal()),
+                                           batch)
+            idx = torch.from_numpy(indices).to(device)
+            sigma = torch.from_numpy(sigmas).float().to(device)
+            eps = torch.randn((batch, *x_all.shape[1:]), generator=torch_generator("classifier-eps", seed, step))
+            x_t = x_all[idx] + sigma.reshape(-1, 1, 1, 1) * eps.to(device)
+            if crop_size is not None:
+                top, left = random_windows(resolution, crop_size, batch, numpy_rng("classifier-crop", seed, step))
+                x_t = x_t * window_mask(resolution, crop_size, torch.from_numpy(top), torch.from_numpy(left)).to(device)
+            torch.manual_seed(seed_for("classifier-dropout", seed, step))
+            lr = learning_rate(cfg, step * batch)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logits = net(x_t, sigma)
+            loss = F.binary_cross_entropy_with_logits(logits, y_all[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            for p in net.parameters():
+                if p.grad is not None:
+                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+            if cfg["grad_clip"] is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+            opt.step()
+            update_ema(ema, net, ema_beta(cfg, (step + 1) * batch))
+            correct += int(((logits > 0).float() == y_all[idx]).sum())
+            seen += batch
+
+            step += 1
+            progress.update(1)
+            if step % cfg["log_every"] == 0 or step == total:
+                stats = {"step": step, "kimg": step * batch / 1000, "loss": loss.item(), "lr": lr,
+                         "train_accuracy": correct / max(seen, 1)}
+                correct = seen = 0
+                stats_file.write(json.dumps(stats) + "\n")
+                stats_file.flush()
+                progress.set_postfix(loss=f"{stats['loss']:.3f}")
+            if step % ckpt_every == 0 or step == total or step == stop_at_step:
+                fileio.torch_save(ckpt_path, {"step": step, "net": net.state_dict(), "ema": ema.state_dict(),
+                                              "opt": opt.state_dict(), "stream": stream.state_dict()})
+    if step < total:
+        return False
+    fileio.torch_save(run_dir / CLASSIFIER, {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels,
+                                             "resolution": resolution, "sigma_data": cfg["sigma_data"],
+                                             "crop_size": crop_size, "parameters": parameter_count(ema)})
+    return True
+
+
+def load_classifier(path: Path, device: torch.device | str = "cpu") -> NoiseConditionalClassifier:
+    """The EMA classifier written at the end of training, in eval mode."""
+    saved = fileio.torch_load(path)
+    net = build_classifier(saved["network_cfg"], saved["img_channels"], saved["resolution"], saved["sigma_data"])
+    net.load_state_dict(saved["ema"])
+    net.crop_size = saved["crop_size"]
+    return net.to(device).eval().requires_grad_(False)
+
+
+def _classifier_section() -> Any:
+    from ambient_bench.annotation.classifier_net import PRESETS
+    from ambient_bench.config.schema import Section
+    from ambient_bench.params import Param
+
+    return Section("classifier", {
+        "preset": Param("cpu", "architecture preset (cpu, paper_cifar, paper_64); keys below override it",
+                        kind=str, choices=tuple(PRESETS)),
+        "model_channels": Param(None, "channels at the first resolution", kind=int, ge=4, nullable=True),
+        "channel_mult": Param(None, "channel multiplier per level", kind=list, item=int, nullable=True),
+        "num_blocks": Param(None, "residual blocks per level", kind=int, ge=1, nullable=True),
+        "attn_resolutions": Param(None, "resolutions with self-attention", kind=list, item=int, nullable=True),
+        "dropout": Param(None, "dropout probability", ge=0, lt=1, nullable=True),
+        "duration_kimg": Param(20.0, "training length in thousands of images (paper: ~15 Mimg)", gt=0),
+        "batch": Param(128, "images per step (paper: 512)", kind=int, ge=1),
+        "lr": Param(1e-3, "Adam learning rate (paper: 1e-4 noise, 1e-3 crops)", gt=0),
+        "warmup_kimg": Param(0.0, "linear learning-rate warm-up (paper: 10 Mimg)", ge=0),
+        "ema_halflife_kimg": Param(2.0, "EMA half-life (paper: 500 kimg)", gt=0),
+        "ema_rampup": Param(0.05, "EMA half-life ≤ rampup × images seen (null = off)", gt=0, nullable=True),
+        "grad_clip": Param(1.0, "max global gradient norm (null = off)", gt=0, nullable=True),
+        "P_mean": Param(-1.2, "mean of ln(sigma) during training"),
+        "P_std": Param(1.2, "std of ln(sigma) during training", gt=0),
+        "sigma_data": Param(0.5, "EDM's data standard deviation (input scaling)", gt=0),
+        "seed": Param(0, "training seed", kind=int, ge=0),
+        "checkpoint_kimg": Param(5.0, "checkpoint interval", gt=0, semantic=False),
+        "log_every": Param(50, "steps between log lines", kind=int, ge=1, semantic=False),
+        "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
+    })
+
+
+CLASSIFIER_SECTION = _classifier_section()
