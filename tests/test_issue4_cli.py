@@ -75,5 +75,5 @@ def test_classifier_annotation_rejects_a_fixed_sigma(write_suite, tmp_path):
     suite = write_suite(SUITE.replace("annotate: classifier", "annotate: classifier\n    sigma_min: 1.0"))
     result = run_cli("plan", str(suite), "--runs", str(tmp_path / "runs"))
     assert result.returncode == 2
-    assert "method.sigma_min" in result.stderr and "remove sigma_min" in result.stderr
+    assert "suite.yaml:12:" in result.stderr and "remove sigma_min" in result.stderr  # the sigma_min line
     assert len(result.stderr.strip().splitlines()) == 1

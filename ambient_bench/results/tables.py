@@ -32,7 +32,8 @@ SPEC = {
     "id": Param(help="file name of the rendered table", kind=str),
     "title": Param(help="caption", kind=str),
     "rows": Param(kind=Section("rows", {
-        "key": Param("method.name", "result column whose values are the rows", kind=str),
+        "key": Param("method.name", "result column whose values are the rows; a+b joins several "
+                                    "(row value 'x/y', empty parts left out)", kind=str),
         "order": Param(None, "row order (others follow, sorted)", kind=list, nullable=True),
         "labels": Param({}, "value → row label", kind=dict),
         "header": Param("Method", "header of the label column", kind=str)})),
@@ -46,6 +47,7 @@ SPEC = {
     "notes": Param([], "extra footnote lines", kind=list, item=str),
 }
 SEED_KEY = "train.seed"
+ROW = "_row"  # the row value of every result (the row key's columns joined)
 
 
 @dataclass
@@ -76,17 +78,20 @@ def _value_key(v: Any) -> Any:
 
 def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict]:
     """(row values, column values, {(row, col, quantity): (mean, std, n)})."""
-    for key in (spec.rows["key"], spec.columns["key"]):
+    row_keys = spec.rows["key"].split("+")
+    for key in (*row_keys, spec.columns["key"]):
         if key not in df.columns:
             raise UserError(f"{spec.path}: the results have no column '{key}'; available: "
                             f"{', '.join(c for c in df.columns if '.' in c)}")
-    config_cols = [c for c in df.columns if "." in c and c not in (SEED_KEY, spec.rows["key"], spec.columns["key"])]
-    present = [r for r in df[spec.rows["key"]].dropna().unique()]
+    config_cols = [c for c in df.columns if "." in c and c not in (SEED_KEY, *row_keys, spec.columns["key"])]
+    joined = [("/".join(str(v) for v in values if pd.notna(v)) or None) for values in df[row_keys].itertuples(index=False)]
+    df = df.assign(**{ROW: pd.Series(joined, index=df.index, dtype=object)})
+    present = [r for r in df[ROW].dropna().unique()]
     order = [r for r in (spec.rows["order"] or []) if r in present] + sorted(
         (r for r in present if r not in (spec.rows["order"] or [])), key=str)
     cols = sorted(df[spec.columns["key"]].dropna().unique(), key=_value_key)
     grid = {}
-    for (row, col), group in df.groupby([spec.rows["key"], spec.columns["key"]]):
+    for (row, col), group in df.groupby([ROW, spec.columns["key"]]):
         distinct = group[config_cols].astype(str).drop_duplicates()
         if len(distinct) > 1:
             varying = [c for c in config_cols if group[c].astype(str).nunique() > 1]
