@@ -12,7 +12,8 @@ from ambient_bench.registry import (CORRUPTIONS, DATASETS, METHODS, METRICS, reg
 __version__ = "0.1.0"
 
 __all__ = [
-    "Annotation", "AnnotationContext", "ClassifierRequest", "Corruption", "Dataset", "ImageSet", "Method", "Metric", "MixedData", "Param",
+    "Annotation", "AnnotationContext", "ClassifierRequest", "Corruption", "Dataset", "ImageSet", "Method",
+    "Metric", "MixedData", "Param",
     "UserError", "CORRUPTIONS", "DATASETS", "METHODS", "METRICS", "register_corruption",
     "register_dataset", "register_method", "register_metric",
 ]

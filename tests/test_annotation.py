@@ -86,7 +86,7 @@ def test_half_unet_outputs_one_logit_and_presets_build():
 def test_window_mask_and_tiles():
     mask = window_mask(8, 3, torch.tensor([0, 5]), torch.tensor([2, 5]))
     assert mask[0, 0, :3, 2:5].all() and mask[0].sum() == 9 and mask[1, 0, 5:, 5:].all() and mask[1].sum() == 9
-    assert tile_origins(64, 24) == [(t, l) for t in (0, 24, 48) for l in (0, 24, 48)]
+    assert tile_origins(64, 24) == [(t, c) for t in (0, 24, 48) for c in (0, 24, 48)]
     images = torch.rand(2, 3, 10, 10) + 0.5
     canvases = tile_canvases(images, 4)             # 3×3 tiles, edge tiles 2 px wide
     assert canvases.shape == (2, 9, 3, 10, 10)

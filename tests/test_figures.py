@@ -47,7 +47,8 @@ def test_usable_counts_matches_naive_loop():
         assert list(got) == list(want)
         for group in groups:
             np.testing.assert_array_equal(got[group], want[group])
-    inf_only = figures.usable_counts(np.array([80.0]), np.array([np.inf]), np.array([0.0]), 1.0, {"g": np.array([True])})
+    inf_only = figures.usable_counts(np.array([80.0]), np.array([np.inf]), np.array([0.0]), 1.0,
+                                     {"g": np.array([True])})
     assert inf_only["g"].tolist() == [0]
 
 
@@ -72,7 +73,8 @@ def test_plot_classifier_curves(tmp_path: Path):
 
 def test_plot_sigma_min_histogram(tmp_path: Path):
     rng = np.random.default_rng(1)
-    groups = {"blur 0.4": np.exp(rng.normal(0, 0.5, 100)), "blur 1.0": np.append(np.exp(rng.normal(1.5, 0.4, 80)), np.inf),
+    groups = {"blur 0.4": np.exp(rng.normal(0, 0.5, 100)),
+              "blur 1.0": np.append(np.exp(rng.normal(1.5, 0.4, 80)), np.inf),
               "empty": np.array([np.inf])}
     path = tmp_path / "hist.png"
     assert_png(path, figures.plot_sigma_min_histogram(path, groups, {"blur 0.4": 0, "blur 1.0": 3}))

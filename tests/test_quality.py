@@ -91,8 +91,8 @@ def test_patch_scores_resize_like_the_release(photos):
     scorer, patch = PositionWeighted(), 8
     resize = torchvision.transforms.Resize((24, 24))
     x = photos[:3].float() / 255
-    expected = [np.mean([scorer.score(resize(x[i:i + 1, :, t:t + patch, l:l + patch]))[0]
-                         for t in range(0, 32, patch) for l in range(0, 32, patch)]) for i in range(3)]
+    expected = [np.mean([scorer.score(resize(x[i:i + 1, :, t:t + patch, c:c + patch]))[0]
+                         for t in range(0, 32, patch) for c in range(0, 32, patch)]) for i in range(3)]
     np.testing.assert_allclose(patch_scores(scorer, photos[:3], patch, batch=5), expected, rtol=1e-5)
 
 

@@ -49,8 +49,8 @@ def tile_canvases(images: torch.Tensor, crop: int) -> torch.Tensor:
     n, _, h, w = images.shape
     origins = tile_origins(h, crop)
     coords = torch.arange(h, device=images.device)
-    masks = torch.stack([((coords >= t) & (coords < t + crop))[:, None] & ((coords >= l) & (coords < l + crop))[None]
-                         for t, l in origins]).to(images.dtype)          # T×H×W
+    masks = torch.stack([((coords >= t) & (coords < t + crop))[:, None] & ((coords >= left) & (coords < left + crop))[None]
+                         for t, left in origins]).to(images.dtype)          # T×H×W
     return images[:, None] * masks[None, :, None]
 
 

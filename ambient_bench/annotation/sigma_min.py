@@ -58,7 +58,8 @@ class SigmaMinResult:
     threshold: float
 
 
-def _noise(seed: int, index: int, block: int, trials: int, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+def _noise(seed: int, index: int, block: int, trials: int, shape: tuple[int, ...],
+           device: torch.device) -> torch.Tensor:
     g = torch_generator("annotate-noise", seed, index, block, device=device)
     return torch.randn((NOISE_BLOCK, trials, *shape), generator=g, device=device)
 

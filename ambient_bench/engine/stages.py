@@ -89,7 +89,8 @@ def _mix_stage(dataset: dict[str, Any], mix_cfg: dict[str, Any]) -> Stage:
 
 
 def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
-    """The stages of one cell, by name: mix, pool:<c>, classifier:<c>, annotate, train, sample, setup:<m>, evaluate:<m>."""
+    """The stages of one cell, by name: mix, pool:<c>, classifier:<c>, annotate, train, sample,
+    setup:<m>, evaluate:<m>."""
     ref = lambda kind, spec: ComponentRef(kind).semantic(spec)  # noqa: E731
     mix_cfg = cfg["mix"]
     method = METHODS.build(cfg["method"])
@@ -147,7 +148,8 @@ def run_mix(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         width = max(len(r) for r in rows)
         pad = lambda r: torch.cat([r, torch.zeros((width - len(r), *r.shape[1:]), dtype=torch.uint8)])  # noqa: E731
         save_grid(out / "preview.png", torch.cat([pad(r) for r in rows]), columns=width)
-    per_corruption = {spec_label(c): int((mixed.corruption == k).sum()) for k, c in enumerate(as_list(rt["corruption"]))}
+    per_corruption = {spec_label(c): int((mixed.corruption == k).sum())
+                      for k, c in enumerate(as_list(rt["corruption"]))}
     return {"num_images": len(mixed.index), "num_corrupted": int(mixed.corrupted.sum()),
             "num_ood": int(mixed.ood.sum()), "per_corruption": per_corruption,
             "dataset_hash": source.content_hash(), "ood_hashes": [d.content_hash() for d in ood]}

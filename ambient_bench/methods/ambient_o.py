@@ -86,7 +86,8 @@ class AmbientO(Method):
     @classmethod
     def check_params(cls, values: dict[str, Any]) -> tuple[str, str] | None:
         if values["annotate"] in ("fixed", "quality") and values["sigma_min"] is None:
-            return "sigma_min", f"annotate: {values['annotate']} needs sigma_min (the noise level of low-quality samples)"
+            return "sigma_min", (f"annotate: {values['annotate']} needs sigma_min (the noise level of "
+                                 f"low-quality samples)")
         if values["annotate"] == "classifier" and values["sigma_min"] is not None:
             return "sigma_min", "annotate: classifier finds sigma_min per sample; remove sigma_min"
         return None

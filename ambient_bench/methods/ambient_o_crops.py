@@ -8,8 +8,6 @@ corrupted and OOD images gets sigma_min and sigma_max together.
 """
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import torch
 

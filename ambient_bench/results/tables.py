@@ -84,7 +84,8 @@ def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict]:
             raise UserError(f"{spec.path}: the results have no column '{key}'; available: "
                             f"{', '.join(c for c in df.columns if '.' in c)}")
     config_cols = [c for c in df.columns if "." in c and c not in (SEED_KEY, *row_keys, spec.columns["key"])]
-    joined = [("/".join(str(v) for v in values if pd.notna(v)) or None) for values in df[row_keys].itertuples(index=False)]
+    joined = [("/".join(str(v) for v in values if pd.notna(v)) or None)
+              for values in df[row_keys].itertuples(index=False)]
     df = df.assign(**{ROW: pd.Series(joined, index=df.index, dtype=object)})
     present = [r for r in df[ROW].dropna().unique()]
     order = [r for r in (spec.rows["order"] or []) if r in present] + sorted(
