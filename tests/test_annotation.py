@@ -147,3 +147,20 @@ def mean_sigma_min(digits8, corruption: dict, tmp_path_factory) -> float:
 def test_mean_sigma_min_grows_with_corruption_strength(digits8, tmp_path_factory, name, key, levels):
     means = [mean_sigma_min(digits8, {"name": name, key: level}, tmp_path_factory) for level in levels]
     assert means[0] < means[1] < means[2], f"{name}: mean sigma_min {means} at {key} {levels}"
+
+
+def test_quality_annotation_finds_the_sharp_images_without_reading_the_corruption_flags(tmp_path):
+    from ambient_bench.components import AnnotationContext
+    from ambient_bench.registry import METHODS
+
+    data = DATASETS.build({"name": "natural_patches", "resolution": 16, "count": 200}).load()
+    pool = mix(data, 0.3, [CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 1.5})], seed=0)
+    method = METHODS.build({"name": "ambient_o", "annotate": "quality", "sigma_min": 1.5,
+                            "quality_scorer": "laplacian_sharpness", "quality_top_fraction": 0.25,
+                            "quality_patch_sizes": [4, 8], "quality_patch_top_fraction": 0.5})
+    ann = method.annotate(pool, AnnotationContext(workdir=tmp_path, classifiers={}))
+    good = ann.sigma_min == 0
+    assert int(good.sum()) == 50 and set(ann.sigma_min[~good].tolist()) == {1.5}
+    assert ann.summary["quality_split_precision"] > 0.6  # 30% of the pool is clean: far above chance
+    assert set(ann.sigma_max.unique().tolist()) <= {0.0, 0.2, 0.55}  # 16 px: crop 4 → 0.2, 8 → 0.55
+    assert (ann.sigma_max > 0).sum() >= 100 and ann.keep.all()

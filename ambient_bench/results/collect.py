@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from ambient_bench import fileio
-from ambient_bench.config.schema import spec_label
+from ambient_bench.config.schema import as_list, spec_label
 from ambient_bench.config.suite import Suite, flatten
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.store import RunStore
@@ -100,8 +100,40 @@ def export_figures(suite: Suite, graph: Graph, store: RunStore, results_dir: Pat
                 fileio.atomic_write(target, lambda tmp, png=png: shutil.copyfile(png, tmp))
             lines.append(f"![{png.stem}](figures/{folder.name}/{png.name})")
         sections.append("\n".join(lines))
+    combined = _sigma_min_across_cells(suite, graph, store, Path(results_dir) / "figures" / "sigma_min_by_level.png")
+    if combined is not None:
+        sections.insert(0, "## sigma_min per corruption level, all annotations of the suite\n\n"
+                           f"![sigma_min by level](figures/{combined.name})")
     if not sections:
         return None
     path = Path(results_dir) / "figures.md"
     fileio.write_text(path, f"# Annotation figures of suite {suite.name}\n\n" + "\n\n".join(sections) + "\n")
     return path
+
+
+def _sigma_min_across_cells(suite: Suite, graph: Graph, store: RunStore, path: Path) -> Path | None:
+    """One histogram of per-sample sigma_min for every (corruption, annotation) of the suite.
+
+    Only annotations that vary per sample (classifier or quality) are drawn: a fixed
+    sigma_min is a single bar that says nothing a table does not.
+    """
+    from ambient_bench.annotation.figures import plot_sigma_min_histogram
+
+    groups, dropped, seen = {}, {}, set()
+    for cell, stages in zip(suite.cells, graph.cells):
+        stage = stages["annotate"]
+        if stage.key in seen or store.state("annotate", stage.key) != "done":
+            continue
+        seen.add(stage.key)
+        table = pd.read_csv(store.dir("annotate", stage.key) / "annotations.csv")
+        low = table[(table["corrupted"] == 1) & (table["ood"] == 0)]
+        if low.empty or low["sigma_min"].nunique() < 2:
+            continue
+        method = cell.config["method"]
+        corruption = " | ".join(spec_label(c) for c in as_list(cell.config["mix"]["corruption"])) or "own labels"
+        label = f"{corruption}, {method['name']} ({method.get('annotate', '')})"
+        groups[label] = low.loc[low["kept"] == 1, "sigma_min"].to_numpy(dtype=float)
+        dropped[label] = int((low["kept"] == 0).sum())
+    if not groups:
+        return None
+    return plot_sigma_min_histogram(path, dict(sorted(groups.items())), dropped)
