@@ -166,6 +166,12 @@ class Method(Component):
     # is then the clean images alone, shared by every corruption level and OOD source of a suite.
     uses_bad_data: ClassVar[bool] = True
 
+    def check(self) -> None:
+        """Raise ``UserError`` if something the method will need is missing (e.g. scorer weights).
+
+        Called by ``plan`` and ``run`` before anything runs.
+        """
+
     def classifiers(self, resolution: int | None) -> dict[str, ClassifierRequest]:
         """Classifiers to train before ``annotate`` (name → request); ``resolution`` is the
         dataset's, when it declares one."""

@@ -75,3 +75,16 @@ def test_classifier_annotation_rejects_a_fixed_sigma(write_suite, tmp_path):
     assert result.returncode == 2
     assert "suite.yaml:12:" in result.stderr and "remove sigma_min" in result.stderr  # the sigma_min line
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_quality_annotation_without_clip_weights_fails_at_plan_time(write_suite, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # piq looks for its CLIP files under $HOME/.cache/clip
+    suite = write_suite(SUITE.replace("name: ambient_o_crops\n    annotate: classifier",
+                                      "name: ambient_o\n    annotate: quality\n    sigma_min: 1.0")
+                        .replace("    crop_sizes: [2, 4]\n", "").replace(f"    crops_classifier: {json.dumps(TINY)}\n", ""))
+    for command in ("plan", "run"):
+        result = run_cli(command, str(suite), "--runs", str(tmp_path / "runs"))
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "RN50.pt" in result.stderr and "https://" in result.stderr and ".cache/clip" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "runs").exists()  # nothing written

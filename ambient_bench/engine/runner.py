@@ -9,7 +9,7 @@ from ambient_bench.config.suite import Suite
 from ambient_bench.engine.stages import WORK, Context, Stage, cell_stages
 from ambient_bench.engine.keys import canonical_json
 from ambient_bench.engine.store import RunStore
-from ambient_bench.registry import DATASETS
+from ambient_bench.registry import DATASETS, METHODS
 
 
 @dataclass
@@ -43,9 +43,14 @@ def build_graph(suite: Suite) -> Graph:
 
 
 def check_data(suite: Suite) -> None:
-    """Every dataset a suite reads is on disk (or needs none): a one-line UserError otherwise."""
+    """Every dataset a suite reads is on disk (or needs none), and every method has what it
+    needs (e.g. quality-scorer weights): a one-line UserError otherwise."""
     seen = set()
     for cell in suite.cells:
+        identity = canonical_json(cell.config["method"])
+        if identity not in seen:
+            seen.add(identity)
+            METHODS.build(cell.config["method"]).check()
         for spec in [cell.config["dataset"], *cell.config["mix"]["ood"]]:
             identity = canonical_json(spec)
             if identity not in seen:

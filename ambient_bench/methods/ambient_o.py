@@ -92,6 +92,12 @@ class AmbientO(Method):
             return "sigma_min", "annotate: classifier finds sigma_min per sample; remove sigma_min"
         return None
 
+    def check(self) -> None:
+        if self.p.annotate == "quality":  # missing CLIP weights fail at plan time, not after the mixing
+            from ambient_bench.annotation.quality import build_scorer
+
+            build_scorer(self.p.quality_scorer)
+
     def classifiers(self, resolution: int | None) -> dict[str, ClassifierRequest]:
         if self.p.annotate != "classifier":
             return {}
