@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from ambient_bench.annotation.classifier_net import HalfUNet, build_classifier, parameter_count
-from ambient_bench.annotation.classifier_training import (CLASSIFIER_SECTION, load_classifier, train_classifier,
-                                                          window_mask)
+from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION, load_classifier, train_classifier
 from ambient_bench.annotation.crops import (choose_sigma_max, scaled_crop_sizes, scaled_table, tile_canvases,
-                                            tile_origins)
+                                            tile_origins, window_mask)
 from ambient_bench.annotation.sigma_min import (annotate_sigma_min, causal_ema, classifier_probabilities,
                                                 classifier_probabilities_looped, first_crossing, lognormal_grid,
                                                 scaled_span)

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ambient_bench.diffusion.unet import Block, PositionalEmbedding
+from ambient_bench.diffusion.unet import build_encoder, run_encoder
 
 # Architectures by name. ``paper_cifar`` and ``paper_64`` use the paper's encoder configuration
 # (128 channels, 4 blocks per level, attention at 16×16) built from this package's blocks, which
@@ -33,27 +33,13 @@ class HalfUNet(nn.Module):
                  channel_mult: Sequence[int] = (1, 2), num_blocks: int = 1,
                  attn_resolutions: Sequence[int] = (), dropout: float = 0.0) -> None:
         super().__init__()
-        emb_dim = 4 * model_channels
-        self.embed = nn.Sequential(PositionalEmbedding(model_channels), nn.Linear(model_channels, emb_dim),
-                                   nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU())
-        self.conv_in = nn.Conv2d(img_channels, model_channels, 3, padding=1)
-        self.down = nn.ModuleList()
-        c, res = model_channels, resolution
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_blocks):
-                self.down.append(Block(c, model_channels * mult, emb_dim, dropout, res in attn_resolutions))
-                c = model_channels * mult
-            if level < len(channel_mult) - 1:
-                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-                res //= 2
-        self.head = nn.Linear(c, 1)
+        self.embed, self.conv_in, self.down, skips, _ = build_encoder(
+            img_channels, resolution, model_channels, channel_mult, num_blocks, attn_resolutions, dropout)
+        self.head = nn.Linear(skips[-1], 1)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        emb = self.embed(c_noise)
-        h = self.conv_in(x)
-        for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, Block) else layer(h)
-        return self.head(h.mean(dim=(2, 3))).squeeze(1)
+        _, outputs = run_encoder(self.embed, self.conv_in, self.down, x, c_noise)
+        return self.head(outputs[-1].mean(dim=(2, 3))).squeeze(1)
 
 
 class NoiseConditionalClassifier(nn.Module):

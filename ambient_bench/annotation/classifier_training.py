@@ -21,22 +21,23 @@ import torch
 import torch.nn.functional as F
 
 from ambient_bench import fileio
-from ambient_bench.annotation.classifier_net import NoiseConditionalClassifier, build_classifier, parameter_count
+from ambient_bench.annotation.classifier_net import (PRESETS, NoiseConditionalClassifier, build_classifier,
+                                                    parameter_count)
+from ambient_bench.annotation.crops import window_mask
+from ambient_bench.config.schema import Section
 from ambient_bench.data.images import uint8_to_model
+from ambient_bench.params import Param
 from ambient_bench.progress import bar
 from ambient_bench.seeding import numpy_rng, seed_for, torch_generator
-from ambient_bench.training.loop import _logged_step, ema_beta, learning_rate, resolve_device, update_ema
+from ambient_bench.training.loop import (
+    optimizer_step,
+    resolve_device,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from ambient_bench.training.stream import AdmissibleStream
 
-CHECKPOINT, CLASSIFIER = "checkpoint.pt", "classifier.pt"
-
-
-def window_mask(resolution: int, crop: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
-    """N×1×R×R float mask, 1 inside each image's crop×crop window at (top, left)."""
-    coords = torch.arange(resolution, device=top.device)
-    rows = (coords >= top[:, None]) & (coords < top[:, None] + crop)
-    cols = (coords >= left[:, None]) & (coords < left[:, None] + crop)
-    return (rows[:, :, None] & cols[:, None, :]).unsqueeze(1).float()
+CLASSIFIER = "classifier.pt"
 
 
 def random_windows(resolution: int, crop: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -64,20 +65,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
     everyone = np.zeros(len(x_all))
     stream = AdmissibleStream(everyone, everyone, 1.0, seed_for("classifier-order", seed))
 
-    step, ckpt_path = 0, run_dir / CHECKPOINT
-    if ckpt_path.exists():
-        state = fileio.torch_load(ckpt_path)
-        net.load_state_dict(state["net"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        stream.load_state_dict(state["stream"])
-        step = state["step"]
-        log(f"resuming classifier from step {step}")
-        stats_path = run_dir / "stats.jsonl"
-        if stats_path.exists():
-            fileio.write_text(stats_path, "".join(line + "\n" for line in stats_path.read_text().splitlines()
-                                                  if _logged_step(line) <= step))
-
+    step = restore_checkpoint(run_dir, net, ema, opt, stream, log)
     total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
     ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
     correct = seen = 0
@@ -95,20 +83,9 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
                 top, left = random_windows(resolution, crop_size, batch, numpy_rng("classifier-crop", seed, step))
                 x_t = x_t * window_mask(resolution, crop_size, torch.from_numpy(top), torch.from_numpy(left)).to(device)
             torch.manual_seed(seed_for("classifier-dropout", seed, step))
-            lr = learning_rate(cfg, step * batch)
-            for group in opt.param_groups:
-                group["lr"] = lr
             logits = net(x_t, sigma)
             loss = F.binary_cross_entropy_with_logits(logits, y_all[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for p in net.parameters():
-                if p.grad is not None:
-                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-            if cfg["grad_clip"] is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-            opt.step()
-            update_ema(ema, net, ema_beta(cfg, (step + 1) * batch))
+            lr = optimizer_step(net, ema, opt, loss, cfg, step)
             correct += int(((logits > 0).float() == y_all[idx]).sum())
             seen += batch
 
@@ -122,8 +99,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
                 stats_file.flush()
                 progress.set_postfix(loss=f"{stats['loss']:.3f}")
             if step % ckpt_every == 0 or step == total or step == stop_at_step:
-                fileio.torch_save(ckpt_path, {"step": step, "net": net.state_dict(), "ema": ema.state_dict(),
-                                              "opt": opt.state_dict(), "stream": stream.state_dict()})
+                save_checkpoint(run_dir, step, net, ema, opt, stream)
     if step < total:
         return False
     fileio.torch_save(run_dir / CLASSIFIER, {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels,
@@ -141,34 +117,28 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> NoiseCond
     return net.to(device).eval().requires_grad_(False)
 
 
-def _classifier_section() -> Any:
-    from ambient_bench.annotation.classifier_net import PRESETS
-    from ambient_bench.config.schema import Section
-    from ambient_bench.params import Param
-
-    return Section("classifier", {
-        "preset": Param("cpu", "architecture preset (cpu, paper_cifar, paper_64); keys below override it",
-                        kind=str, choices=tuple(PRESETS)),
-        "model_channels": Param(None, "channels at the first resolution", kind=int, ge=4, nullable=True),
-        "channel_mult": Param(None, "channel multiplier per level", kind=list, item=int, nullable=True),
-        "num_blocks": Param(None, "residual blocks per level", kind=int, ge=1, nullable=True),
-        "attn_resolutions": Param(None, "resolutions with self-attention", kind=list, item=int, nullable=True),
-        "dropout": Param(None, "dropout probability", ge=0, lt=1, nullable=True),
-        "duration_kimg": Param(20.0, "training length in thousands of images (paper: ~15 Mimg)", gt=0),
-        "batch": Param(128, "images per step (paper: 512)", kind=int, ge=1),
-        "lr": Param(1e-3, "Adam learning rate (paper: 1e-4 noise, 1e-3 crops)", gt=0),
-        "warmup_kimg": Param(0.0, "linear learning-rate warm-up (paper: 10 Mimg)", ge=0),
-        "ema_halflife_kimg": Param(2.0, "EMA half-life (paper: 500 kimg)", gt=0),
-        "ema_rampup": Param(0.05, "EMA half-life ≤ rampup × images seen (null = off)", gt=0, nullable=True),
-        "grad_clip": Param(1.0, "max global gradient norm (null = off)", gt=0, nullable=True),
-        "P_mean": Param(-1.2, "mean of ln(sigma) during training"),
-        "P_std": Param(1.2, "std of ln(sigma) during training", gt=0),
-        "sigma_data": Param(0.5, "EDM's data standard deviation (input scaling)", gt=0),
-        "seed": Param(0, "training seed", kind=int, ge=0),
-        "checkpoint_kimg": Param(5.0, "checkpoint interval", gt=0, semantic=False),
-        "log_every": Param(50, "steps between log lines", kind=int, ge=1, semantic=False),
-        "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
-    })
-
-
-CLASSIFIER_SECTION = _classifier_section()
+# The classifier's architecture and training recipe: the `classifier` / `crops_classifier`
+# parameters of the Ambient-o methods.
+CLASSIFIER_SECTION = Section("classifier", {
+    "preset": Param("cpu", "architecture preset (cpu, paper_cifar, paper_64); keys below override it",
+                    kind=str, choices=tuple(PRESETS)),
+    "model_channels": Param(None, "channels at the first resolution", kind=int, ge=4, nullable=True),
+    "channel_mult": Param(None, "channel multiplier per level", kind=list, item=int, nullable=True),
+    "num_blocks": Param(None, "residual blocks per level", kind=int, ge=1, nullable=True),
+    "attn_resolutions": Param(None, "resolutions with self-attention", kind=list, item=int, nullable=True),
+    "dropout": Param(None, "dropout probability", ge=0, lt=1, nullable=True),
+    "duration_kimg": Param(20.0, "training length in thousands of images (paper: ~15 Mimg)", gt=0),
+    "batch": Param(128, "images per step (paper: 512)", kind=int, ge=1),
+    "lr": Param(1e-3, "Adam learning rate (paper: 1e-4 noise, 1e-3 crops)", gt=0),
+    "warmup_kimg": Param(0.0, "linear learning-rate warm-up (paper: 10 Mimg)", ge=0),
+    "ema_halflife_kimg": Param(2.0, "EMA half-life (paper: 500 kimg)", gt=0),
+    "ema_rampup": Param(0.05, "EMA half-life ≤ rampup × images seen (null = off)", gt=0, nullable=True),
+    "grad_clip": Param(1.0, "max global gradient norm (null = off)", gt=0, nullable=True),
+    "P_mean": Param(-1.2, "mean of ln(sigma) during training"),
+    "P_std": Param(1.2, "std of ln(sigma) during training", gt=0),
+    "sigma_data": Param(0.5, "EDM's data standard deviation (input scaling)", gt=0),
+    "seed": Param(0, "training seed", kind=int, ge=0),
+    "checkpoint_kimg": Param(5.0, "checkpoint interval", gt=0, semantic=False),
+    "log_every": Param(50, "steps between log lines", kind=int, ge=1, semantic=False),
+    "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
+})

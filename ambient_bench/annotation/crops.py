@@ -44,14 +44,20 @@ def tile_origins(resolution: int, crop: int) -> list[tuple[int, int]]:
     return [(top, left) for top in starts for left in starts]
 
 
+def window_mask(resolution: int, crop: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """N×1×R×R float mask, 1 inside each image's crop×crop window at (top, left)."""
+    coords = torch.arange(resolution, device=top.device)
+    rows = (coords >= top[:, None]) & (coords < top[:, None] + crop)
+    cols = (coords >= left[:, None]) & (coords < left[:, None] + crop)
+    return (rows[:, :, None] & cols[:, None, :]).unsqueeze(1).float()
+
+
 def tile_canvases(images: torch.Tensor, crop: int) -> torch.Tensor:
     """N×T×C×H×W: each tile of each image alone on a zero canvas (model-space images)."""
     n, _, h, w = images.shape
-    origins = tile_origins(h, crop)
-    coords = torch.arange(h, device=images.device)
-    masks = torch.stack([((coords >= t) & (coords < t + crop))[:, None] & ((coords >= left) & (coords < left + crop))[None]
-                         for t, left in origins]).to(images.dtype)          # T×H×W
-    return images[:, None] * masks[None, :, None]
+    tops, lefts = torch.tensor(tile_origins(h, crop), device=images.device).T
+    masks = window_mask(h, crop, tops, lefts).to(images.dtype)  # T×1×H×W
+    return images[:, None] * masks[None]
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ makes its split quality-agnostic; ``true_rank`` is the fix.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 import os
 import warnings
 from collections.abc import Callable
@@ -33,7 +34,7 @@ LUMA_601 = (0.299, 0.587, 0.114)
 PYIQA_INSTALL = 'pip install pyiqa "setuptools>=77.0.3,<82"'
 
 
-class QualityScorer:
+class QualityScorer(ABC):
     """No-reference quality: N×C×H×W images (C = 1 or 3) → float64 per image, higher = better.
 
     ``score`` takes uint8 images; floating images in [0, 1] are accepted too, so resized tiles
@@ -59,8 +60,9 @@ class QualityScorer:
                for i in range(0, len(images), max(1, batch))]
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
+    @abstractmethod
     def _score_batch(self, x: torch.Tensor) -> np.ndarray:
-        raise NotImplementedError
+        """Scores of float images in [0, 1] already on the device."""
 
 
 def _unit_float(x: torch.Tensor) -> torch.Tensor:
@@ -95,11 +97,21 @@ def _missing_weights_error(scorer: str, missing: list[tuple[str, str]], director
     return UserError(f"{scorer}: weights not found offline: {files}; download into {directory}{note}")
 
 
-class PiqClipIqa(QualityScorer):
+class _ClipIqa(QualityScorer):
+    """A CLIP-IQA implementation held in ``self.model``: tiles are resized to CLIP's input, grey → RGB."""
+
+    needs_resize_to = CLIP_INPUT
+    model: torch.nn.Module
+
+    def _score_batch(self, x: torch.Tensor) -> np.ndarray:
+        with torch.no_grad():
+            return self.model(x.expand(-1, 3, -1, -1)).reshape(-1).double().cpu().numpy()
+
+
+class PiqClipIqa(_ClipIqa):
     """CLIP-IQA as the paper computed it: ``piq.CLIPIQA(data_range=1.0)``, P("Good photo.")."""
 
     name = "clip_iqa"
-    needs_resize_to = CLIP_INPUT
 
     def __init__(self, device: str = "cpu") -> None:
         super().__init__(device)
@@ -124,16 +136,11 @@ class PiqClipIqa(QualityScorer):
             raise UserError(f"clip_iqa: could not load piq's CLIP files from {directory} "
                             f"({type(err).__name__}: {err}); re-download them".replace("\n", " ")) from err
 
-    def _score_batch(self, x: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return self.model(x.expand(-1, 3, -1, -1)).reshape(-1).double().cpu().numpy()
 
-
-class PyiqaClipIqa(QualityScorer):
+class PyiqaClipIqa(_ClipIqa):
     """pyiqa's ``clipiqa`` (RN50, 5 antonym prompt pairs averaged): not the paper's numbers."""
 
     name = "clip_iqa_pyiqa"
-    needs_resize_to = CLIP_INPUT
 
     def __init__(self, device: str = "cpu") -> None:
         super().__init__(device)
@@ -149,16 +156,12 @@ class PyiqaClipIqa(QualityScorer):
             raise _missing_weights_error(self.name, [(os.path.basename(url), url)], directory,
                                          " (pyiqa reads $TORCH_HOME/hub/clip and checks the SHA-256)")
         try:
-            self.metric = pyiqa.create_metric("clipiqa", device=torch.device(device))
+            self.model = pyiqa.create_metric("clipiqa", device=torch.device(device))
         except ImportError as err:  # openai-clip needs pkg_resources, gone in setuptools >= 82
             raise UserError(f"clip_iqa_pyiqa: pyiqa's CLIP import failed ({err}); {PYIQA_INSTALL}") from err
         except URLError as err:  # a present file whose SHA-256 mismatches makes pyiqa re-download it
             raise UserError(f"{self.name}: {os.path.join(directory, os.path.basename(url))} fails pyiqa's SHA-256 "
                             f"check and cannot be re-downloaded offline; replace it with {url}") from err
-
-    def _score_batch(self, x: torch.Tensor) -> np.ndarray:
-        with torch.no_grad():
-            return self.metric(x.expand(-1, 3, -1, -1)).reshape(-1).double().cpu().numpy()
 
 
 QUALITY_SCORERS: dict[str, Callable[..., QualityScorer]] = {

@@ -66,7 +66,7 @@ def _noise(seed: int, index: int, block: int, trials: int, shape: tuple[int, ...
 
 @torch.no_grad()
 def classifier_probabilities(classifier: torch.nn.Module, images: torch.Tensor, indices: torch.Tensor,
-                             sigmas: np.ndarray, trials: int, seed: int, batch: int = 4096) -> np.ndarray:
+                             sigmas: np.ndarray, trials: int, seed: int, batch: int = 1024) -> np.ndarray:
     """M×K mean sigmoid(logit) over ``trials`` noisy copies at each grid level.
 
     ``images`` are model-space (float, [-1, 1]) on the classifier's device; ``indices`` give
@@ -112,7 +112,7 @@ def classifier_probabilities_looped(classifier: torch.nn.Module, images: torch.T
 
 def annotate_sigma_min(classifier: torch.nn.Module, images: torch.Tensor, indices: torch.Tensor, *,
                        num_sigmas: int = 2048, trials: int = 4, ema_span: int | None = None, epsilon: float = 0.05,
-                       p_mean: float = -1.2, p_std: float = 1.2, seed: int = 0, batch: int = 4096) -> SigmaMinResult:
+                       p_mean: float = -1.2, p_std: float = 1.2, seed: int = 0, batch: int = 1024) -> SigmaMinResult:
     """sigma_min of every image (model-space float tensor) from its classifier curve.
 
     ``ema_span`` None scales the paper's span to the grid (see ``scaled_span``).

@@ -78,6 +78,40 @@ class Block(nn.Module):
         return self.attn(self.res(x, emb))
 
 
+def build_encoder(img_channels: int, resolution: int, model_channels: int, channel_mult: Sequence[int],
+                  num_blocks: int, attn_resolutions: Sequence[int], dropout: float
+                  ) -> tuple[nn.Sequential, nn.Conv2d, nn.ModuleList, list[int], int]:
+    """The noise embedding, input convolution and down path shared by the U-Net and the
+    classifier's half U-Net; also the channels of every skip output and the last resolution."""
+    emb_dim = 4 * model_channels
+    embed = nn.Sequential(PositionalEmbedding(model_channels), nn.Linear(model_channels, emb_dim),
+                          nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU())
+    conv_in = nn.Conv2d(img_channels, model_channels, 3, padding=1)
+    down = nn.ModuleList()
+    skips, c, res = [model_channels], model_channels, resolution
+    for level, mult in enumerate(channel_mult):
+        for _ in range(num_blocks):
+            down.append(Block(c, model_channels * mult, emb_dim, dropout, res in attn_resolutions))
+            c = model_channels * mult
+            skips.append(c)
+        if level < len(channel_mult) - 1:
+            down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+            skips.append(c)
+            res //= 2
+    return embed, conv_in, down, skips, res
+
+
+def run_encoder(embed: nn.Module, conv_in: nn.Module, down: nn.ModuleList, x: torch.Tensor,
+                c_noise: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(noise embedding, outputs of conv_in and of every down layer)."""
+    emb = embed(c_noise)
+    outputs = [conv_in(x)]
+    for layer in down:
+        h = outputs[-1]
+        outputs.append(layer(h, emb) if isinstance(layer, Block) else layer(h))
+    return emb, outputs
+
+
 class UNet(nn.Module):
     """F_theta(x, c_noise): image-to-image network used inside the EDM preconditioning."""
 
@@ -86,20 +120,10 @@ class UNet(nn.Module):
                  attn_resolutions: Sequence[int] = (), dropout: float = 0.0) -> None:
         super().__init__()
         emb_dim = 4 * model_channels
-        self.embed = nn.Sequential(PositionalEmbedding(model_channels), nn.Linear(model_channels, emb_dim),
-                                   nn.SiLU(), nn.Linear(emb_dim, emb_dim), nn.SiLU())
-        self.conv_in = nn.Conv2d(img_channels, model_channels, 3, padding=1)
-        self.down, self.up = nn.ModuleList(), nn.ModuleList()
-        skips, c, res = [model_channels], model_channels, resolution
-        for level, mult in enumerate(channel_mult):
-            for _ in range(num_blocks):
-                self.down.append(Block(c, model_channels * mult, emb_dim, dropout, res in attn_resolutions))
-                c = model_channels * mult
-                skips.append(c)
-            if level < len(channel_mult) - 1:
-                self.down.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
-                skips.append(c)
-                res //= 2
+        self.embed, self.conv_in, self.down, skips, res = build_encoder(
+            img_channels, resolution, model_channels, channel_mult, num_blocks, attn_resolutions, dropout)
+        self.up = nn.ModuleList()
+        c = skips[-1]
         for level, mult in reversed(list(enumerate(channel_mult))):
             for _ in range(num_blocks + 1):
                 self.up.append(Block(c + skips.pop(), model_channels * mult, emb_dim, dropout,
@@ -113,12 +137,8 @@ class UNet(nn.Module):
         self.conv_out = zero_init(nn.Conv2d(c, img_channels, 3, padding=1))
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        emb = self.embed(c_noise)
-        h = self.conv_in(x)
-        skips = [h]
-        for layer in self.down:
-            h = layer(h, emb) if isinstance(layer, Block) else layer(h)
-            skips.append(h)
+        emb, skips = run_encoder(self.embed, self.conv_in, self.down, x, c_noise)
+        h = skips[-1]
         for layer in self.up:
             h = layer(torch.cat([h, skips.pop()], dim=1), emb) if isinstance(layer, Block) else layer(h)
         return self.conv_out(F.silu(self.norm_out(h)))

@@ -74,6 +74,52 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
         b_ema.copy_(b)
 
 
+def restore_checkpoint(run_dir: Path, net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+                       stream: AdmissibleStream, log: Callable[[str], None]) -> int:
+    """Load ``run_dir/checkpoint.pt`` if there is one; the step to continue from (0 = fresh).
+
+    Stats lines logged after the checkpoint are dropped: those steps run again.
+    """
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return 0
+    state = fileio.torch_load(path)
+    net.load_state_dict(state["net"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["opt"])
+    stream.load_state_dict(state["stream"])
+    log(f"resuming from checkpoint at step {state['step']}")
+    stats_path = run_dir / "stats.jsonl"
+    if stats_path.exists():
+        fileio.write_text(stats_path, "".join(line + "\n" for line in stats_path.read_text().splitlines()
+                                              if _logged_step(line) <= state["step"]))
+    return state["step"]
+
+
+def save_checkpoint(run_dir: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module,
+                    opt: torch.optim.Optimizer, stream: AdmissibleStream) -> None:
+    fileio.torch_save(run_dir / CHECKPOINT, {"step": step, "net": net.state_dict(), "ema": ema.state_dict(),
+                                             "opt": opt.state_dict(), "stream": stream.state_dict()})
+
+
+def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
+                   cfg: dict[str, Any], step: int) -> float:
+    """One update: warm-up learning rate, non-finite gradients zeroed, optional clipping, EMA; returns the lr."""
+    lr = learning_rate(cfg, step * cfg["batch"])
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    for p in net.parameters():
+        if p.grad is not None:
+            torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+    if cfg["grad_clip"] is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+    opt.step()
+    update_ema(ema, net, ema_beta(cfg, (step + 1) * cfg["batch"]))
+    return lr
+
+
 def _logged_step(line: str) -> float:
     """Step of a stats.jsonl line; a line cut short by a kill counts as never logged."""
     try:
@@ -101,26 +147,9 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
     stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), data["buffer"], seed)
 
-    step, ckpt_path = 0, run_dir / CHECKPOINT
-    if ckpt_path.exists():
-        state = fileio.torch_load(ckpt_path)
-        net.load_state_dict(state["net"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        stream.load_state_dict(state["stream"])
-        step = state["step"]
-        log(f"resuming from checkpoint at step {step}")
-        stats_path = run_dir / "stats.jsonl"
-        if stats_path.exists():  # drop lines logged after the checkpoint (those steps run again)
-            fileio.write_text(stats_path, "".join(line + "\n" for line in stats_path.read_text().splitlines()
-                                                  if _logged_step(line) <= step))
-
+    step = restore_checkpoint(run_dir, net, ema, opt, stream, log)
     total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
     ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
-
-    def save_checkpoint(next_step: int) -> None:
-        fileio.torch_save(ckpt_path, {"step": next_step, "net": net.state_dict(), "ema": ema.state_dict(),
-                                      "opt": opt.state_dict(), "stream": stream.state_dict()})
 
     with open(run_dir / "stats.jsonl", "a") as stats_file, \
             bar(total=total, initial=step, desc=f"train {run_dir.name[:8]}", unit="step") as progress:
@@ -134,20 +163,9 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
             sigma = torch.from_numpy(sigmas)
             sigma_n = annotation_noise(sigma, sigma_min[indices])
             idx = torch.from_numpy(indices).to(device)
-            lr = learning_rate(cfg, step * batch)
-            for group in opt.param_groups:
-                group["lr"] = lr
             loss = ambient_edm_loss(net, x_all[idx], z_all[idx], sigma.float().to(device),
                                     sigma_n.float().to(device), eps, cfg["sigma_data"]).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            for p in net.parameters():
-                if p.grad is not None:
-                    torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
-            if cfg["grad_clip"] is not None:
-                torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-            opt.step()
-            update_ema(ema, net, ema_beta(cfg, (step + 1) * batch))
+            lr = optimizer_step(net, ema, opt, loss, cfg, step)
 
             step += 1
             progress.update(1)
@@ -160,7 +178,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 stats_file.flush()
                 progress.set_postfix(loss=f"{stats['loss']:.3f}")
             if step % ckpt_every == 0 or step == total or step == stop_at_step:
-                save_checkpoint(step)
+                save_checkpoint(run_dir, step, net, ema, opt, stream)
     if step < total:
         return False
     fileio.torch_save(run_dir / NETWORK, {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels,

@@ -13,8 +13,6 @@ whether or not it was trained, and the timing is what is measured here.
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Callable
 
 import numpy as np
 import torch
@@ -24,15 +22,7 @@ from ambient_bench.annotation.sigma_min import (classifier_probabilities, classi
                                                 lognormal_grid)
 from ambient_bench.data.images import uint8_to_model
 from ambient_bench.registry import DATASETS
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_time  # benchmarks/perf/timing.py: the script's folder is on sys.path
 
 
 def main() -> None:
@@ -41,7 +31,7 @@ def main() -> None:
     parser.add_argument("--num-sigmas", type=int, default=64)
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--resolution", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=4096, help="classifier inputs per batched forward pass")
+    parser.add_argument("--batch", type=int, default=1024, help="classifier inputs per batched forward pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()

@@ -9,8 +9,6 @@ are not. Target (issue 3): ratio ≥ 20× at 32×32, batch 512, max abs differen
 from __future__ import annotations
 
 import argparse
-import time
-from typing import Callable
 
 import numpy as np
 import scipy.ndimage
@@ -19,16 +17,7 @@ from tabulate import tabulate
 
 from ambient_bench.registry import CORRUPTIONS, DATASETS
 from ambient_bench.seeding import numpy_rng
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+from timing import best_time  # benchmarks/perf/timing.py: the script's folder is on sys.path
 
 
 def main() -> None:
