@@ -88,7 +88,10 @@ def classifier_probabilities(classifier: torch.nn.Module, images: torch.Tensor, 
             sig = levels.reshape(1, k, 1, *([1] * len(shape)))
             x_t = images[start:stop, None, None] + sig * eps             # n × k × T × C × H × W
             flat_sigma = levels.reshape(1, k, 1).expand(stop - start, k, trials).reshape(-1)
-            p = torch.sigmoid(classifier(x_t.reshape(-1, *shape), flat_sigma).float())
+            inputs = x_t.reshape(-1, *shape)
+            if inputs.dim() == 4:  # the layout load_classifier gives the network; a no-op copy otherwise
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            p = torch.sigmoid(classifier(inputs, flat_sigma).float())
             out[start:stop, block * NOISE_BLOCK:block * NOISE_BLOCK + k] = \
                 p.reshape(stop - start, k, trials).mean(-1).cpu().double().numpy()
     return out

@@ -41,7 +41,9 @@ def main() -> None:
     images = uint8_to_model(data.images[:args.images]).to(device)
     indices = torch.arange(args.images)
     torch.manual_seed(0)
-    classifier = build_classifier({"preset": "cpu"}, 1, args.resolution).to(device).eval().requires_grad_(False)
+    classifier = build_classifier({"preset": "cpu"}, 1, args.resolution).eval().requires_grad_(False)
+    # the layout load_classifier gives the annotate stage's network, used by both sides
+    classifier = classifier.to(device, memory_format=torch.channels_last)
     sigmas = lognormal_grid(args.num_sigmas)
 
     batched = classifier_probabilities(classifier, images, indices, sigmas, args.trials, seed=0, batch=args.batch)
