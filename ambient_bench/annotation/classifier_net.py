@@ -12,18 +12,14 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from ambient_bench.diffusion.unet import build_encoder, run_encoder
+from ambient_bench.diffusion.unet import NETWORK_PRESETS, Encoder, NoiseEmbedding
+from ambient_bench.diffusion.unet import parameter_count as parameter_count  # re-exported for callers
 
-# Architectures by name. ``paper_cifar`` and ``paper_64`` use the paper's encoder configuration
-# (128 channels, 4 blocks per level, attention at 16×16) built from this package's blocks, which
-# are smaller than DDPM++'s, so their parameter counts are below the paper's 19.6 M / 21.5 M.
+# Architectures by name: the denoiser's presets without augmentation inputs (the classifier is
+# trained without augmentation). ``paper_cifar`` / ``paper_64`` are the DDPM++ encoder of the paper's
+# denoisers, 19.6 M / 21.5 M parameters as the paper reports.
 PRESETS: dict[str, dict[str, Any]] = {
-    "cpu": {"model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [], "dropout": 0.0},
-    "paper_cifar": {"model_channels": 128, "channel_mult": [2, 2, 2], "num_blocks": 4, "attn_resolutions": [16],
-                    "dropout": 0.13},
-    "paper_64": {"model_channels": 128, "channel_mult": [1, 2, 2, 2], "num_blocks": 4, "attn_resolutions": [16],
-                 "dropout": 0.1},
-}
+    name: {k: v for k, v in arch.items() if k != "augment_dim"} for name, arch in NETWORK_PRESETS.items()}
 
 
 class HalfUNet(nn.Module):
@@ -33,13 +29,14 @@ class HalfUNet(nn.Module):
                  channel_mult: Sequence[int] = (1, 2), num_blocks: int = 1,
                  attn_resolutions: Sequence[int] = (), dropout: float = 0.0) -> None:
         super().__init__()
-        self.embed, self.conv_in, self.down, skips, _ = build_encoder(
-            img_channels, resolution, model_channels, channel_mult, num_blocks, attn_resolutions, dropout)
-        self.head = nn.Linear(skips[-1], 1)
+        self.embed = NoiseEmbedding(model_channels)
+        self.encoder = Encoder(img_channels, resolution, model_channels, channel_mult, num_blocks,
+                               attn_resolutions, dropout)
+        self.head = nn.Linear(self.encoder.skip_channels[-1], 1)
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
-        _, outputs = run_encoder(self.embed, self.conv_in, self.down, x, c_noise)
-        return self.head(outputs[-1].mean(dim=(2, 3))).squeeze(1)
+        h = self.encoder(x, self.embed(c_noise))[-1]
+        return self.head(h.mean(dim=(2, 3))).squeeze(1)
 
 
 class NoiseConditionalClassifier(nn.Module):
@@ -65,7 +62,3 @@ def architecture(net_cfg: dict[str, Any]) -> dict[str, Any]:
 def build_classifier(net_cfg: dict[str, Any], img_channels: int, resolution: int,
                      sigma_data: float = 0.5) -> NoiseConditionalClassifier:
     return NoiseConditionalClassifier(HalfUNet(img_channels, resolution, **architecture(net_cfg)), sigma_data)
-
-
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())

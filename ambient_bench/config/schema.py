@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ambient_bench.diffusion.unet import NETWORK_PRESETS
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, resolve_params, semantic_view
 from ambient_bench.registry import REGISTRIES
@@ -133,12 +134,17 @@ def _positive_ints(value: list) -> str | None:
 
 
 NETWORK = Section("network", {
-    "model_channels": Param(16, "channels at the first resolution", kind=int, ge=4),
-    "channel_mult": Param([1, 2], "channel multiplier per resolution level", kind=list, item=int,
+    "preset": Param("cpu", "architecture preset (cpu, paper_cifar, paper_64); keys below override it",
+                    kind=str, choices=tuple(NETWORK_PRESETS)),
+    "model_channels": Param(None, "channels at the first resolution", kind=int, ge=4, nullable=True),
+    "channel_mult": Param(None, "channel multiplier per resolution level", kind=list, item=int, nullable=True,
                           check=lambda v: None if v and min(v) >= 1 else "need at least one entry, all ≥ 1"),
-    "num_blocks": Param(1, "residual blocks per resolution", kind=int, ge=1),
-    "attn_resolutions": Param([], "resolutions with self-attention", kind=list, item=int, check=_positive_ints),
-    "dropout": Param(0.0, "dropout probability", ge=0, lt=1),
+    "num_blocks": Param(None, "residual blocks per resolution", kind=int, ge=1, nullable=True),
+    "attn_resolutions": Param(None, "resolutions with self-attention", kind=list, item=int, check=_positive_ints,
+                              nullable=True),
+    "dropout": Param(None, "dropout probability", ge=0, lt=1, nullable=True),
+    "augment_dim": Param(None, "augmentation-label inputs (EDM: 9 when augmenting; 0 = none)", kind=int, ge=0,
+                         nullable=True),
 })
 
 TRAIN = Section("train", {
