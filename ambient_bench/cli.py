@@ -53,10 +53,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ambient_bench.results.collect import collect, export_figures, write_results
     from ambient_bench.results.render import render_all
 
+    from ambient_bench.training import distributed
+
     suite = _load(args)
     check_data(suite)
     store = RunStore(args.runs)
     graph = build_graph(suite)
+    distributed.init_from_env()  # under torchrun; see training/distributed.py
+    if not distributed.is_main():
+        execute(graph, store)
+        return 0
     _print(f"suite {suite.name}: {len(suite.cells)} cells; runs in {args.runs}/")
     if args.expect_cached:
         missing = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]

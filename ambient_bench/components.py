@@ -11,6 +11,7 @@ float32 in [0, 1]; the diffusion model sees float32 in [-1, 1] (x / 127.5 - 1).
 from __future__ import annotations
 
 import hashlib
+import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +93,8 @@ class Annotation:
     sigma_min: torch.Tensor  # float32 N
     sigma_max: torch.Tensor  # float32 N
     buffer: float = 1.0      # b = sqrt(1 + 1/(s_max - 1)); 1 = no buffer
+    # c of the loss weight min(lambda_amb, c): inf = the paper's ambient weight, 1 = none (Table 6)
+    weight_clip: float = math.inf
     # per-sample diagnostics written beside the annotation table (e.g. classifier crossings)
     columns: dict[str, torch.Tensor] = field(default_factory=dict)
     # scalars for the stage summary (e.g. number of samples whose classifier curve never crossed)
@@ -176,6 +179,16 @@ class Method(Component):
         """Classifiers to train before ``annotate`` (name → request); ``resolution`` is the
         dataset's, when it declares one."""
         return {}
+
+    def pretraining(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(method spec, train overrides) when the method fine-tunes another method's model.
+
+        The harness then trains the other method first, with the cell's network and train
+        sections (the same stage, hence the same cached model, as that method's own cell), and
+        trains this method from it with the train section updated by the overrides (e.g. a
+        shorter ``duration_kimg``). None: train from scratch.
+        """
+        return None
 
     @abstractmethod
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:

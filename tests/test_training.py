@@ -11,7 +11,8 @@ from ambient_bench.training.loop import CHECKPOINT, NETWORK, train
 
 NET = dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[8], dropout=0.1)
 CFG = dict(device="cpu", seed=3, batch=16, duration_kimg=0.32, lr=2e-3, warmup_kimg=0.1, ema_halflife_kimg=0.1,
-           ema_rampup=0.05, grad_clip=1.0, P_mean=-1.2, P_std=1.2, sigma_data=0.5, checkpoint_kimg=0.05, log_every=5)
+           ema_rampup=0.05, grad_clip=1.0, P_mean=-1.2, P_std=1.2, sigma_data=0.5, checkpoint_kimg=0.05, log_every=5,
+           augment_p=0.0, snapshot_kimg=None, precision="fp32", tf32=False, channels_last=False, compile=False)
 
 
 def training_set():

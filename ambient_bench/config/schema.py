@@ -159,6 +159,15 @@ TRAIN = Section("train", {
     "P_mean": Param(-1.2, "mean of ln(sigma) during training"),
     "P_std": Param(1.2, "std of ln(sigma) during training", gt=0),
     "sigma_data": Param(0.5, "EDM's data standard deviation", gt=0),
+    "augment_p": Param(0.0, "EDM non-leaky augmentation probability (paper: 0.12 CIFAR, 0.15 at 64 px; "
+                            "0 = off; needs network.augment_dim 9)", ge=0, le=1),
+    "snapshot_kimg": Param(None, "keep the EMA network every this many kimg, each sampled and evaluated "
+                                 "(null = only the final one)", gt=0, nullable=True),
+    "precision": Param("fp32", "fp32, or bf16 autocast (CUDA)", kind=str, choices=("fp32", "bf16")),
+    "tf32": Param(False, "allow TF32 matmuls and convolutions on CUDA (paper: off)", kind=bool),
+    "channels_last": Param(False, "channels-last memory layout (faster convolutions on GPUs)", kind=bool,
+                           semantic=False),
+    "compile": Param(False, "torch.compile the network's training forward pass", kind=bool, semantic=False),
     "checkpoint_kimg": Param(10.0, "checkpoint interval", gt=0, semantic=False),
     "log_every": Param(50, "steps between log lines", kind=int, ge=1, semantic=False),
     "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),

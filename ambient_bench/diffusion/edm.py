@@ -10,11 +10,14 @@ class EDMPrecond(nn.Module):
         super().__init__()
         self.net, self.sigma_data = net, sigma_data
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, augment_labels: torch.Tensor | None = None
+                ) -> torch.Tensor:
         sigma = sigma.to(x.dtype).reshape(-1, 1, 1, 1)
         sd2 = self.sigma_data ** 2
         c_skip = sd2 / (sigma ** 2 + sd2)
         c_out = sigma * self.sigma_data / (sigma ** 2 + sd2).sqrt()
         c_in = 1 / (sigma ** 2 + sd2).sqrt()
         c_noise = sigma.log().flatten() / 4
-        return c_skip * x + c_out * self.net(c_in * x, c_noise)
+        if augment_labels is None:  # sampling, and networks trained without augmentation
+            return c_skip * x + c_out * self.net(c_in * x, c_noise)
+        return c_skip * x + c_out * self.net(c_in * x, c_noise, augment_labels=augment_labels)

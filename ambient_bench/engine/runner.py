@@ -10,6 +10,11 @@ from ambient_bench.engine.stages import WORK, Context, Stage, cell_stages
 from ambient_bench.engine.keys import canonical_json
 from ambient_bench.engine.store import RunStore
 from ambient_bench.registry import DATASETS, METHODS
+from ambient_bench.training import distributed
+
+
+def _quiet(message: str) -> None:
+    """The log of ranks other than 0: rank 0 reports for all."""
 
 
 @dataclass
@@ -69,9 +74,21 @@ def _duration(seconds: float) -> str:
 
 
 def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print) -> dict[str, int]:
-    """Run every stage that is not done; returns counts of ran / skipped stages."""
+    """Run every stage that is not done; returns counts of ran / skipped stages.
+
+    Under torchrun (see training/distributed.py) rank 0 runs every stage; the other ranks run
+    only the training stages beside it, and every rank waits for the others after each stage.
+    """
     ctx = Context(store=store, log=log)
     todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
+    if distributed.world_size() > 1:
+        distributed.barrier()  # every rank has its to-do list before rank 0 changes the store
+        if not distributed.is_main():
+            for stage in todo:
+                if stage.kind == "train":
+                    WORK[stage.kind](stage, store.dir(stage.kind, stage.key), Context(store=store, log=_quiet))
+                distributed.barrier()
+            return {"ran": len(todo), "skipped": len(graph.stages) - len(todo)}
     log(f"{len(graph.stages)} stages: {len(graph.stages) - len(todo)} done, {len(todo)} to run")
     for n, stage in enumerate(todo, 1):
         state = store.state(stage.kind, stage.key)
@@ -81,4 +98,5 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print) -
         store.execute(stage.kind, stage.key, stage.material, stage.runtime,
                       lambda out, stage=stage: WORK[stage.kind](stage, out, ctx))
         log(f"      done in {_duration(time.perf_counter() - started)}")
+        distributed.barrier()
     return {"ran": len(todo), "skipped": len(graph.stages) - len(todo)}

@@ -34,7 +34,7 @@ from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
 
 # Bump a stage's version when its code changes what it writes.
-STAGE_VERSIONS = {"mix": 2, "classifier": 1, "annotate": 3, "train": 1, "sample": 1, "metric_setup": 1,
+STAGE_VERSIONS = {"mix": 2, "classifier": 2, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
                   "evaluate": 1}
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
 
@@ -113,10 +113,19 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         "annotate", {"method": ref("method", cfg["method"])}, {"method": cfg["method"]},
         {"mix": stages["mix"], **{k: v for k, v in stages.items() if k.startswith("classifier:")}},
         brief_label("method", cfg["method"]))
+    train_cfg, train_deps = cfg["train"], {"annotate": stages["annotate"]}
+    pretraining = method.pretraining()
+    if pretraining is not None:  # the other method's own stages, so its cached model is reused
+        spec, overrides = pretraining
+        before = cell_stages({**cfg, "method": ComponentRef("method").resolve(spec, ("method",))})
+        stages.update({f"pretrain:{name}": stage for name, stage in before.items() if name in ("mix", "annotate")})
+        stages["pretrain:train"] = train_deps["pretrain"] = before["train"]
+        train_cfg = {**train_cfg, **overrides}
     stages["train"] = Stage(
-        "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(cfg["train"])},
-        {"network": cfg["network"], "train": cfg["train"]}, {"annotate": stages["annotate"]},
-        f"{brief_label('method', cfg['method'])}, seed {cfg['train']['seed']}, {cfg['train']['duration_kimg']:g} kimg")
+        "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg)},
+        {"network": cfg["network"], "train": train_cfg}, train_deps,
+        f"{brief_label('method', cfg['method'])}, seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg"
+        + (" from the pretrained model" if pretraining is not None else ""))
     stages["sample"] = Stage(
         "sample", {"sample": SAMPLE.semantic(cfg["sample"])}, {"sample": cfg["sample"]},
         {"train": stages["train"]}, f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps")
@@ -225,7 +234,8 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     keep = ann.keep.bool()
     train_set = {"images": mixed.images[keep], "noise": mixed.noise[keep], "index": mixed.index[keep],
                  "corrupted": mixed.corrupted[keep], "ood": mixed.ood[keep], "sigma_min": ann.sigma_min[keep].float(),
-                 "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer)}
+                 "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer),
+                 "weight_clip": float(ann.weight_clip)}
     fileio.torch_save(out / "train_set.pt", train_set)
     table = {"index": mixed.index, "corrupted": mixed.corrupted.int(), "corruption": mixed.corruption.int(),
              "ood": mixed.ood.int(), "kept": keep.int(), "sigma_min": ann.sigma_min, "sigma_max": ann.sigma_max,
@@ -244,17 +254,18 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             "sigma_min_mean": mean(train_set["sigma_min"], corrupted & ~ood),
             # OOD samples used at every noise level (all_data) have no sigma_max to report
             "sigma_max_mean": mean(train_set["sigma_max"], ood & (train_set["sigma_min"] > 0)),
-            "buffer": float(ann.buffer), "figures": sorted(figures + [p.name for p in out.glob("*.png")
-                                                                      if p.name not in figures]),
+            "buffer": float(ann.buffer), "weight_clip": float(ann.weight_clip),
+            "figures": sorted(figures + [p.name for p in out.glob("*.png") if p.name not in figures]),
             **ann.summary}
 
 
 def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
-    from ambient_bench.training.loop import train
+    from ambient_bench.training.loop import CHECKPOINT, train
 
     data = fileio.torch_load(ctx.dir(stage.deps["annotate"]) / "train_set.pt")
+    init = fileio.torch_load(ctx.dir(stage.deps["pretrain"]) / CHECKPOINT) if "pretrain" in stage.deps else None
     started = time.perf_counter()
-    if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log):
+    if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log, init=init):
         raise StageIncomplete("training stopped before its duration; re-run to resume")
     return {"seconds_this_session": round(time.perf_counter() - started, 1),
             "duration_kimg": stage.runtime["train"]["duration_kimg"], "num_train_images": len(data["images"])}

@@ -46,7 +46,7 @@ def _sigma_table(value: Any) -> str | None:
 class AmbientO(Method):
     """Ambient-o: corrupted samples only at sigma > b·sigma_min (fixed, classifier or quality annotation)."""
 
-    version = 2
+    version = 3
     params = {
         "annotate": Param("fixed", "how sigma_min is chosen: fixed, classifier or quality", kind=str,
                           choices=("fixed", "classifier", "quality")),
@@ -54,6 +54,12 @@ class AmbientO(Method):
                                  "the top fraction", ge=0, nullable=True),
         "s_max": Param(4.0, "buffer: corrupted samples only where sigma²/(sigma²-sigma_min²) < s_max "
                             "(.inf = no buffer)", gt=1),
+        # the loss ablations of the paper's Table 6 (with s_max above: the buffer)
+        "ambient_weight": Param("full", "loss weight of corrupted samples: full = lambda_amb = "
+                                        "sigma⁴/(sigma²-sigma_min²)² (paper), none = 1", kind=str,
+                                choices=("full", "none")),
+        "weight_clip": Param(None, "clip lambda_amb at this value (Table 6: 2 or 4; null = no clip)", gt=1,
+                             nullable=True),
         "ood_sigma_max": Param(0.0, "out-of-distribution samples below this noise level (0 = unused)", ge=0),
         "ood_sigma_min": Param(float("inf"), "out-of-distribution samples also above this noise level "
                                              "(.inf = never)", ge=0),
@@ -90,6 +96,8 @@ class AmbientO(Method):
                                  f"low-quality samples)")
         if values["annotate"] == "classifier" and values["sigma_min"] is not None:
             return "sigma_min", "annotate: classifier finds sigma_min per sample; remove sigma_min"
+        if values["ambient_weight"] == "none" and values["weight_clip"] is not None:
+            return "weight_clip", "ambient_weight: none has no weight to clip; remove weight_clip"
         return None
 
     def check(self) -> None:
@@ -143,7 +151,14 @@ class AmbientO(Method):
         # an OOD sample usable nowhere is left out rather than carried as dead weight
         keep &= ~data.ood | (sigma_max > 0) | torch.isfinite(sigma_min)
         return Annotation(keep=keep, sigma_min=sigma_min.float(), sigma_max=sigma_max.float(),
-                          buffer=buffer_factor(self.p.s_max), columns=columns, summary=summary)
+                          buffer=buffer_factor(self.p.s_max), weight_clip=self.weight_clip(),
+                          columns=columns, summary=summary)
+
+    def weight_clip(self) -> float:
+        """c of min(lambda_amb, c) in the loss (see diffusion/loss.py)."""
+        if self.p.ambient_weight == "none":
+            return 1.0
+        return math.inf if self.p.weight_clip is None else float(self.p.weight_clip)
 
     def _classifier_sigma_min(self, data: MixedData, low: torch.Tensor, ctx: AnnotationContext,
                               columns: dict[str, torch.Tensor], summary: dict[str, Any]) -> np.ndarray:

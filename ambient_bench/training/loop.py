@@ -1,12 +1,14 @@
-"""The training stage: EDM-preconditioned U-Net, ambient loss, EMA, exact resume.
+"""The training stage: EDM-preconditioned DDPM++ U-Net, ambient loss, EMA, exact resume.
 
 Re-running with the same ``run_dir`` resumes from ``checkpoint.pt``. Every random draw of step
-k (noise levels, noise, dropout) is seeded by (seed, k), and the sample stream's position is
-part of the checkpoint, so an interrupted and resumed run ends with the same weights as an
-uninterrupted one.
+k (noise levels, noise, augmentation, dropout) is seeded by (seed, k) (dropout also by rank),
+and the sample stream's position is part of the checkpoint, so an interrupted and resumed run
+ends with the same weights as an uninterrupted one; no RNG state needs saving. Under torchrun
+each rank trains on its slice of the global batch (training/distributed.py).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -20,9 +22,11 @@ from ambient_bench import fileio
 from ambient_bench.data.images import uint8_to_model
 from ambient_bench.diffusion.edm import EDMPrecond
 from ambient_bench.diffusion.loss import ambient_edm_loss, annotation_noise
-from ambient_bench.diffusion.unet import UNet
+from ambient_bench.diffusion.augment import AugmentPipe
+from ambient_bench.diffusion.unet import build_unet
 from ambient_bench.progress import bar
 from ambient_bench.seeding import numpy_rng, seed_for, torch_generator
+from ambient_bench.training import distributed
 from ambient_bench.training.stream import AdmissibleStream
 
 CHECKPOINT, NETWORK = "checkpoint.pt", "network.pt"
@@ -36,10 +40,7 @@ def resolve_device(name: str) -> torch.device:
 
 def build_network(net_cfg: dict[str, Any], img_channels: int, resolution: int,
                   sigma_data: float) -> EDMPrecond:
-    unet = UNet(img_channels, resolution, model_channels=net_cfg["model_channels"],
-                channel_mult=net_cfg["channel_mult"], num_blocks=net_cfg["num_blocks"],
-                attn_resolutions=net_cfg["attn_resolutions"], dropout=net_cfg["dropout"])
-    return EDMPrecond(unet, sigma_data=sigma_data)
+    return EDMPrecond(build_unet(net_cfg, img_channels, resolution), sigma_data=sigma_data)
 
 
 def load_network(path: Path, device: torch.device | str = "cpu") -> EDMPrecond:
@@ -90,7 +91,7 @@ def restore_checkpoint(run_dir: Path, net: torch.nn.Module, ema: torch.nn.Module
     stream.load_state_dict(state["stream"])
     log(f"resuming from checkpoint at step {state['step']}")
     stats_path = run_dir / "stats.jsonl"
-    if stats_path.exists():
+    if stats_path.exists() and distributed.is_main():
         fileio.write_text(stats_path, "".join(line + "\n" for line in stats_path.read_text().splitlines()
                                               if _logged_step(line) <= state["step"]))
     return state["step"]
@@ -98,6 +99,9 @@ def restore_checkpoint(run_dir: Path, net: torch.nn.Module, ema: torch.nn.Module
 
 def save_checkpoint(run_dir: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module,
                     opt: torch.optim.Optimizer, stream: AdmissibleStream) -> None:
+    """Atomic (temp file + rename); only rank 0 writes, the state being the same on every rank."""
+    if not distributed.is_main():
+        return
     fileio.torch_save(run_dir / CHECKPOINT, {"step": step, "net": net.state_dict(), "ema": ema.state_dict(),
                                              "opt": opt.state_dict(), "stream": stream.state_dict()})
 
@@ -128,59 +132,125 @@ def _logged_step(line: str) -> float:
         return math.inf
 
 
+def _snapshot_path(run_dir: Path, kimg: float) -> Path:
+    return run_dir / f"snapshot-{int(round(kimg * 1000)):09d}.pt"
+
+
+def _network_record(ema: torch.nn.Module, net_cfg: dict[str, Any], channels: int, resolution: int,
+                    cfg: dict[str, Any], steps: int) -> dict[str, Any]:
+    return {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels, "resolution": resolution,
+            "sigma_data": cfg["sigma_data"], "steps": steps, "kimg": steps * cfg["batch"] / 1000}
+
+
+def snapshot_steps(cfg: dict[str, Any], total: int) -> list[int]:
+    """Steps after which an EMA snapshot is kept (the last step always is)."""
+    if cfg.get("snapshot_kimg") is None:
+        return [total]
+    every = max(1, round(cfg["snapshot_kimg"] * 1000 / cfg["batch"]))
+    return sorted({*range(every, total, every), total})
+
+
+def _configure_backends(cfg: dict[str, Any], device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
+        torch.backends.cudnn.allow_tf32 = cfg["tf32"]
+        torch.backends.cudnn.benchmark = True
+
+
 def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], run_dir: Path,
-          log: Callable[[str], None] = print, stop_at_step: int | None = None) -> bool:
+          log: Callable[[str], None] = print, stop_at_step: int | None = None,
+          init: dict[str, Any] | None = None) -> bool:
     """Train (or resume) in ``run_dir``; True once ``network.pt`` is written.
 
+    ``init`` is another run's final checkpoint to fine-tune from: its weights and EMA start
+    this run, with a fresh optimizer (a new phase on new data); ignored when resuming.
+
     ``data`` is the annotate stage's training set: uint8 ``images``, fixed ``noise`` Z,
-    per-sample ``sigma_min`` / ``sigma_max`` and the ``buffer`` factor.
+    per-sample ``sigma_min`` / ``sigma_max``, the ``buffer`` factor and the loss's ``weight_clip``.
     ``stop_at_step`` ends the call early after checkpointing (for time-sliced jobs and tests).
     """
     device = resolve_device(cfg["device"])
-    seed, batch = cfg["seed"], cfg["batch"]
+    if distributed.world_size() > 1 and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    _configure_backends(cfg, device)
+    seed, batch, rank = cfg["seed"], cfg["batch"], distributed.rank()
+    mine = distributed.local_slice(batch)
+    layout = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     x_all, z_all = uint8_to_model(data["images"]).to(device), data["noise"].float().to(device)
     sigma_min = data["sigma_min"].double()
+    weight_clip = float(data.get("weight_clip", math.inf))
     _, channels, resolution, _ = x_all.shape
     torch.manual_seed(seed_for("init", seed))
-    net = build_network(net_cfg, channels, resolution, cfg["sigma_data"]).to(device).train()
+    net = build_network(net_cfg, channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
     stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), data["buffer"], seed)
+    augment = AugmentPipe(cfg["augment_p"], xflip=1e8) if cfg["augment_p"] > 0 else None
+    if augment is not None and not net.net.augment_dim:
+        from ambient_bench.errors import UserError
 
+        raise UserError("train.augment_p > 0 needs augmentation labels: set network.augment_dim: 9")
+
+    if init is not None:
+        net.load_state_dict(init["net"])
+        ema.load_state_dict(init["ema"])
     step = restore_checkpoint(run_dir, net, ema, opt, stream, log)
+    forward = net
+    if distributed.world_size() > 1:
+        forward = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                                            else None)
+    if cfg["compile"]:
+        forward = torch.compile(forward)
     total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
     ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
+    snapshots = set(snapshot_steps(cfg, total))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
+    main = distributed.is_main()
 
-    with open(run_dir / "stats.jsonl", "a") as stats_file, \
-            bar(total=total, initial=step, desc=f"train {run_dir.name[:8]}", unit="step") as progress:
+    with open(run_dir / "stats.jsonl", "a") if main else contextlib.nullcontext() as stats_file, \
+            bar(total=total, initial=step, desc=f"train {run_dir.name[:8]}", unit="step", disable=not main) as progress:
         t_last = time.perf_counter()
         while step < total and (stop_at_step is None or step < stop_at_step):
+            # the whole global batch is drawn on every rank, so the draws do not depend on the rank count
             rng = numpy_rng("sigma", seed, step)
             indices, sigmas = stream.batch(lambda: math.exp(cfg["P_mean"] + cfg["P_std"] * rng.standard_normal()),
                                            batch)
-            eps = torch.randn((batch, *x_all.shape[1:]), generator=torch_generator("eps", seed, step)).to(device)
-            torch.manual_seed(seed_for("dropout", seed, step))
-            sigma = torch.from_numpy(sigmas)
-            sigma_n = annotation_noise(sigma, sigma_min[indices])
+            eps = torch.randn((batch, *x_all.shape[1:]), generator=torch_generator("eps", seed, step))[mine]
+            x0, labels = x_all[torch.from_numpy(indices).to(device)], None
+            if augment is not None:  # also on the global batch: its draws are per position in the batch
+                x0, labels = augment(x0, torch_generator("augment", seed, step))
+                labels = labels[mine]
+            x0, indices, sigma = x0[mine], indices[mine], torch.from_numpy(sigmas)[mine]
             idx = torch.from_numpy(indices).to(device)
-            loss = ambient_edm_loss(net, x_all[idx], z_all[idx], sigma.float().to(device),
-                                    sigma_n.float().to(device), eps, cfg["sigma_data"]).mean()
-            lr = optimizer_step(net, ema, opt, loss, cfg, step)
+            sigma_n = annotation_noise(sigma, sigma_min[indices])
+            torch.manual_seed(seed_for("dropout", seed, rank, step))
+            with autocast:
+                loss = ambient_edm_loss(lambda x, s: forward(x, s, augment_labels=labels),
+                                        x0.contiguous(memory_format=layout), z_all[idx],
+                                        sigma.float().to(device), sigma_n.float().to(device), eps.to(device),
+                                        cfg["sigma_data"], weight_clip=weight_clip).mean()
+            lr = optimizer_step(net, ema, opt, loss.float(), cfg, step)
 
             step += 1
             progress.update(1)
             if step % cfg["log_every"] == 0 or step == total:
                 now = time.perf_counter()
-                stats = {"step": step, "kimg": step * batch / 1000, "loss": loss.item(), "lr": lr,
-                         "sec_per_step": (now - t_last) / cfg["log_every"]}
+                stats = {"step": step, "kimg": step * batch / 1000, "loss": distributed.mean_over_ranks(loss.item()),
+                         "lr": lr, "sec_per_step": (now - t_last) / cfg["log_every"]}
                 t_last = now
-                stats_file.write(json.dumps(stats) + "\n")
-                stats_file.flush()
+                if main:
+                    stats_file.write(json.dumps(stats) + "\n")
+                    stats_file.flush()
                 progress.set_postfix(loss=f"{stats['loss']:.3f}")
+            if step in snapshots and main:
+                fileio.torch_save(_snapshot_path(run_dir, step * batch / 1000),
+                                  _network_record(ema, net_cfg, channels, cfg=cfg, resolution=resolution, steps=step))
             if step % ckpt_every == 0 or step == total or step == stop_at_step:
                 save_checkpoint(run_dir, step, net, ema, opt, stream)
+    distributed.barrier()  # rank 0's checkpoint is on disk before any rank returns
     if step < total:
         return False
-    fileio.torch_save(run_dir / NETWORK, {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels,
-                                          "resolution": resolution, "sigma_data": cfg["sigma_data"], "steps": total})
+    if main:
+        fileio.torch_save(run_dir / NETWORK, _network_record(ema, net_cfg, channels, resolution, cfg, total))
+    distributed.barrier()
     return True

@@ -1,0 +1,70 @@
+"""Multi-process training under ``torchrun``: process group, rank, and the global-batch split.
+
+    torchrun --nproc_per_node=8 -m ambient_bench run benchmarks/<suite>.yaml
+
+Every rank runs the CLI. Rank 0 runs every stage and writes every file; the other ranks join
+only the training stages, where each computes the gradient of its slice of the global batch
+and DistributedDataParallel averages them. All ranks draw the whole global batch (indices,
+noise levels, noise) from the (seed, step) stream and keep their slice, so the sample order
+and the checkpoint do not depend on the number of processes: a checkpoint written by two
+ranks resumes in one process, and the other way round.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def init_from_env() -> None:
+    """Join the process group ``torchrun`` describes (WORLD_SIZE > 1); no-op otherwise.
+
+    gloo on CPU, NCCL on CUDA. The timeout is long because rank 0 alone runs the stages between
+    training stages (mixing, classifiers, sampling, evaluation) while the others wait.
+    """
+    if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=24))
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def local_slice(global_batch: int) -> slice:
+    """This rank's part of a global batch; the batch must divide evenly."""
+    world = world_size()
+    if global_batch % world:
+        from ambient_bench.errors import UserError
+
+        raise UserError(f"train.batch {global_batch} does not split evenly over {world} processes; "
+                        f"set train.batch to a multiple of {world}")
+    size = global_batch // world
+    return slice(rank() * size, (rank() + 1) * size)
+
+
+def mean_over_ranks(value: float) -> float:
+    """The mean of a per-rank scalar (for logging the global-batch loss)."""
+    if world_size() == 1:
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return float(t) / world_size()
