@@ -54,6 +54,36 @@ def test_ambient_loss_equals_the_papers_weighted_tweedie_form():
     torch.testing.assert_close(ours, paper)
 
 
+@pytest.mark.parametrize("clip", [1.0, 2.0, 4.0])
+def test_clipped_ambient_weight_matches_table6_definition(clip):
+    """min(lambda_amb, c) in the paper's form; c = 1 is 'no weight'. Sample 1 has lambda_amb ≈ 1.78
+    (clipped only at c = 1), sample 2 lambda_amb ≈ 9.2 (clipped at every c), sample 3 sigma_n = 0."""
+    x0, z, eps = (torch.randn(3, 1, 8, 8, generator=gen(i), dtype=torch.float64) for i in range(3))
+    sigma, sigma_n = torch.tensor([4.0, 1.1, 2.0], dtype=torch.float64), torch.tensor([2.0, 0.9, 0.0], dtype=torch.float64)
+    denoiser = lambda x, s: torch.tanh(x)  # noqa: E731
+    ours = ambient_edm_loss(denoiser, x0, z, sigma, sigma_n, eps, weight_clip=clip)
+    s, sn = sigma.view(-1, 1, 1, 1), sigma_n.view(-1, 1, 1, 1)
+    x_tn = x0 + sn * z
+    x_t = x_tn + (s ** 2 - sn ** 2).sqrt() * eps
+    x_hat_tn = (1 - sn ** 2 / s ** 2) * denoiser(x_t, sigma) + sn ** 2 / s ** 2 * x_t
+    lambda_amb = s ** 4 / (s ** 2 - sn ** 2) ** 2
+    paper = ((s ** 2 + 0.25) / (s * 0.5) ** 2 * lambda_amb.clamp(max=clip) * (x_hat_tn - x_tn) ** 2).flatten(1).sum(1)
+    torch.testing.assert_close(ours, paper)
+    full = ambient_edm_loss(denoiser, x0, z, sigma, sigma_n, eps)
+    assert ours[1] < full[1] and ours[2] == full[2]  # clipped where lambda_amb > c; untouched at sigma_n = 0
+
+
+def test_table6_method_options_reach_the_annotation():
+    from ambient_bench import METHODS, UserError
+
+    build = lambda **p: METHODS.build({"name": "ambient_o", "sigma_min": 1.0, **p})  # noqa: E731
+    assert build().weight_clip() == math.inf
+    assert build(ambient_weight="none").weight_clip() == 1.0
+    assert build(weight_clip=2).weight_clip() == 2.0
+    with pytest.raises(UserError, match="weight_clip"):
+        build(ambient_weight="none", weight_clip=2)
+
+
 def test_annotation_noise_rule():
     sigma_min = torch.tensor([0.0, 1.0, 1.0, 3.0])
     assert annotation_noise(torch.tensor([0.5, 0.5, 2.0, 2.0]), sigma_min).tolist() == [0.0, 0.0, 1.0, 0.0]
