@@ -199,6 +199,8 @@ MIX = Section("mix", {
 
 EVALUATE = Section("evaluate", {
     "metrics": Param(help="metrics computed on the samples", kind=ComponentList("metric")),
+    "select": Param("best", "with train.snapshot_kimg: the snapshot a table reports, best (by the first "
+                            "metric, as the paper) or last", kind=str, choices=("best", "last")),
 })
 
 CELL = {

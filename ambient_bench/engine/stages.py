@@ -126,18 +126,31 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         {"network": cfg["network"], "train": train_cfg}, train_deps,
         f"{brief_label('method', cfg['method'])}, seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg"
         + (" from the pretrained model" if pretraining is not None else ""))
-    stages["sample"] = Stage(
-        "sample", {"sample": SAMPLE.semantic(cfg["sample"])}, {"sample": cfg["sample"]},
-        {"train": stages["train"]}, f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps")
-    for metric in cfg["evaluate"]["metrics"]:
-        setup = Stage("metric_setup", {"metric": ref("metric", metric), "reference": ref("dataset", cfg["dataset"])},
-                      {"metric": metric, "dataset": cfg["dataset"]}, {},
-                      f"{brief_label('metric', metric)} on {brief_label('dataset', cfg['dataset'])}")
-        stages[f"setup:{metric['name']}"] = setup
-        stages[f"evaluate:{metric['name']}"] = Stage(
-            "evaluate", {"metric": ref("metric", metric)}, {"metric": metric, "dataset": cfg["dataset"]},
-            {"sample": stages["sample"], "setup": setup}, f"{metric['name']} of {brief_label('method', cfg['method'])}")
+    # "" is the final network; each earlier EMA snapshot gets its own sample and evaluate stages
+    for suffix, kimg in [("", None)] + [(f"@{k:g}", k) for k in snapshot_kimgs(train_cfg)[:-1]]:
+        what = f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps"
+        stages[f"sample{suffix}"] = sample = Stage(
+            "sample", {"sample": SAMPLE.semantic(cfg["sample"]), **({"snapshot_kimg": kimg} if kimg else {})},
+            {"sample": cfg["sample"], "snapshot_kimg": kimg}, {"train": stages["train"]},
+            what + (f", snapshot at {kimg:g} kimg" if kimg else ""))
+        for metric in cfg["evaluate"]["metrics"]:
+            setup = Stage("metric_setup", {"metric": ref("metric", metric),
+                                           "reference": ref("dataset", cfg["dataset"])},
+                          {"metric": metric, "dataset": cfg["dataset"]}, {},
+                          f"{brief_label('metric', metric)} on {brief_label('dataset', cfg['dataset'])}")
+            stages[f"setup:{metric['name']}"] = setup
+            stages[f"evaluate:{metric['name']}{suffix}"] = Stage(
+                "evaluate", {"metric": ref("metric", metric)}, {"metric": metric, "dataset": cfg["dataset"]},
+                {"sample": sample, "setup": setup},
+                f"{metric['name']} of {brief_label('method', cfg['method'])}" + (f" at {kimg:g} kimg" if kimg else ""))
     return stages
+
+
+def snapshot_kimgs(train_cfg: dict[str, Any]) -> list[float]:
+    """Training lengths (kimg) of the kept EMA snapshots, the final network last."""
+    from ambient_bench.training.loop import snapshot_steps, total_steps
+
+    return [step * train_cfg["batch"] / 1000 for step in snapshot_steps(train_cfg, total_steps(train_cfg))]
 
 
 # --- what each stage does -------------------------------------------------------------------
@@ -274,11 +287,12 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
 def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     from ambient_bench.diffusion.sampler import heun_sample
     from ambient_bench.seeding import torch_generator
-    from ambient_bench.training.loop import NETWORK, load_network, resolve_device
+    from ambient_bench.training.loop import NETWORK, load_network, resolve_device, snapshot_name
 
     cfg = stage.runtime["sample"]
     device = resolve_device(cfg["device"])
-    net = load_network(ctx.dir(stage.deps["train"]) / NETWORK, device)
+    kimg = stage.runtime.get("snapshot_kimg")
+    net = load_network(ctx.dir(stage.deps["train"]) / (snapshot_name(kimg) if kimg else NETWORK), device)
     images = []
     for start in bar(range(0, cfg["num"], cfg["batch"]), desc="sample", unit="batch"):
         seeds = range(start, min(start + cfg["batch"], cfg["num"]))

@@ -17,6 +17,7 @@ from ambient_bench.config.schema import as_list, spec_label
 from ambient_bench.config.suite import Suite, flatten
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.store import RunStore
+from ambient_bench.registry import METRICS
 
 PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler", "checkpoint",
             "feature_extractor", "implementation")
@@ -52,9 +53,9 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
             rows.append({**base, "quantity": quantity, "value": annotate.get(quantity),
                          "stage_key": stages["annotate"].key[:16], **protocol,
                          "feature_extractor": None, "implementation": None})
-        for name, stage in stages.items():
-            if stage.kind != "evaluate":
-                continue
+        suffix, protocol["checkpoint"] = _selected_snapshot(cfg, stages, store, protocol["checkpoint"])
+        for metric in cfg["evaluate"]["metrics"]:
+            stage = stages[f"evaluate:{metric['name']}{suffix}"]
             summary = store.summary("evaluate", stage.key)
             for quantity, value in summary["values"].items():
                 rows.append({**base, "quantity": quantity, "value": value, "stage_key": stage.key[:16],
@@ -62,6 +63,30 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
                              "implementation": summary["protocol"].get("implementation")})
     columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _selected_snapshot(cfg: dict[str, Any], stages: dict[str, Any], store: RunStore,
+                       final: str) -> tuple[str, str]:
+    """(stage-name suffix, checkpoint description) of the snapshot the cell reports.
+
+    ``evaluate.select: best`` picks the snapshot with the best first metric, as the paper
+    reports the best FID over its snapshots; the description says so, for the footnote.
+    """
+    suffixes = [""] + [name.split("@", 1)[1] for name in stages if name.startswith("sample@")]
+    if len(suffixes) == 1 or cfg["evaluate"]["select"] == "last":
+        return "", final + (f" (last of {len(suffixes)} snapshots)" if len(suffixes) > 1 else "")
+    first = cfg["evaluate"]["metrics"][0]
+    higher = METRICS.get(first["name"]).higher_is_better
+
+    def score(suffix: str) -> float:
+        values = store.summary("evaluate", stages[f"evaluate:{first['name']}{'@' + suffix if suffix else ''}"].key)
+        value = next(iter(values["values"].values()))
+        return -value if higher else value
+
+    best = min(suffixes, key=score)
+    where = "the final network" if not best else f"the EMA snapshot at {best} kimg"
+    return ("@" + best if best else ""), (f"{where}: best {first['name']} of {len(suffixes)} snapshots "
+                                          f"(at {', '.join(suffixes[1:])} kimg and the final one)")
 
 
 def write_results(df: pd.DataFrame, results_dir: Path) -> Path:

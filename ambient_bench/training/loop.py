@@ -132,8 +132,13 @@ def _logged_step(line: str) -> float:
         return math.inf
 
 
-def _snapshot_path(run_dir: Path, kimg: float) -> Path:
-    return run_dir / f"snapshot-{int(round(kimg * 1000)):09d}.pt"
+def snapshot_name(kimg: float) -> str:
+    """File of the EMA snapshot after ``kimg`` thousand training images."""
+    return f"snapshot-{int(round(kimg * 1000)):09d}.pt"
+
+
+def total_steps(cfg: dict[str, Any]) -> int:
+    return max(1, math.ceil(cfg["duration_kimg"] * 1000 / cfg["batch"]))
 
 
 def _network_record(ema: torch.nn.Module, net_cfg: dict[str, Any], channels: int, resolution: int,
@@ -201,9 +206,9 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                                                             else None)
     if cfg["compile"]:
         forward = torch.compile(forward)
-    total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
+    total = total_steps(cfg)
     ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
-    snapshots = set(snapshot_steps(cfg, total))
+    snapshots = set(snapshot_steps(cfg, total)[:-1])  # the last one is network.pt
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
     main = distributed.is_main()
 
@@ -243,7 +248,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                     stats_file.flush()
                 progress.set_postfix(loss=f"{stats['loss']:.3f}")
             if step in snapshots and main:
-                fileio.torch_save(_snapshot_path(run_dir, step * batch / 1000),
+                fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
                                   _network_record(ema, net_cfg, channels, cfg=cfg, resolution=resolution, steps=step))
             if step % ckpt_every == 0 or step == total or step == stop_at_step:
                 save_checkpoint(run_dir, step, net, ema, opt, stream)
