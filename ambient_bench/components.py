@@ -203,6 +203,13 @@ class Metric(Component):
     kind = "metric"
     higher_is_better: ClassVar[bool] = False
 
+    def check(self) -> None:
+        """Raise ``UserError`` if something the metric needs is missing (e.g. pretrained weights).
+
+        Called by ``plan`` and ``run`` before anything runs, so a missing file stops a suite
+        before its training, not after it.
+        """
+
     def setup(self, reference: ImageSet, workdir: Path) -> dict[str, Any]:
         """One-off preparation per reference dataset (e.g. train a feature network).
 

@@ -9,7 +9,7 @@ from ambient_bench.config.suite import Suite
 from ambient_bench.engine.stages import WORK, Context, Stage, cell_stages
 from ambient_bench.engine.keys import canonical_json
 from ambient_bench.engine.store import RunStore
-from ambient_bench.registry import DATASETS, METHODS
+from ambient_bench.registry import DATASETS, METHODS, METRICS
 from ambient_bench.training import distributed
 
 
@@ -48,14 +48,19 @@ def build_graph(suite: Suite) -> Graph:
 
 
 def check_data(suite: Suite) -> None:
-    """Every dataset a suite reads is on disk (or needs none), and every method has what it
-    needs (e.g. quality-scorer weights): a one-line UserError otherwise."""
+    """Every dataset a suite reads is on disk (or needs none), and every method and metric has
+    what it needs (e.g. pretrained weights): a one-line UserError otherwise."""
     seen = set()
     for cell in suite.cells:
         identity = canonical_json(cell.config["method"])
         if identity not in seen:
             seen.add(identity)
             METHODS.build(cell.config["method"]).check()
+        for metric in cell.config["evaluate"]["metrics"]:
+            identity = canonical_json(metric)
+            if identity not in seen:
+                seen.add(identity)
+                METRICS.build(metric).check()
         for spec in [cell.config["dataset"], *cell.config["mix"]["ood"]]:
             identity = canonical_json(spec)
             if identity not in seen:
