@@ -1,0 +1,88 @@
+"""Features of image sets through torch-fidelity's extractor registry, with a content-keyed cache.
+
+Every feature-based metric (FID, KID, precision/recall, FD-DINOv2, Vendi, memorisation) starts
+from the same two arrays: features of the generated samples and features of the reference
+images. The reference side is computed once per (reference content, extractor, weights,
+layer) and stored under the run store's ``_refstats`` folder. torch-fidelity's own cache keys
+by name only, so stale statistics of changed data or weights would be silently reused; ours
+are keyed by content hashes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch_fidelity.utils import create_feature_extractor
+
+from ambient_bench import fileio
+from ambient_bench.errors import UserError
+
+
+def resolve_metric_device(name: str) -> torch.device:
+    """auto → CUDA when present (torch-fidelity's own default is CUDA, even on machines without one)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def require_file(path: Path, what: str, url: str, how: str = "") -> Path:
+    """``path`` if it exists; otherwise the one-line error naming the file, its source and place."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what}: weights file not found: {path}; download {url} to that path{how}")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def extract(images: torch.Tensor, extractor: str, layer: str, device: torch.device, batch: int = 256,
+            **extractor_kwargs: Any) -> np.ndarray:
+    """float64 N×D features of uint8 N×C×H×W ``images`` (grey images are repeated to RGB)."""
+    model = create_feature_extractor(extractor, [layer], cuda=False, **extractor_kwargs)
+    model = model.requires_grad_(False).eval().to(device)
+    out = []
+    for start in range(0, len(images), batch):
+        x = images[start:start + batch]
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        out.append(model(x.to(device))[0].double().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, 0))
+
+
+def cache_key(content_hash: str, extractor_id: dict[str, Any]) -> str:
+    """Key of one reference's features: its content and everything that defines the extractor."""
+    text = json.dumps({"content": content_hash, **extractor_id}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def cached_features(cache_dir: Path, content_hash: str, extractor_id: dict[str, Any],
+                    compute: Any) -> tuple[np.ndarray, bool]:
+    """(features, hit): the cached array for this content and extractor, or ``compute()`` stored.
+
+    ``extractor_id`` must name the extractor, layer, preprocessing, weights hash and image
+    count; two references that differ in any of them never share an entry.
+    """
+    path = Path(cache_dir) / f"features-{cache_key(content_hash, extractor_id)}.npy"
+    if path.is_file():
+        return np.load(path), True
+    features = np.asarray(compute(), dtype=np.float64)
+    fileio.atomic_write(path, lambda tmp: _save_npy(tmp, features))
+    fileio.write_json(path.with_suffix(".json"), {"content_hash": content_hash, **extractor_id,
+                                                  "shape": list(features.shape)})
+    return features, False
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:  # a file object: np.save would append ".npy" to the temporary name
+        np.save(f, array, allow_pickle=False)
