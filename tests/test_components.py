@@ -124,6 +124,10 @@ def test_methods_with_out_of_distribution_samples():
 def test_metric_contract(name, tmp_path):
     cls = METRICS.get(name)
     metric = cls(**cls.test_params)
+    try:
+        metric.check()
+    except UserError as missing:  # pretrained weights are not on this machine (offline CI)
+        pytest.skip(f"{name} needs files absent here: {missing}")
     reference = DATASETS.build({"name": "digits"}).load()
     metric.setup(reference, tmp_path)
     values = metric.compute(reference.images[:300], reference, tmp_path, tmp_path)
