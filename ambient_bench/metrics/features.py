@@ -86,3 +86,30 @@ def cached_features(cache_dir: Path, content_hash: str, extractor_id: dict[str, 
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:  # a file object: np.save would append ".npy" to the temporary name
         np.save(f, array, allow_pickle=False)
+
+
+def reference_features(reference: Any, cache_dir: Path, extractor: str, layer: str, device: torch.device,
+                       batch: int, identity: dict[str, Any] | None = None,
+                       **extractor_kwargs: Any) -> tuple[np.ndarray, bool]:
+    """(features, hit) of a reference ``ImageSet`` through ``cached_features``.
+
+    ``identity`` adds what the extractor's name does not pin down (a weights hash, a version);
+    the extractor name, layer and image count are always part of the key.
+    """
+    extractor_id = {"extractor": extractor, "layer": layer, "count": len(reference.images), **(identity or {})}
+    return cached_features(cache_dir, reference.content_hash(), extractor_id,
+                           lambda: extract(reference.images, extractor, layer, device, batch, **extractor_kwargs))
+
+
+def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:
+    """torch-fidelity's Fréchet distance between two N×D feature arrays.
+
+    Features go in as float32, as torch-fidelity's own extractors deliver them: mu is then
+    float32 on both sides (``fid_statistics_to_metric`` asserts equal dtypes) and sigma float64
+    (``np.cov``), so the number matches ``calculate_metrics`` on the same features.
+    """
+    from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+    stats = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, dtype=np.float32)))
+             for f in (features_1, features_2)]
+    return float(fid_statistics_to_metric(stats[0], stats[1], verbose=False)["frechet_inception_distance"])
