@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ambient_bench import fileio
@@ -37,6 +38,7 @@ from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
 STAGE_VERSIONS = {"mix": 2, "classifier": 2, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
                   "evaluate": 1}
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
+PER_SAMPLE = "per_sample.npz"  # per-sample scores an evaluate stage keeps (see _save_per_sample)
 
 
 class StageIncomplete(RuntimeError):
@@ -320,8 +322,28 @@ def run_evaluate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     cache.mkdir(parents=True, exist_ok=True)
     values = metric.compute(samples, reference, ctx.dir(stage.deps["setup"]), cache)
     fileio.write_json(out / "metrics.json", values)
-    return {"values": values, "protocol": metric.protocol(), "num_samples": len(samples),
-            "reference_hash": reference.content_hash()}
+    summary = {"values": values, "protocol": metric.protocol(), "num_samples": len(samples),
+               "reference_hash": reference.content_hash()}
+    per_sample = _save_per_sample(metric, len(samples), out)
+    return {**summary, "per_sample": per_sample} if per_sample else summary
+
+
+def _save_per_sample(metric: Any, num: int, out: Path) -> list[str]:
+    """Store the optional ``metric.per_sample()`` arrays (name → one score per sample, sample i at
+    index i) as PER_SAMPLE in the stage folder; the names stored. Pairwise comparisons between
+    models (win-rates, ``results.collect``) read them: every model samples image i from seed i."""
+    arrays = metric.per_sample() if callable(getattr(metric, "per_sample", None)) else {}
+    arrays = {name: np.asarray(value, dtype=np.float64) for name, value in (arrays or {}).items()}
+    for name, value in arrays.items():
+        if value.shape != (num,):
+            raise ValueError(f"metric '{metric.name}': per_sample()['{name}'] has shape {value.shape}, "
+                             f"expected one score per sample ({num},)")
+    if arrays:
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append .npz to a path
+                np.savez(f, **arrays)
+        fileio.atomic_write(out / PER_SAMPLE, write)
+    return sorted(arrays)
 
 
 WORK: dict[str, Callable[[Stage, Path, Context], dict[str, Any]]] = {

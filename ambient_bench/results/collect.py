@@ -1,21 +1,25 @@
 """Gather finished stage summaries of a suite into one long-form table (CSV).
 
 One row per (cell, quantity). Quantities are the metrics of the evaluate stages plus the
-annotation summaries ``sigma_min_mean`` and ``sigma_max_mean`` (the paper's mean-sigma columns). Every row carries its
+annotation summaries ``sigma_min_mean`` and ``sigma_max_mean`` (the paper's mean-sigma columns), plus
+``<score>_win_rate`` for metrics that keep per-sample scores (paper Table 5). Every row carries its
 cell's whole configuration (one dotted column per key) and the protocol behind the number.
 """
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ambient_bench import fileio
 from ambient_bench.config.schema import as_list, spec_label
 from ambient_bench.config.suite import Suite, flatten
 from ambient_bench.engine.runner import Graph
+from ambient_bench.engine.stages import PER_SAMPLE
 from ambient_bench.engine.store import RunStore
 from ambient_bench.registry import METRICS
 
@@ -31,7 +35,7 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
     """Rows for every cell whose stages are done (unfinished cells are left out)."""
     flat = [_flat_row({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]
     config_columns = list(dict.fromkeys(k for f in flat for k in f))
-    rows = []
+    rows, scored = [], []
     for cell, stages, config in zip(suite.cells, graph.cells, flat):
         needed = [s for s in stages.values()]
         if any(store.state(s.kind, s.key) != "done" for s in needed):
@@ -61,8 +65,62 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
                 rows.append({**base, "quantity": quantity, "value": value, "stage_key": stage.key[:16],
                              **protocol, "feature_extractor": summary["protocol"].get("feature_extractor"),
                              "implementation": summary["protocol"].get("implementation")})
+            if summary.get("per_sample"):
+                scored.append((base, protocol, metric, stage, summary))
+    rows += _win_rate_rows(scored, store)
     columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL]
     return pd.DataFrame(rows, columns=columns)
+
+
+def win_rate(a: np.ndarray, b: np.ndarray, higher_is_better: bool = True) -> float:
+    """Fraction of indices where ``a`` scores better than ``b`` (ties count ½); NaN pairs are left out."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"win_rate needs paired scores of equal length, got {a.shape} and {b.shape}")
+    valid = ~(np.isnan(a) | np.isnan(b))
+    if not valid.any():
+        return math.nan
+    a, b = (a[valid], b[valid]) if higher_is_better else (b[valid], a[valid])
+    return float(np.mean((a > b) + 0.5 * (a == b)))
+
+
+WIN_RATE_RULE = ("fraction of sample seeds where this method's sample scores better than the same seed's sample "
+                 "of another method with otherwise the same configuration (ties ½), averaged over those methods; "
+                 "with two methods each is compared with the other, as in the paper's Table 5")
+
+
+def _win_rate_rows(scored: list[tuple], store: RunStore) -> list[dict[str, Any]]:
+    """``<name>_win_rate`` rows for evaluate stages that kept per-sample scores (see WIN_RATE_RULE).
+
+    Sample i of every model comes from seed i, so scores pair by index. Cells are grouped by
+    their whole configuration except ``method`` (seed, data, sampler and metric all equal); a
+    cell alone in its group gets no win-rate.
+    """
+    groups: dict[str, list[tuple]] = {}
+    for entry in scored:
+        base, _, metric, _, _ = entry
+        identity = {k: v for k, v in base.items() if k not in ("cell", "method") and not k.startswith("method.")}
+        groups.setdefault(json.dumps([identity, metric], sort_keys=True, default=str), []).append(entry)
+    rows = []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        scores = []
+        for _, _, _, stage, _ in members:
+            with np.load(store.dir("evaluate", stage.key) / PER_SAMPLE) as stored:
+                scores.append(dict(stored))
+        for i, (base, protocol, metric, stage, summary) in enumerate(members):
+            higher = METRICS.get(metric["name"]).higher_is_better
+            for name in summary["per_sample"]:
+                rates = [win_rate(scores[i][name], scores[j][name], higher)
+                         for j in range(len(members)) if j != i and name in scores[j]]
+                rows.append({**base, "quantity": f"{name}_win_rate",
+                             "value": float(np.mean(rates)) if rates else math.nan,
+                             "stage_key": stage.key[:16], **protocol,
+                             "feature_extractor": f"{summary['protocol'].get('feature_extractor')}; "
+                                                  f"win-rate: {WIN_RATE_RULE}",
+                             "implementation": summary["protocol"].get("implementation")})
+    return rows
 
 
 def _selected_snapshot(cfg: dict[str, Any], stages: dict[str, Any], store: RunStore,
