@@ -220,7 +220,12 @@ class Metric(Component):
     @abstractmethod
     def compute(self, samples: torch.Tensor, reference: ImageSet, setup_dir: Path,
                 cache_dir: Path) -> dict[str, float]:
-        """Score uint8 ``samples``; reference statistics may be cached under ``cache_dir``."""
+        """Score uint8 ``samples``; reference statistics may be cached under ``cache_dir``.
+
+        A metric with per-image scores may also define ``per_sample() -> dict[str, ndarray]``
+        (scores of the last ``compute``): the evaluate stage stores them (``per_sample.npz``)
+        for paired comparisons such as Table 5's win-rate.
+        """
 
     def protocol(self) -> dict[str, Any]:
         """How the number is computed, for result rows and table footnotes."""
