@@ -60,10 +60,18 @@ class ImageSet:
         return ImageSet(self.images[keep], None if self.labels is None else self.labels[keep], self.source[keep])
 
     def content_hash(self) -> str:
-        """sha256 of shape and pixels: identifies the data itself, whatever produced it."""
+        """sha256 of shape and pixels: identifies the data itself, whatever produced it.
+
+        Remembered per image tensor (image sets are not modified in place): metrics key their
+        reference caches by it, and hashing a large reference on every evaluation adds up.
+        """
+        memo = getattr(self, "_content_hash", None)
+        if memo is not None and memo[0] is self.images:
+            return memo[1]
         digest = hashlib.sha256(str(tuple(self.images.shape)).encode())
         digest.update(self.images.contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        self._content_hash = (self.images, digest.hexdigest())
+        return self._content_hash[1]
 
 
 @dataclass

@@ -9,6 +9,7 @@ are keyed by content hashes.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -49,8 +50,8 @@ def file_sha256(path: Path) -> str:
 def extract(images: torch.Tensor, extractor: str, layer: str, device: torch.device, batch: int = 256,
             **extractor_kwargs: Any) -> np.ndarray:
     """float64 N×D features of uint8 N×C×H×W ``images`` (grey images are repeated to RGB)."""
-    model = create_feature_extractor(extractor, [layer], cuda=False, **extractor_kwargs)
-    model = model.requires_grad_(False).eval().to(device)
+    model = _extractor(extractor, layer, str(device), _file_identity(extractor_kwargs),
+                       tuple(sorted(extractor_kwargs.items(), key=lambda kv: kv[0])))
     out = []
     for start in range(0, len(images), batch):
         x = images[start:start + batch]
@@ -58,6 +59,20 @@ def extract(images: torch.Tensor, extractor: str, layer: str, device: torch.devi
             x = x.expand(-1, 3, -1, -1)
         out.append(model(x.to(device))[0].double().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
+
+
+def _file_identity(kwargs: dict[str, Any]) -> tuple:
+    """(size, mtime) of every file argument: a weights file replaced in place builds a new model."""
+    files = [Path(v) for v in kwargs.values() if isinstance(v, (str, Path)) and Path(v).is_file()]
+    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+
+
+@functools.lru_cache(maxsize=4)
+def _extractor(extractor: str, layer: str, device: str, files: tuple, kwargs: tuple) -> torch.nn.Module:
+    """Built once per process: constructing Inception or a ViT and loading its weights costs
+    seconds, more than extracting a few hundred images (a warm-cache evaluation)."""
+    model = create_feature_extractor(extractor, [layer], cuda=False, **dict(kwargs))
+    return model.requires_grad_(False).eval().to(torch.device(device))
 
 
 def cache_key(content_hash: str, extractor_id: dict[str, Any]) -> str:
