@@ -55,7 +55,8 @@ def test_user_folders_run_every_method_without_synthetic_corruption(tmp_path):
     mix = summaries(runs, "mix")
     assert {m["reads"]["mix"]["corruption"] for m in mix} == {None}
     by_method = {s["resolved"]["method"]["name"]: s for s in summaries(runs, "annotate")}
-    assert set(by_method) == {"clean_only", "all_data", "ambient_o"}
+    assert set(by_method) == {"clean_only", "all_data", "ambient_o", "filter_finetune"}
+    assert by_method["filter_finetune"]["num_kept"] == 194  # fine-tuned on the high-quality folder alone
     assert by_method["clean_only"]["num_kept"] == 194
     assert by_method["all_data"]["num_kept"] == 1797 + 40
     assert by_method["ambient_o"]["num_corrupted"] == 1603 and by_method["ambient_o"]["num_ood"] == 40

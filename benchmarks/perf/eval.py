@@ -9,7 +9,8 @@ features extracted), warm = every call finds the reference features cached (gene
 Target: warm ≥ 5× faster than cold. Extraction dominates, so the ratio cannot exceed about
 (N_reference + N_generated) / N_generated, printed as the bound. The default sizes are those of
 snapshot screening (1k samples per snapshot against a 10k reference; bound 11×); at the paper's
-final protocol (50k samples against a 50k reference) the bound is 2×, whatever the cache does. ``fd_bandpass`` (offline, no weights) is the
+final protocol (50k samples against a 50k reference) the bound is 2×, whatever the cache does.
+``fd_bandpass`` (offline, no weights) is the
 default; ``fid``/``kid``/``precision``/``recall`` stop with the missing-weights line if absent.
 """
 from __future__ import annotations
