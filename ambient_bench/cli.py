@@ -122,6 +122,9 @@ def cmd_list(args: argparse.Namespace) -> int:
             _print(f"  {name}  (version {cls.version})  {cls.summary()}")
             for pname, param in cls.params.items():
                 _print(f"      {pname}: {param.describe()}" + (f" — {param.help}" if param.help else ""))
+            if kind == "metric":  # what a result row records: implementation and features (default params)
+                for key, value in cls().protocol().items():
+                    _print(f"      protocol {key}: {value}")
     return 0
 
 
