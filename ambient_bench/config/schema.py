@@ -181,6 +181,9 @@ SAMPLE = Section("sample", {
     "sigma_max": Param(80.0, "highest noise level of the schedule", gt=0),
     "rho": Param(7.0, "schedule curvature", gt=0),
     "batch": Param(250, "images per sampler batch", kind=int, ge=1, semantic=False),
+    "export": Param("none", "also write the samples as PNG files (images/) or an EDM-style samples.npz "
+                            "(N×H×W×C uint8); metrics read them from memory either way", kind=str,
+                    choices=("none", "png", "npz"), semantic=False),
     "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
 })
 
@@ -199,6 +202,9 @@ MIX = Section("mix", {
 
 EVALUATE = Section("evaluate", {
     "metrics": Param(help="metrics computed on the samples", kind=ComponentList("metric")),
+    "heldout_reference": Param(None, "a second reference, e.g. {name: cifar10, split: test}: every metric is "
+                                     "also computed against it as <quantity>_heldout (the paper's Test FID "
+                                     "beside Train FID)", kind=ComponentRef("dataset"), nullable=True),
     "select": Param("best", "with train.snapshot_kimg: the snapshot a table reports, best (by the first "
                             "metric, as the paper) or last", kind=str, choices=("best", "last")),
 })

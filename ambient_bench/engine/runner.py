@@ -61,7 +61,8 @@ def check_data(suite: Suite) -> None:
             if identity not in seen:
                 seen.add(identity)
                 METRICS.build(metric).check()
-        for spec in [cell.config["dataset"], *cell.config["mix"]["ood"]]:
+        heldout = cell.config["evaluate"]["heldout_reference"]
+        for spec in [cell.config["dataset"], *cell.config["mix"]["ood"], *([heldout] if heldout else [])]:
             identity = canonical_json(spec)
             if identity not in seen:
                 seen.add(identity)

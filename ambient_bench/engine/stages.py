@@ -145,6 +145,13 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
                 "evaluate", {"metric": ref("metric", metric)}, {"metric": metric, "dataset": cfg["dataset"]},
                 {"sample": sample, "setup": setup},
                 f"{metric['name']} of {brief_label('method', cfg['method'])}" + (f" at {kimg:g} kimg" if kimg else ""))
+            heldout = cfg["evaluate"]["heldout_reference"]
+            if heldout is not None:  # the same samples against a second reference (e.g. the test split)
+                stages[f"heldout:{metric['name']}{suffix}"] = Stage(
+                    "evaluate", {"metric": ref("metric", metric), "reference": ref("dataset", heldout)},
+                    {"metric": metric, "dataset": heldout}, {"sample": sample, "setup": setup},
+                    f"{metric['name']} of {brief_label('method', cfg['method'])} against "
+                    f"{brief_label('dataset', heldout)}" + (f" at {kimg:g} kimg" if kimg else ""))
     return stages
 
 
@@ -304,8 +311,28 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         images.append(model_to_uint8(x.cpu()))
     samples = torch.cat(images)
     fileio.torch_save(out / "samples.pt", {"images": samples})
+    export_samples(samples, out, cfg["export"])
     save_grid(out / "samples.png", samples[:64], columns=8)
     return {"num": len(samples), "steps": cfg["steps"], "nfe": 2 * cfg["steps"] - 1}
+
+
+def export_samples(samples: torch.Tensor, out: Path, form: str) -> None:
+    """PNG files named by seed index, or an npz with ``samples`` N×H×W×C uint8 (EDM's layout)."""
+    if form == "npz":
+        import numpy as np
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to the temporary name
+                np.savez(f, samples=samples.permute(0, 2, 3, 1).numpy())
+
+        fileio.atomic_write(out / "samples.npz", write)
+    elif form == "png":
+        from PIL import Image
+
+        folder = out / "images"
+        folder.mkdir(exist_ok=True)
+        for i, image in enumerate(samples.permute(0, 2, 3, 1).numpy()):
+            Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(folder / f"{i:06d}.png")
 
 
 def run_metric_setup(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:

@@ -59,12 +59,16 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
                          "feature_extractor": None, "implementation": None})
         suffix, protocol["checkpoint"] = _selected_snapshot(cfg, stages, store, protocol["checkpoint"])
         for metric in cfg["evaluate"]["metrics"]:
-            stage = stages[f"evaluate:{metric['name']}{suffix}"]
-            summary = store.summary("evaluate", stage.key)
-            for quantity, value in summary["values"].items():
-                rows.append({**base, "quantity": quantity, "value": value, "stage_key": stage.key[:16],
-                             **protocol, "feature_extractor": summary["protocol"].get("feature_extractor"),
-                             "implementation": summary["protocol"].get("implementation")})
+            for prefix, ending in (("evaluate", ""), ("heldout", "_heldout")):
+                stage = stages.get(f"{prefix}:{metric['name']}{suffix}")
+                if stage is None:
+                    continue
+                summary = store.summary("evaluate", stage.key)
+                for quantity, value in summary["values"].items():
+                    rows.append({**base, "quantity": quantity + ending, "value": value,
+                                 "stage_key": stage.key[:16], **protocol,
+                                 "feature_extractor": summary["protocol"].get("feature_extractor"),
+                                 "implementation": summary["protocol"].get("implementation")})
             if summary.get("per_sample"):
                 scored.append((base, protocol, metric, stage, summary))
     rows += _win_rate_rows(scored, store)
