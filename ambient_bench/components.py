@@ -85,6 +85,7 @@ class MixedData:
     noise: torch.Tensor       # float32 N×C×H×W: fixed Gaussian draw Z_i of each image
     index: torch.Tensor       # int64 N: position in the pool (dataset first, then each OOD source)
     corruption: torch.Tensor  # int8 N: which listed corruption was applied (-1: none)
+    labels: torch.Tensor | None = None  # int64 N: the dataset's class labels (-1: none, e.g. OOD); None: unlabelled
 
 
 @dataclass

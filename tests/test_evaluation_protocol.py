@@ -16,7 +16,7 @@ defaults:
   dataset: {name: digits, resolution: 8, classes: [0, 1, 2, 3, 4]}
   mix: {clean_fraction: 0.2, corruption: {name: gaussian_blur, sigma: 0.6}}
   method: {name: ambient_o, sigma_min: 1.0}
-  network: {model_channels: 8}
+  network: {model_channels: 8, label_dim: 5}   # class-conditional: sampling draws each sample's class
   train: {batch: 16, duration_kimg: 0.064, checkpoint_kimg: 0.032, lr: 2.0e-3, ema_halflife_kimg: 0.02}
   sample: {num: 40, steps: 3, export: npz}
   evaluate:

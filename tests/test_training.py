@@ -46,3 +46,26 @@ def test_different_seeds_give_different_models(tmp_path):
         train(data, NET, {**CFG, "seed": seed, "duration_kimg": 0.064}, out, log=lambda m: None)
         runs.append(fileio.torch_load(out / NETWORK)["ema"])
     assert any(not torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_class_conditional_training_uses_the_labels(tmp_path):
+    """label_dim > 0: the network sees one-hot classes; a wrong label_dim is a one-line error."""
+    import pytest
+
+    from ambient_bench import UserError
+    from ambient_bench.training.loop import load_network
+
+    data = training_set()
+    data["labels"] = DATASETS.build({"name": "digits"}).load().labels
+    out = tmp_path / "conditional"
+    out.mkdir()
+    assert train(data, {**NET, "label_dim": 10}, {**CFG, "duration_kimg": 0.064}, out, log=lambda m: None)
+    net = load_network(out / NETWORK)
+    assert net.label_dim == 10
+    x, sigma = torch.randn(2, 1, 8, 8), torch.tensor([1.0, 1.0])
+    zero, three = (torch.nn.functional.one_hot(torch.tensor([c, c]), 10).float() for c in (0, 3))
+    assert not torch.equal(net(x, sigma, class_labels=zero), net(x, sigma, class_labels=three))
+    with pytest.raises(UserError, match="label_dim: 10"):
+        train(data, {**NET, "label_dim": 5}, CFG, tmp_path, log=lambda m: None)
+    with pytest.raises(UserError, match="needs a labelled dataset"):
+        train({**data, "labels": None}, {**NET, "label_dim": 10}, CFG, tmp_path, log=lambda m: None)

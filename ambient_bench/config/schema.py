@@ -143,6 +143,8 @@ NETWORK = Section("network", {
     "attn_resolutions": Param(None, "resolutions with self-attention", kind=list, item=int, check=_positive_ints,
                               nullable=True),
     "dropout": Param(None, "dropout probability", ge=0, lt=1, nullable=True),
+    "label_dim": Param(None, "class-conditional on this many classes (0 = unconditional, as the paper's "
+                             "CIFAR/FFHQ/AFHQ scripts)", kind=int, ge=0, nullable=True),
     "augment_dim": Param(None, "augmentation-label inputs (EDM: 9 when augmenting; 0 = none)", kind=int, ge=0,
                          nullable=True),
 })

@@ -58,6 +58,7 @@ def mix(source: ImageSet, clean_fraction: float, corruptions: Sequence[Corruptio
     corrupted = (unlucky | (origin == LOW_QUALITY))[keep]
     ood = (origin == OUT_OF_DISTRIBUTION)[keep]
     which = torch.full((len(index),), -1, dtype=torch.int8)
+    labels = None if source.labels is None else source.labels[keep].long()
     todo = torch.nonzero(unlucky[keep]).flatten()
     if corruptions and len(todo):
         which[todo] = choose_corruption(seed, index[todo], len(corruptions))
@@ -79,6 +80,9 @@ def mix(source: ImageSet, clean_fraction: float, corruptions: Sequence[Corruptio
         corrupted = torch.cat([corrupted, torch.zeros(m, dtype=torch.bool)])
         ood = torch.cat([ood, torch.ones(m, dtype=torch.bool)])
         which = torch.cat([which, torch.full((m,), -1, dtype=torch.int8)])
+        if labels is not None:  # no class of the target's label space
+            labels = torch.cat([labels, torch.full((m,), -1, dtype=torch.long)])
         n += m
     noise = fixed_noise(seed, index, tuple(source.images.shape[1:]))
-    return MixedData(images=images, corrupted=corrupted, ood=ood, noise=noise, index=index, corruption=which)
+    return MixedData(images=images, corrupted=corrupted, ood=ood, noise=noise, index=index, corruption=which,
+                     labels=labels)

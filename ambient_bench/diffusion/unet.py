@@ -15,17 +15,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ARCH_KEYS = ("model_channels", "channel_mult", "num_blocks", "attn_resolutions", "dropout", "augment_dim")
+ARCH_KEYS = ("model_channels", "channel_mult", "num_blocks", "attn_resolutions", "dropout", "augment_dim",
+             "label_dim")
 
 # Architectures by name. The paper presets are DDPM++ as EDM configures it for CIFAR-10 (55.7 M
 # parameters) and for 64×64 data (61.8 M); ``cpu`` is small enough to train in minutes on a laptop.
 NETWORK_PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {"model_channels": 16, "channel_mult": [1, 2], "num_blocks": 1, "attn_resolutions": [],
-            "dropout": 0.0, "augment_dim": 0},
+            "dropout": 0.0, "augment_dim": 0, "label_dim": 0},
     "paper_cifar": {"model_channels": 128, "channel_mult": [2, 2, 2], "num_blocks": 4, "attn_resolutions": [16],
-                    "dropout": 0.13, "augment_dim": 9},
+                    "dropout": 0.13, "augment_dim": 9, "label_dim": 0},
     "paper_64": {"model_channels": 128, "channel_mult": [1, 2, 2, 2], "num_blocks": 4, "attn_resolutions": [16],
-                 "dropout": 0.1, "augment_dim": 9},
+                 "dropout": 0.1, "augment_dim": 9, "label_dim": 0},
 }
 
 

@@ -35,7 +35,7 @@ from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
 
 # Bump a stage's version when its code changes what it writes.
-STAGE_VERSIONS = {"mix": 2, "classifier": 2, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
+STAGE_VERSIONS = {"mix": 3, "classifier": 2, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
                   "evaluate": 1}
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
 PER_SAMPLE = "per_sample.npz"  # per-sample scores an evaluate stage keeps (see _save_per_sample)
@@ -257,7 +257,8 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     train_set = {"images": mixed.images[keep], "noise": mixed.noise[keep], "index": mixed.index[keep],
                  "corrupted": mixed.corrupted[keep], "ood": mixed.ood[keep], "sigma_min": ann.sigma_min[keep].float(),
                  "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer),
-                 "weight_clip": float(ann.weight_clip)}
+                 "weight_clip": float(ann.weight_clip),
+                 "labels": None if mixed.labels is None else mixed.labels[keep]}
     fileio.torch_save(out / "train_set.pt", train_set)
     table = {"index": mixed.index, "corrupted": mixed.corrupted.int(), "corruption": mixed.corruption.int(),
              "ood": mixed.ood.int(), "kept": keep.int(), "sigma_min": ann.sigma_min, "sigma_max": ann.sigma_max,
@@ -307,7 +308,13 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         seeds = range(start, min(start + cfg["batch"], cfg["num"]))
         latents = torch.stack([torch.randn(net.image_shape, generator=torch_generator("sample", cfg["seed"], i))
                                for i in seeds])
-        x = heun_sample(net, latents.to(device), cfg["steps"], cfg["sigma_min"], cfg["sigma_max"], cfg["rho"])
+        denoiser = net
+        if net.label_dim:  # sample i's class is drawn from its own seed, uniformly over the classes
+            classes = torch.tensor([int(torch.randint(net.label_dim, (), generator=torch_generator(
+                "sample-class", cfg["seed"], i))) for i in seeds])
+            onehot = torch.nn.functional.one_hot(classes, net.label_dim).float().to(device)
+            denoiser = lambda x, s, onehot=onehot: net(x, s, class_labels=onehot)  # noqa: E731
+        x = heun_sample(denoiser, latents.to(device), cfg["steps"], cfg["sigma_min"], cfg["sigma_max"], cfg["rho"])
         images.append(model_to_uint8(x.cpu()))
     samples = torch.cat(images)
     fileio.torch_save(out / "samples.pt", {"images": samples})

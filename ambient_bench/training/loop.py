@@ -155,6 +155,25 @@ def snapshot_steps(cfg: dict[str, Any], total: int) -> list[int]:
     return sorted({*range(every, total, every), total})
 
 
+def class_targets(data: dict[str, Any], label_dim: int, device: torch.device) -> torch.Tensor | None:
+    """One-hot class labels of the training set for a class-conditional network (None otherwise)."""
+    if not label_dim:
+        return None
+    from ambient_bench.errors import UserError
+
+    labels = data.get("labels")
+    if labels is None:
+        raise UserError(f"network.label_dim {label_dim}: class-conditional training needs a labelled dataset; "
+                        f"this one has no labels (set network.label_dim: 0)")
+    if (labels < 0).any():
+        raise UserError("network.label_dim: out-of-distribution samples have no class of the target dataset; "
+                        "train unconditionally (label_dim: 0) or drop the ood sources")
+    if int(labels.max()) >= label_dim:
+        raise UserError(f"network.label_dim {label_dim} is too small: the dataset has class {int(labels.max())}; "
+                        f"set network.label_dim: {int(labels.max()) + 1}")
+    return torch.nn.functional.one_hot(labels.long(), label_dim).float().to(device)
+
+
 def _configure_backends(cfg: dict[str, Any], device: torch.device) -> None:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = cfg["tf32"]
@@ -199,6 +218,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     if init is not None:
         net.load_state_dict(init["net"])
         ema.load_state_dict(init["ema"])
+    classes = class_targets(data, net.label_dim, device)
     step = restore_checkpoint(run_dir, net, ema, opt, stream, log)
     forward = net
     if distributed.world_size() > 1:
@@ -230,7 +250,8 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
             sigma_n = annotation_noise(sigma, sigma_min[indices])
             torch.manual_seed(seed_for("dropout", seed, rank, step))
             with autocast:
-                loss = ambient_edm_loss(lambda x, s: forward(x, s, augment_labels=labels),
+                onehot = None if classes is None else classes[idx]
+                loss = ambient_edm_loss(lambda x, s: forward(x, s, augment_labels=labels, class_labels=onehot),
                                         x0.contiguous(memory_format=layout), z_all[idx],
                                         sigma.float().to(device), sigma_n.float().to(device), eps.to(device),
                                         cfg["sigma_data"], weight_clip=weight_clip).mean()
