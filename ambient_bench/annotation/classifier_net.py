@@ -19,7 +19,8 @@ from ambient_bench.diffusion.unet import parameter_count as parameter_count  # r
 # trained without augmentation). ``paper_cifar`` / ``paper_64`` are the DDPM++ encoder of the paper's
 # denoisers, 19.6 M / 21.5 M parameters as the paper reports.
 PRESETS: dict[str, dict[str, Any]] = {
-    name: {k: v for k, v in arch.items() if k not in ("augment_dim", "label_dim")} for name, arch in NETWORK_PRESETS.items()}
+    name: {k: v for k, v in arch.items() if k not in ("augment_dim", "label_dim")}
+    for name, arch in NETWORK_PRESETS.items()}
 
 
 class HalfUNet(nn.Module):
