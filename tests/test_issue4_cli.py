@@ -65,8 +65,11 @@ def test_clean_target_plus_corrupted_plus_ood_annotated_by_both_classifiers(writ
     assert "classifier_curves.png" in figures and "usable_samples.png" in figures
     assert (tmp_path / "results" / "figures" / f"annotate-{annotate_dir.name[:16]}" / "usable_samples.png").is_file()
 
+    stale = tmp_path / "results" / "figures" / "annotate-0000000000000000"  # an annotation the suite lost
+    stale.mkdir()
     again = run_cli("run", str(suite), "--runs", str(runs), cwd=tmp_path)
     assert again.returncode == 0 and "0 to run" in again.stdout
+    assert not stale.exists()
 
 
 def test_classifier_annotation_rejects_a_fixed_sigma(write_suite, tmp_path):

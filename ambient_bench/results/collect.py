@@ -187,6 +187,12 @@ def export_figures(suite: Suite, graph: Graph, store: RunStore, results_dir: Pat
                 fileio.atomic_write(target, lambda tmp, png=png: shutil.copyfile(png, tmp))
             lines.append(f"![{png.stem}](figures/{folder.name}/{png.name})")
         sections.append("\n".join(lines))
+    # folders of annotations the suite no longer has (a changed config or code version) would
+    # otherwise sit in the committed results beside the current ones
+    current = {f"annotate-{stages['annotate'].key[:16]}" for stages in graph.cells}
+    for stale in (Path(results_dir) / "figures").glob("annotate-*"):
+        if stale.is_dir() and stale.name not in current:
+            shutil.rmtree(stale)
     combined = _sigma_min_across_cells(suite, graph, store, Path(results_dir) / "figures" / "sigma_min_by_level.png")
     if combined is not None:
         sections.insert(0, "## sigma_min per corruption level, all annotations of the suite\n\n"
