@@ -5,7 +5,7 @@ import pytest
 
 from ambient_bench.config.suite import load_suite
 from ambient_bench.engine.keys import canonical_json, stage_key
-from ambient_bench.engine.stages import cell_stages
+from ambient_bench.engine.cells import cell_stages
 from ambient_bench.registry import CORRUPTIONS
 
 SUITE = """
@@ -39,8 +39,9 @@ def test_key_is_stable_across_releases(write_suite):
     # Changing this literal means every stored run is recomputed: only do it on purpose
     # (bump a version instead when behaviour changes).
     stages = stages_of(write_suite)[("all_data", 0.6)]
-    # changed on purpose when dataset `digits` gained `classes` (issue 4)
-    assert stages["mix"].key == "570416c6c2aa56d95f98e90f4cfabba089f93f70bdadd1358d9f8edb502f616e"
+    # changed on purpose when dataset `digits` gained `classes` (issue 4), and when the mix stage
+    # (version 3) started keeping the dataset's class labels for class-conditional training (issue 5)
+    assert stages["mix"].key == "5b91018b2cae6b7b23a690249dacf8f90469ac07a1e4f5b2cbb132856e2009a8"
 
 
 def test_clean_only_is_shared_across_corruption_levels(write_suite):

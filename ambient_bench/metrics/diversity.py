@@ -149,7 +149,7 @@ class FeatureMetric(Metric):
 
     def protocol(self) -> dict[str, Any]:
         if self.p.features == DINOV2:
-            return dinov2_protocol(self._weights(), "vitl14")
+            return dinov2_protocol(self.p.weights, "vitl14")  # names the file as missing rather than failing
         return {"feature_extractor": f"{self.p.features} (torch-fidelity extractor, layer {self._layer()})"
                                      + ("; pixels, not a perceptual feature space" if self.p.features == PIXELS
                                         else ""),

@@ -7,7 +7,6 @@ reference images and of the classifier weights, so changed data or weights never
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from ambient_bench import fileio
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.data.images import uint8_to_model
+from ambient_bench.metrics import features
 from ambient_bench.params import Param
 from ambient_bench.progress import bar
 from ambient_bench.registry import register_metric
@@ -101,10 +101,6 @@ class _Images(torch.utils.data.Dataset):
         return self.images[i]
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 @register_metric("fd_digits")
 class FDDigits(Metric):
     """Fréchet distance on the 128-d features of a CNN trained on the clean reference digits."""
@@ -142,7 +138,7 @@ class FDDigits(Metric):
     def compute(self, samples: torch.Tensor, reference: ImageSet, setup_dir: Path,
                 cache_dir: Path) -> dict[str, float]:
         weights = setup_dir / CLASSIFIER
-        cache_name = f"ref-{reference.content_hash()[:16]}-w{file_sha256(weights)[:16]}"
+        cache_name = f"ref-{reference.content_hash()[:16]}-w{features.file_sha256(weights)[:16]}"
         result = torch_fidelity.calculate_metrics(
             input1=_Images(samples), input2=_Images(reference.images), fid=True, cuda=False,
             feature_extractor=EXTRACTOR, feature_extractor_weights_path=str(weights),

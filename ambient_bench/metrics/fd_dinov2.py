@@ -73,16 +73,7 @@ def require_weights(weights: str | None, arch: str) -> Path:
     return features.require_file(path, f"FD_DINOv2 ({arch})", checkpoint_url(arch), where)
 
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def weights_sha256(path: Path) -> str:
-    """sha256 of the checkpoint, memoised per (path, size, mtime): hashing 1.2 GB on every compute is slow."""
-    stat = Path(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        _SHA_CACHE[key] = features.file_sha256(path)
-    return _SHA_CACHE[key]
+weights_sha256 = features.file_sha256  # memoised per (path, size, mtime)
 
 
 def dinov2_pos_embed(pos_embed: torch.Tensor, grid: int, offset: float = 0.1) -> torch.Tensor:

@@ -39,6 +39,14 @@ def require_file(path: Path, what: str, url: str, how: str = "") -> Path:
 
 
 def file_sha256(path: Path) -> str:
+    """sha256 of a (weights) file, remembered per (path, size, mtime): every evaluate keys its
+    reference cache by it, and re-reading a 1.2 GB checkpoint each time would dominate."""
+    stat = Path(path).stat()
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):

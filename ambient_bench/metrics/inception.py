@@ -42,21 +42,12 @@ WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
 KID_RNG_SEED = 2020  # torch-fidelity's default: subsets are drawn reproducibly
 
-_sha_memo: dict[tuple[str, int, int], str] = {}
-
-
 def default_weights_path() -> Path:
     """Where torch.hub (and so torch-fidelity) looks: ``$TORCH_HOME/hub/checkpoints/<file>``."""
     return Path(torch.hub.get_dir()) / "checkpoints" / WEIGHTS_FILE
 
 
-def weights_sha256(path: Path) -> str:
-    """sha256 of the weights file, hashed once per (path, size, mtime): ~92 MB per evaluate otherwise."""
-    stat = Path(path).stat()
-    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _sha_memo:
-        _sha_memo[key] = features.file_sha256(path)
-    return _sha_memo[key]
+weights_sha256 = features.file_sha256  # memoised per (path, size, mtime)
 
 
 def require_weights(path: Path, what: str, explicit: bool) -> Path:
