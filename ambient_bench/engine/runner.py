@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ambient_bench.config.suite import Suite
-from ambient_bench.engine.stages import WORK, Context, Stage, cell_stages
+from ambient_bench.engine.cells import Stage, cell_stages
+from ambient_bench.engine.stages import WORK, Context
 from ambient_bench.engine.keys import canonical_json
 from ambient_bench.engine.store import RunStore
 from ambient_bench.registry import DATASETS, METHODS, METRICS

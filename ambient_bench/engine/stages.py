@@ -1,19 +1,14 @@
-"""The stages of one suite cell and what each one reads.
+"""What each stage does: mix, classifier, annotate, train, sample, metric_setup, evaluate.
 
-    mix ─► annotate ─► train ─► sample ─► evaluate(metric) ◄─ metric_setup(metric)
-             ▲
-    mix' ─► classifier (one per classifier the method requests; mix' = that classifier's pool)
-
-A stage's key hashes exactly the configuration it reads (semantic fields only, component
-versions included) plus the keys of its upstream stages. ``clean_only`` never reads the
-corruption, so its mix stage — and everything downstream — is shared by every corruption
-level of a grid.
+Each ``run_<kind>(stage, out, ctx)`` reads its upstream stages' outputs, writes its own into
+``out`` and returns the summary the run store keeps. ``engine/cells.py`` builds the graph of
+stages a suite cell needs.
 """
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,43 +16,23 @@ import numpy as np
 import torch
 
 from ambient_bench import fileio
-from ambient_bench.components import Annotation, AnnotationContext, ClassifierRequest, MixedData
-from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION
-from ambient_bench.config.schema import (MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, as_list, brief_label,
-                                         spec_label)
+from ambient_bench.components import Annotation, AnnotationContext, MixedData
+from ambient_bench.config.schema import as_list, spec_label
 from ambient_bench.data.images import model_to_uint8
 from ambient_bench.data.mixing import mix
-from ambient_bench.engine.keys import stage_key
+from ambient_bench.engine.cells import Stage
 from ambient_bench.engine.previews import save_grid
 from ambient_bench.engine.store import RunStore
 from ambient_bench.errors import UserError
 from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
 
-# Bump a stage's version when its code changes what it writes.
-STAGE_VERSIONS = {"mix": 3, "classifier": 2, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
-                  "evaluate": 1}
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
 PER_SAMPLE = "per_sample.npz"  # per-sample scores an evaluate stage keeps (see _save_per_sample)
 
 
 class StageIncomplete(RuntimeError):
     """The stage stopped before finishing (its partial outputs are kept for resuming)."""
-
-
-@dataclass(eq=False)
-class Stage:
-    kind: str
-    material: dict[str, Any]   # what the stage reads: its identity
-    runtime: dict[str, Any]    # full resolved config it needs, non-semantic knobs included
-    deps: dict[str, "Stage"]
-    describe: str
-    key: str = field(init=False)
-
-    def __post_init__(self) -> None:
-        upstream = {name: dep.key for name, dep in self.deps.items()}
-        self.material = {**self.material, "upstream": upstream}
-        self.key = stage_key(self.kind, STAGE_VERSIONS[self.kind], self.material)
 
 
 @dataclass
@@ -68,101 +43,6 @@ class Context:
     def dir(self, stage: Stage) -> Path:
         return self.store.dir(stage.kind, stage.key)
 
-
-def _describe_mix(dataset: dict[str, Any], mix_cfg: dict[str, Any]) -> str:
-    corruptions = " | ".join(spec_label(c) for c in as_list(mix_cfg["corruption"])) or "none"
-    text = f"{brief_label('dataset', dataset)}, {mix_cfg['clean_fraction']:.0%} clean, "
-    text += "rest discarded" if mix_cfg["discard_rest"] else f"corruption {corruptions}"
-    return text + "".join(f", + OOD {spec_label(d)}" for d in mix_cfg["ood"])
-
-
-def _classifier_pool(mix_cfg: dict[str, Any], request: ClassifierRequest, dataset: dict[str, Any]) -> dict[str, Any]:
-    """The mix section of the pool a requested classifier learns from (see ClassifierRequest)."""
-    if request.pool == "target_vs_ood":
-        return {**mix_cfg, "clean_fraction": 1.0, "corruption": None, "discard_rest": False}
-    if request.pool == "balanced" and not DATASETS.get(dataset["name"]).provides_sources:
-        return {**mix_cfg, "clean_fraction": 0.5, "discard_rest": False, "ood": []}
-    return mix_cfg  # "diffusion", or data that labels its own low-quality images
-
-
-def _mix_stage(dataset: dict[str, Any], mix_cfg: dict[str, Any]) -> Stage:
-    return Stage("mix", {"dataset": ComponentRef("dataset").semantic(dataset), "mix": MIX.semantic(mix_cfg)},
-                 {"dataset": dataset, "mix": mix_cfg}, {}, _describe_mix(dataset, mix_cfg))
-
-
-def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
-    """The stages of one cell, by name: mix, pool:<c>, classifier:<c>, annotate, train, sample,
-    setup:<m>, evaluate:<m>."""
-    ref = lambda kind, spec: ComponentRef(kind).semantic(spec)  # noqa: E731
-    mix_cfg = cfg["mix"]
-    method = METHODS.build(cfg["method"])
-    if not method.uses_bad_data:  # the pool is the clean images alone
-        mix_cfg = {**mix_cfg, "corruption": None, "ood": [], "discard_rest": True}
-    stages: dict[str, Stage] = {"mix": _mix_stage(cfg["dataset"], mix_cfg)}
-    for name, request in method.classifiers(cfg["dataset"].get("resolution")).items():
-        pool = _classifier_pool(mix_cfg, request, cfg["dataset"])
-        pool_stage = stages["mix"] if pool == mix_cfg else _mix_stage(cfg["dataset"], pool)
-        if pool_stage is not stages["mix"]:
-            stages[f"pool:{name}"] = pool_stage
-        what = f"{'crops' if request.crop_size else 'noise'} classifier"
-        stages[f"classifier:{name}"] = Stage(
-            "classifier", {"pool": request.pool, "crop_size": request.crop_size,
-                           "classifier": CLASSIFIER_SECTION.semantic(request.config)},
-            {"pool": request.pool, "crop_size": request.crop_size, "classifier": request.config},
-            {"mix": pool_stage}, f"{what}{f' {request.crop_size}×{request.crop_size}' if request.crop_size else ''}"
-                                 f", {request.pool} pool, {request.config['duration_kimg']:g} kimg")
-    stages["annotate"] = Stage(
-        "annotate", {"method": ref("method", cfg["method"])}, {"method": cfg["method"]},
-        {"mix": stages["mix"], **{k: v for k, v in stages.items() if k.startswith("classifier:")}},
-        brief_label("method", cfg["method"]))
-    train_cfg, train_deps = cfg["train"], {"annotate": stages["annotate"]}
-    pretraining = method.pretraining()
-    if pretraining is not None:  # the other method's own stages, so its cached model is reused
-        spec, overrides = pretraining
-        before = cell_stages({**cfg, "method": ComponentRef("method").resolve(spec, ("method",))})
-        stages.update({f"pretrain:{name}": stage for name, stage in before.items() if name in ("mix", "annotate")})
-        stages["pretrain:train"] = train_deps["pretrain"] = before["train"]
-        train_cfg = {**train_cfg, **overrides}
-    stages["train"] = Stage(
-        "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg)},
-        {"network": cfg["network"], "train": train_cfg}, train_deps,
-        f"{brief_label('method', cfg['method'])}, seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg"
-        + (" from the pretrained model" if pretraining is not None else ""))
-    # "" is the final network; each earlier EMA snapshot gets its own sample and evaluate stages
-    for suffix, kimg in [("", None)] + [(f"@{k:g}", k) for k in snapshot_kimgs(train_cfg)[:-1]]:
-        what = f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps"
-        stages[f"sample{suffix}"] = sample = Stage(
-            "sample", {"sample": SAMPLE.semantic(cfg["sample"]), **({"snapshot_kimg": kimg} if kimg else {})},
-            {"sample": cfg["sample"], "snapshot_kimg": kimg}, {"train": stages["train"]},
-            what + (f", snapshot at {kimg:g} kimg" if kimg else ""))
-        for metric in cfg["evaluate"]["metrics"]:
-            setup = Stage("metric_setup", {"metric": ref("metric", metric),
-                                           "reference": ref("dataset", cfg["dataset"])},
-                          {"metric": metric, "dataset": cfg["dataset"]}, {},
-                          f"{brief_label('metric', metric)} on {brief_label('dataset', cfg['dataset'])}")
-            stages[f"setup:{metric['name']}"] = setup
-            stages[f"evaluate:{metric['name']}{suffix}"] = Stage(
-                "evaluate", {"metric": ref("metric", metric)}, {"metric": metric, "dataset": cfg["dataset"]},
-                {"sample": sample, "setup": setup},
-                f"{metric['name']} of {brief_label('method', cfg['method'])}" + (f" at {kimg:g} kimg" if kimg else ""))
-            heldout = cfg["evaluate"]["heldout_reference"]
-            if heldout is not None:  # the same samples against a second reference (e.g. the test split)
-                stages[f"heldout:{metric['name']}{suffix}"] = Stage(
-                    "evaluate", {"metric": ref("metric", metric), "reference": ref("dataset", heldout)},
-                    {"metric": metric, "dataset": heldout}, {"sample": sample, "setup": setup},
-                    f"{metric['name']} of {brief_label('method', cfg['method'])} against "
-                    f"{brief_label('dataset', heldout)}" + (f" at {kimg:g} kimg" if kimg else ""))
-    return stages
-
-
-def snapshot_kimgs(train_cfg: dict[str, Any]) -> list[float]:
-    """Training lengths (kimg) of the kept EMA snapshots, the final network last."""
-    from ambient_bench.training.loop import snapshot_steps, total_steps
-
-    return [step * train_cfg["batch"] / 1000 for step in snapshot_steps(train_cfg, total_steps(train_cfg))]
-
-
-# --- what each stage does -------------------------------------------------------------------
 
 def run_mix(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     rt = stage.runtime["mix"]
@@ -184,13 +64,6 @@ def run_mix(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     return {"num_images": len(mixed.index), "num_corrupted": int(mixed.corrupted.sum()),
             "num_ood": int(mixed.ood.sum()), "per_corruption": per_corruption,
             "dataset_hash": source.content_hash(), "ood_hashes": [d.content_hash() for d in ood]}
-
-
-def _check_annotation(ann: Annotation, n: int, method: str) -> None:
-    for name in ("keep", "sigma_min", "sigma_max"):
-        value = getattr(ann, name)
-        if not isinstance(value, torch.Tensor) or value.shape != (n,):
-            raise ValueError(f"method '{method}' returned an annotation whose '{name}' is not a tensor of shape ({n},)")
 
 
 def run_classifier(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
