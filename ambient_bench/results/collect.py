@@ -69,8 +69,8 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
                                  "stage_key": stage.key[:16], **protocol,
                                  "feature_extractor": summary["protocol"].get("feature_extractor"),
                                  "implementation": summary["protocol"].get("implementation")})
-            if summary.get("per_sample"):
-                scored.append((base, protocol, metric, stage, summary))
+                if prefix == "evaluate" and summary.get("per_sample"):  # win-rates on the training reference
+                    scored.append((base, protocol, metric, stage, summary))
     rows += _win_rate_rows(scored, store)
     columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL]
     return pd.DataFrame(rows, columns=columns)
