@@ -11,7 +11,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from ambient_bench.training import distributed  # noqa: E402
 from ambient_bench.training.loop import train  # noqa: E402
-from test_ddp import CFG, NET, training_set  # noqa: E402
+from test_ddp import CFG, NET  # noqa: E402
+from test_training import training_set  # noqa: E402
 
 if __name__ == "__main__":
     distributed.init_from_env()

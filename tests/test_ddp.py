@@ -7,25 +7,13 @@ import sys
 from pathlib import Path
 
 from ambient_bench import fileio
-from ambient_bench.data.mixing import mix
-from ambient_bench.methods.ambient_o import AmbientO
-from ambient_bench.registry import CORRUPTIONS, DATASETS
 from ambient_bench.training.loop import CHECKPOINT, NETWORK, train
+from test_training import CFG as TRAINING_CFG, NET as TRAINING_NET, training_set
 
 # no dropout: its masks are drawn per rank, the one thing two ranks and one process draw differently
-NET = dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions=[], dropout=0.0)
-CFG = dict(device="cpu", seed=5, batch=16, duration_kimg=0.16, lr=2e-3, warmup_kimg=0.0, ema_halflife_kimg=0.1,
-           ema_rampup=0.05, grad_clip=1.0, P_mean=-1.2, P_std=1.2, sigma_data=0.5, checkpoint_kimg=0.05, log_every=5,
-           augment_p=0.0, snapshot_kimg=None, precision="fp32", tf32=False, channels_last=False, compile=False)
+NET = {**TRAINING_NET, "attn_resolutions": [], "dropout": 0.0}
+CFG = {**TRAINING_CFG, "seed": 5, "duration_kimg": 0.16, "warmup_kimg": 0.0}
 STOP = 4
-
-
-def training_set():
-    data = DATASETS.build({"name": "digits"}).load()
-    mixed = mix(data, 0.1, [CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 1.0})], seed=0)
-    ann = AmbientO(sigma_min=1.0).annotate(mixed)
-    return {"images": mixed.images, "noise": mixed.noise, "sigma_min": ann.sigma_min, "sigma_max": ann.sigma_max,
-            "buffer": ann.buffer}
 
 
 def test_two_rank_checkpoint_resumes_in_one_process(tmp_path):

@@ -93,18 +93,9 @@ def test_score_functions_match_torch_fidelity(patches):
     cpu = torch.device("cpu")
     f_gen = features.extract(gen, offline.EXTRACTOR, offline.LAYER, cpu, verbose=False)
     f_real = features.extract(real, offline.EXTRACTOR, offline.LAYER, cpu, verbose=False)
-
-    class Images(torch.utils.data.Dataset):
-        def __init__(self, x: torch.Tensor) -> None:
-            self.x = x
-
-        def __len__(self) -> int:
-            return len(self.x)
-
-        def __getitem__(self, i: int) -> torch.Tensor:
-            return self.x[i]
     ref = torch_fidelity.calculate_metrics(
-        input1=Images(gen), input2=Images(real), fid=True, kid=True, prc=True, cuda=False, cache=False,
+        input1=features.TensorImages(gen), input2=features.TensorImages(real), fid=True, kid=True, prc=True,
+        cuda=False, cache=False,
         feature_extractor=offline.EXTRACTOR, kid_subset_size=300, kid_subsets=20, save_cpu_ram=True, verbose=False)
     assert features.frechet_distance(f_gen, f_real) == pytest.approx(ref["frechet_inception_distance"], rel=1e-9)
     kid = METRICS.build({"name": "kid", "subsets": 20}).score(f_gen, f_real)  # subset_size 1000 → clamped to 300

@@ -32,7 +32,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torch_fidelity
-from torch_fidelity import FeatureExtractorBase, register_feature_extractor
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ambient_bench.components import ImageSet, Metric
@@ -46,8 +45,10 @@ from ambient_bench.registry import register_metric
 PIXELS = "pixels-avgpool8"
 
 
-class PixelFeatureExtractor(FeatureExtractorBase):
+class PixelFeatureExtractor(features.Extractor):
     """uint8 N×3×H×W → 8×8 average-pooled pixels in [0, 1], flattened (192-d); no weights."""
+
+    layers = ("pixels",)
 
     def __init__(self, name: str, features_list: list[str], **kwargs: Any) -> None:
         super().__init__(name, features_list)
@@ -55,25 +56,8 @@ class PixelFeatureExtractor(FeatureExtractorBase):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return (F.adaptive_avg_pool2d(x.float() / 255, 8).flatten(1),)
 
-    @staticmethod
-    def get_provided_features_list() -> tuple[str, ...]:
-        return ("pixels",)
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric: str) -> str:
-        return "pixels"
-
-    @staticmethod
-    def can_be_compiled() -> bool:
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile() -> torch.Tensor:
-        return torch.zeros(1, 3, 8, 8, dtype=torch.uint8)
-
-
-if PIXELS not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(PIXELS, PixelFeatureExtractor)
+features.register_extractor(PIXELS, PixelFeatureExtractor)
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:

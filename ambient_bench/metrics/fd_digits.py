@@ -14,8 +14,6 @@ import torch
 import torch.nn.functional as F
 import torch_fidelity
 from torch import nn
-from torch_fidelity import FeatureExtractorBase, register_feature_extractor
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ambient_bench import fileio
 from ambient_bench.components import ImageSet, Metric
@@ -45,8 +43,10 @@ class DigitClassifier(nn.Module):
         return features, self.head(features)
 
 
-class DigitFeatureExtractor(FeatureExtractorBase):
+class DigitFeatureExtractor(features.Extractor):
     """torch-fidelity adapter: uint8 N×C×H×W → (penultimate features, logits)."""
+
+    layers, isc_layer, dummy_shape = ("penultimate", "logits"), "logits", (1, 16, 16)
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
                  **kwargs: Any) -> None:
@@ -69,36 +69,8 @@ class DigitFeatureExtractor(FeatureExtractorBase):
         by_name = {"penultimate": features, "logits": logits}
         return tuple(by_name[name] for name in self.features_list)
 
-    @staticmethod
-    def get_provided_features_list() -> tuple[str, ...]:
-        return ("penultimate", "logits")
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric: str) -> str:
-        return "logits" if metric == "isc" else "penultimate"
-
-    @staticmethod
-    def can_be_compiled() -> bool:
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile() -> torch.Tensor:
-        return torch.zeros(1, 1, 16, 16, dtype=torch.uint8)
-
-
-if EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(EXTRACTOR, DigitFeatureExtractor)
-
-
-class _Images(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> torch.Tensor:
-        return self.images[i]
+features.register_extractor(EXTRACTOR, DigitFeatureExtractor)
 
 
 @register_metric("fd_digits")
@@ -140,7 +112,7 @@ class FDDigits(Metric):
         weights = setup_dir / CLASSIFIER
         cache_name = f"ref-{reference.content_hash()[:16]}-w{features.file_sha256(weights)[:16]}"
         result = torch_fidelity.calculate_metrics(
-            input1=_Images(samples), input2=_Images(reference.images), fid=True, cuda=False,
+            input1=features.TensorImages(samples), input2=features.TensorImages(reference.images), fid=True, cuda=False,
             feature_extractor=EXTRACTOR, feature_extractor_weights_path=str(weights),
             cache=True, cache_root=str(cache_dir), input2_cache_name=cache_name,
             batch_size=256, save_cpu_ram=True, verbose=False)

@@ -26,8 +26,6 @@ import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_fidelity import FeatureExtractorBase, register_feature_extractor
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.metrics import features
@@ -136,12 +134,14 @@ def edm2_preprocess(x: torch.Tensor) -> torch.Tensor:
     return (x - mean) / std
 
 
-class DinoV2EDM2Extractor(FeatureExtractorBase):
+class DinoV2EDM2Extractor(features.Extractor):
     """torch-fidelity adapter: uint8 N×3×H×W → CLS token after the final norm (1024-d for ViT-L/14).
 
     ``feature_extractor_weights_path``: the original DINOv2 checkpoint (default: torch.hub's
     checkpoint folder). ``dinov2_arch``: expected architecture; None = read it from the checkpoint.
     """
+
+    layers = (LAYER,)
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
                  dinov2_arch: str | None = None, **kwargs: Any) -> None:
@@ -159,25 +159,8 @@ class DinoV2EDM2Extractor(FeatureExtractorBase):
             raise ValueError(f"{EXTRACTOR} needs uint8 N×3×H×W, got {x.dtype} {tuple(x.shape)}")
         return (self.model(edm2_preprocess(x)).float(),)
 
-    @staticmethod
-    def get_provided_features_list() -> tuple[str, ...]:
-        return (LAYER,)
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric: str) -> str:
-        return LAYER
-
-    @staticmethod
-    def can_be_compiled() -> bool:
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile() -> torch.Tensor:
-        return torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
-
-
-if EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(EXTRACTOR, DinoV2EDM2Extractor)
+features.register_extractor(EXTRACTOR, DinoV2EDM2Extractor)
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch_fidelity import FeatureExtractorBase, register_feature_extractor
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
 from ambient_bench import fileio
@@ -136,3 +138,51 @@ def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:
     stats = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, dtype=np.float32)))
              for f in (features_1, features_2)]
     return float(fid_statistics_to_metric(stats[0], stats[1], verbose=False)["frechet_inception_distance"])
+
+
+class Extractor(FeatureExtractorBase):
+    """torch-fidelity's extractor contract, declared as data by our extractors.
+
+    ``layers``: the feature names ``forward`` can return; the first is the default for every
+    metric except Inception Score (``isc_layer``). ``dummy_shape``: C, H, W of the input that
+    torch-fidelity compiles with (we never compile).
+    """
+
+    layers: tuple[str, ...] = ()
+    isc_layer: str | None = None
+    dummy_shape: tuple[int, int, int] = (3, 8, 8)
+
+    @classmethod
+    def get_provided_features_list(cls) -> tuple[str, ...]:
+        return cls.layers
+
+    @classmethod
+    def get_default_feature_layer_for_metric(cls, metric: str) -> str:
+        return cls.isc_layer if metric == "isc" and cls.isc_layer else cls.layers[0]
+
+    @staticmethod
+    def can_be_compiled() -> bool:
+        return False
+
+    @classmethod
+    def get_dummy_input_for_compile(cls) -> torch.Tensor:
+        return torch.zeros(1, *cls.dummy_shape, dtype=torch.uint8)
+
+
+def register_extractor(name: str, cls: type) -> None:
+    """Register with torch-fidelity once (modules may be imported again, e.g. by the registry's scan)."""
+    if name not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(name, cls)
+
+
+class TensorImages(torch.utils.data.Dataset):
+    """uint8 N×C×H×W images as the Dataset torch-fidelity's ``calculate_metrics`` takes (items are tensors)."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.images[i]

@@ -22,6 +22,7 @@ measures it where both weight files (and clean-fid) are present. Not verified of
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,9 @@ class InceptionMetric(Metric):
         gen, ref = self.features(samples, reference, cache_dir)
         return self.score(gen, ref)
 
+    @abstractmethod
     def score(self, gen: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-        raise NotImplementedError
+        """The metric's values from generated and reference features (N×2048 each)."""
 
 
 def _tensor(array: np.ndarray) -> torch.Tensor:

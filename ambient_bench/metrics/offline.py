@@ -20,8 +20,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 import torch_fidelity
-from torch_fidelity import FeatureExtractorBase, register_feature_extractor
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.metrics import features
@@ -41,8 +39,10 @@ def _box3(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 
-class BandpassExtractor(FeatureExtractorBase):
+class BandpassExtractor(features.Extractor):
     """torch-fidelity adapter: uint8 N×3×H×W → 64-d tanh random projections of two frequency bands."""
+
+    layers, dummy_shape = (LAYER,), (3, SIZE, SIZE)
 
     def __init__(self, name: str, features_list: list[str], **kwargs: Any) -> None:
         super().__init__(name, features_list)  # kwargs (weights path, verbose, ...) do not apply
@@ -65,25 +65,8 @@ class BandpassExtractor(FeatureExtractorBase):
                        torch.tanh(HIGH_GAIN * high.flatten(1) @ self.p_high)], dim=1)
         return tuple(f for _ in self.features_list)
 
-    @staticmethod
-    def get_provided_features_list() -> tuple[str, ...]:
-        return (LAYER,)
 
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric: str) -> str:
-        return LAYER
-
-    @staticmethod
-    def can_be_compiled() -> bool:
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile() -> torch.Tensor:
-        return torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8)
-
-
-if EXTRACTOR not in FEATURE_EXTRACTORS_REGISTRY:
-    register_feature_extractor(EXTRACTOR, BandpassExtractor)
+features.register_extractor(EXTRACTOR, BandpassExtractor)
 
 
 @register_metric("fd_bandpass")
