@@ -9,9 +9,9 @@ from ambient_bench.annotation.classifier_net import HalfUNet, build_classifier, 
 from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION, load_classifier, train_classifier
 from ambient_bench.annotation.crops import (choose_sigma_max, scaled_crop_sizes, scaled_table, tile_canvases,
                                             tile_origins, window_mask)
-from ambient_bench.annotation.sigma_min import (annotate_sigma_min, causal_ema, classifier_probabilities,
-                                                classifier_probabilities_looped, first_crossing, lognormal_grid,
-                                                scaled_span)
+from ambient_bench.annotation.sigma_min import (CHUNK_BYTES, annotate_sigma_min, auto_batch, causal_ema,
+                                                classifier_probabilities, classifier_probabilities_looped,
+                                                first_crossing, lognormal_grid, scaled_span, widest_activation_bytes)
 from ambient_bench.data.images import uint8_to_model
 from ambient_bench.data.mixing import mix
 from ambient_bench.registry import CORRUPTIONS, DATASETS
@@ -56,12 +56,21 @@ def test_batched_probabilities_equal_the_per_image_loop_and_ignore_chunking():
     indices = torch.tensor([3, 9, 1, 4, 7])
     sigmas = lognormal_grid(70)
     looped = classifier_probabilities_looped(Thresholder(), images, indices, sigmas, trials=3, seed=1)
-    for batch in (64, 500, 100_000):
+    for batch in (None, 64, 500, 100_000):
         batched = classifier_probabilities(Thresholder(), images, indices, sigmas, trials=3, seed=1, batch=batch)
         np.testing.assert_allclose(batched, looped, atol=1e-6)
     # an image's noise depends on its identity, not on its neighbours
     alone = classifier_probabilities(Thresholder(), images[2:3], indices[2:3], sigmas, trials=3, seed=1)
     np.testing.assert_allclose(alone[0], looped[2], atol=1e-6)
+
+
+def test_auto_batch_fits_the_widest_activation_in_the_device_budget():
+    cpu = torch.device("cpu")
+    small = build_classifier({"preset": "cpu"}, img_channels=1, resolution=16)  # widest: 16 channels at 16×16
+    assert widest_activation_bytes(small, (1, 16, 16), cpu) == 16 * 16 * 16 * 4
+    assert auto_batch(small, (1, 16, 16), cpu) == CHUNK_BYTES["cpu"] // (16 * 16 * 16 * 4)
+    wide = build_classifier({"preset": "cpu", "model_channels": 64}, img_channels=1, resolution=16)
+    assert auto_batch(wide, (1, 16, 16), cpu) == auto_batch(small, (1, 16, 16), cpu) // 4
 
 
 def test_sigma_min_follows_the_classifier_and_drops_images_that_never_cross():

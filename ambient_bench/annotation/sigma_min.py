@@ -10,7 +10,9 @@ so that results do not depend on how the work is chunked.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import scipy.signal
@@ -21,6 +23,11 @@ from ambient_bench.seeding import torch_generator
 
 NOISE_BLOCK = 64  # grid levels per noise draw: a fixed constant, so chunking never changes the noise
 PAPER_GRID, PAPER_SPAN = 2048, 32
+# Budget for the widest activation of one forward pass when ``batch`` is not given. On a CPU the
+# elementwise layers (GroupNorm, SiLU, adds) are memory-bound: chunks that stay in cache run about
+# twice as fast as 1024-input chunks (benchmarks/perf/annotate.py); on a GPU bigger is better.
+CHUNK_BYTES = {"cpu": 4 << 20, "other": 512 << 20}
+MAX_AUTO_BATCH = 16384
 
 
 def scaled_span(num_sigmas: int) -> int:
@@ -58,6 +65,31 @@ class SigmaMinResult:
     threshold: float
 
 
+def widest_activation_bytes(classifier: Callable, shape: tuple[int, ...], device: torch.device) -> int:
+    """Bytes of the largest tensor any layer produces for one input of ``shape`` (one probe pass)."""
+    sizes = [math.prod(shape) * 4]
+
+    def record(_module: torch.nn.Module, _args: tuple, output: object) -> None:
+        if isinstance(output, torch.Tensor):
+            sizes.append(output[:1].numel() * output.element_size())
+
+    modules = classifier.modules() if isinstance(classifier, torch.nn.Module) else ()
+    hooks = [module.register_forward_hook(record) for module in modules]
+    try:
+        with torch.no_grad():
+            classifier(torch.zeros((1, *shape), device=device), torch.ones(1, device=device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(sizes)
+
+
+def auto_batch(classifier: Callable, shape: tuple[int, ...], device: torch.device) -> int:
+    """Inputs per forward pass whose widest activation fits ``CHUNK_BYTES`` for the device."""
+    budget = CHUNK_BYTES["cpu" if device.type == "cpu" else "other"]
+    return int(min(MAX_AUTO_BATCH, max(1, budget // widest_activation_bytes(classifier, shape, device))))
+
+
 def _noise(seed: int, index: int, block: int, trials: int, shape: tuple[int, ...],
            device: torch.device) -> torch.Tensor:
     g = torch_generator("annotate-noise", seed, index, block, device=device)
@@ -66,15 +98,16 @@ def _noise(seed: int, index: int, block: int, trials: int, shape: tuple[int, ...
 
 @torch.no_grad()
 def classifier_probabilities(classifier: torch.nn.Module, images: torch.Tensor, indices: torch.Tensor,
-                             sigmas: np.ndarray, trials: int, seed: int, batch: int = 1024) -> np.ndarray:
+                             sigmas: np.ndarray, trials: int, seed: int, batch: int | None = None) -> np.ndarray:
     """M×K mean sigmoid(logit) over ``trials`` noisy copies at each grid level.
 
     ``images`` are model-space (float, [-1, 1]) on the classifier's device; ``indices`` give
     each image's identity for seeding its noise. ``batch`` bounds images × levels × trials per
-    forward pass.
+    forward pass (None: ``auto_batch``); it changes speed, not the numbers.
     """
     device = images.device
     m, shape = len(images), tuple(images.shape[1:])
+    batch = batch or auto_batch(classifier, shape, device)
     sigma_grid = torch.as_tensor(sigmas, dtype=torch.float32, device=device)
     out = np.empty((m, len(sigmas)))
     per_image = NOISE_BLOCK * trials
@@ -91,7 +124,8 @@ def classifier_probabilities(classifier: torch.nn.Module, images: torch.Tensor, 
             inputs = x_t.reshape(-1, *shape)
             if inputs.dim() == 4:  # the layout load_classifier gives the network; a no-op copy otherwise
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
-            p = torch.sigmoid(classifier(inputs, flat_sigma).float())
+            p = torch.cat([torch.sigmoid(classifier(inputs[i:i + batch], flat_sigma[i:i + batch]).float())
+                           for i in range(0, len(inputs), batch)])
             out[start:stop, block * NOISE_BLOCK:block * NOISE_BLOCK + k] = \
                 p.reshape(stop - start, k, trials).mean(-1).cpu().double().numpy()
     return out
@@ -115,7 +149,8 @@ def classifier_probabilities_looped(classifier: torch.nn.Module, images: torch.T
 
 def annotate_sigma_min(classifier: torch.nn.Module, images: torch.Tensor, indices: torch.Tensor, *,
                        num_sigmas: int = 2048, trials: int = 4, ema_span: int | None = None, epsilon: float = 0.05,
-                       p_mean: float = -1.2, p_std: float = 1.2, seed: int = 0, batch: int = 1024) -> SigmaMinResult:
+                       p_mean: float = -1.2, p_std: float = 1.2, seed: int = 0,
+                       batch: int | None = None) -> SigmaMinResult:
     """sigma_min of every image (model-space float tensor) from its classifier curve.
 
     ``ema_span`` None scales the paper's span to the grid (see ``scaled_span``).

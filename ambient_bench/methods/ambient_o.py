@@ -74,7 +74,9 @@ class AmbientO(Method):
                                 "scaled to num_sigmas)", kind=int, ge=1, nullable=True),
         "epsilon": Param(0.05, "threshold: first level where smoothed P(corrupted) < 0.5 + epsilon", ge=0, lt=0.5),
         "annotate_seed": Param(0, "seed of the annotation noise", kind=int, ge=0),
-        "annotate_batch": Param(1024, "classifier inputs per forward pass", kind=int, ge=1, semantic=False),
+        "annotate_batch": Param(None, "classifier inputs per forward pass (null = sized to the device: the "
+                                      "widest activation within 4 MiB on CPU, 512 MiB on GPU)",
+                                kind=int, ge=1, nullable=True, semantic=False),
         # quality-score annotation (paper §5, ImageNet)
         "quality_scorer": Param("clip_iqa", "quality score: clip_iqa (piq, the paper's), clip_iqa_pyiqa, "
                                             "laplacian_sharpness (offline)", kind=str),

@@ -14,3 +14,20 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def best_times_interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """``best_time`` of each function, with the repeats of all functions interleaved.
+
+    A burst of load from elsewhere then slows one repeat of every side instead of every repeat
+    of one side, so the ratio of the best times stays fair on a shared machine.
+    """
+    for fn in fns.values():
+        fn()
+    best = {name: float("inf") for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
