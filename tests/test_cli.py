@@ -16,8 +16,10 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("mutation,expected", [
-    (("clean_fraction: 0.1", "clean_fractoin: 0.1"), "unknown key 'clean_fractoin' in 'mix'; did you mean 'clean_fraction'?"),
-    (("name: gaussian_blur", "name: gaussian_blurr"), "unknown corruption 'gaussian_blurr'; did you mean 'gaussian_blur'?"),
+    (("clean_fraction: 0.1", "clean_fractoin: 0.1"),
+     "unknown key 'clean_fractoin' in 'mix'; did you mean 'clean_fraction'?"),
+    (("name: gaussian_blur", "name: gaussian_blurr"),
+     "unknown corruption 'gaussian_blurr'; did you mean 'gaussian_blur'?"),
     (("[clean_only,", "[clean_onyl,"), "unknown method 'clean_onyl'; did you mean 'clean_only'?"),
 ])
 def test_bad_suite_exits_2_with_one_line_and_writes_nothing(tmp_path, mutation, expected):

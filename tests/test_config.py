@@ -117,8 +117,10 @@ def test_identical_cells_are_deduplicated(write_suite):
 
 
 def test_exclusions_match_resolved_values_and_reject_unknown_keys(write_suite):
-    grid = "grid:\n  method: [all_data, {name: ambient_o, sigma_min: 1.0}, {name: ambient_o, sigma_min: 1.0, s_max: 2.0}]\n"
+    grid = ("grid:\n  method: [all_data, {name: ambient_o, sigma_min: 1.0}, "
+            "{name: ambient_o, sigma_min: 1.0, s_max: 2.0}]\n")
     suite = load_suite(write_suite(BASE + grid + "exclude:\n  - {method.s_max: 4.0}\n"))  # 4.0 is the default
     assert [c.config["method"].get("s_max") for c in suite.cells] == [None, 2.0]
     message = error_of(write_suite, BASE + grid + "exclude:\n  - {method.s_maxx: 4.0}\n")
-    assert "suite.yaml:17:" in message and "exclude key 'method.s_maxx'" in message and "did you mean 'method.s_max'" in message
+    assert "suite.yaml:17:" in message and "exclude key 'method.s_maxx'" in message
+    assert "did you mean 'method.s_max'" in message

@@ -42,7 +42,8 @@ def test_ambient_loss_is_edm_loss_when_sigma_n_is_zero():
 
 def test_ambient_loss_equals_the_papers_weighted_tweedie_form():
     x0, z, eps = (torch.randn(3, 1, 8, 8, generator=gen(i), dtype=torch.float64) for i in range(3))
-    sigma, sigma_n = torch.tensor([1.5, 2.0, 4.0], dtype=torch.float64), torch.tensor([1.0, 1.2, 0.0], dtype=torch.float64)
+    sigma = torch.tensor([1.5, 2.0, 4.0], dtype=torch.float64)
+    sigma_n = torch.tensor([1.0, 1.2, 0.0], dtype=torch.float64)
     denoiser = lambda x, s: torch.tanh(x)  # noqa: E731
     ours = ambient_edm_loss(denoiser, x0, z, sigma, sigma_n, eps)
     s, sn = sigma.view(-1, 1, 1, 1), sigma_n.view(-1, 1, 1, 1)
@@ -59,7 +60,8 @@ def test_clipped_ambient_weight_matches_table6_definition(clip):
     """min(lambda_amb, c) in the paper's form; c = 1 is 'no weight'. Sample 1 has lambda_amb ≈ 1.78
     (clipped only at c = 1), sample 2 lambda_amb ≈ 9.2 (clipped at every c), sample 3 sigma_n = 0."""
     x0, z, eps = (torch.randn(3, 1, 8, 8, generator=gen(i), dtype=torch.float64) for i in range(3))
-    sigma, sigma_n = torch.tensor([4.0, 1.1, 2.0], dtype=torch.float64), torch.tensor([2.0, 0.9, 0.0], dtype=torch.float64)
+    sigma = torch.tensor([4.0, 1.1, 2.0], dtype=torch.float64)
+    sigma_n = torch.tensor([2.0, 0.9, 0.0], dtype=torch.float64)
     denoiser = lambda x, s: torch.tanh(x)  # noqa: E731
     ours = ambient_edm_loss(denoiser, x0, z, sigma, sigma_n, eps, weight_clip=clip)
     s, sn = sigma.view(-1, 1, 1, 1), sigma_n.view(-1, 1, 1, 1)

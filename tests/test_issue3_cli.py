@@ -44,7 +44,8 @@ def test_user_folders_run_every_method_without_synthetic_corruption(tmp_path):
     export = subprocess.run([sys.executable, "benchmarks/tools/export_example_folders.py", "--out", str(folders),
                              "--ood-count", "40"], cwd=REPO, capture_output=True, text=True)
     assert export.returncode == 0, export.stderr
-    suite = (REPO / "benchmarks" / "user_folders_example.yaml").read_text().replace("data/example_folders", str(folders))
+    suite = (REPO / "benchmarks" / "user_folders_example.yaml").read_text()
+    suite = suite.replace("data/example_folders", str(folders))
     suite = suite.replace("tables: [tables/pool.yaml]", f"tables: [{REPO / 'benchmarks' / 'tables' / 'pool.yaml'}]")
     suite = suite.replace("duration_kimg: 2.0", "duration_kimg: 0.5").replace("num: 200", "num: 64")
     path = tmp_path / "suite.yaml"
@@ -91,7 +92,8 @@ def test_missing_paper_datasets_fail_before_anything_runs(tmp_path, dataset, url
     """))
     env = {**os.environ, "AMBIENT_BENCH_DATA": str(tmp_path / "empty")}
     for command in ("plan", "run"):
-        proc = subprocess.run([sys.executable, "-m", "ambient_bench", command, str(suite), "--runs", str(tmp_path / "runs")],
+        proc = subprocess.run([sys.executable, "-m", "ambient_bench", command, str(suite),
+                               "--runs", str(tmp_path / "runs")],
                               cwd=REPO, env=env, capture_output=True, text=True)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and url in proc.stderr and str(tmp_path / "empty") in proc.stderr
@@ -101,7 +103,8 @@ def test_missing_paper_datasets_fail_before_anything_runs(tmp_path, dataset, url
 def test_gallery_picture(tmp_path):
     out = tmp_path / "gallery.png"
     proc = run_cli("show", "corruptions", "--dataset", "{name: digits, resolution: 16}", "--corruption", "jpeg",
-                   "--corruption", "{name: motion_blur, severity: 3}", "--count", "5", "--cell", "32", "--out", str(out))
+                   "--corruption", "{name: motion_blur, severity: 3}", "--count", "5", "--cell", "32",
+                   "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     picture = Image.open(out)
     assert picture.height == (1 + 6 + 1) * 34  # clean row + six JPEG qualities + one motion blur

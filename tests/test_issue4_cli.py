@@ -82,9 +82,10 @@ def test_classifier_annotation_rejects_a_fixed_sigma(write_suite, tmp_path):
 
 def test_quality_annotation_without_clip_weights_fails_at_plan_time(write_suite, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # piq looks for its CLIP files under $HOME/.cache/clip
-    suite = write_suite(SUITE.replace("name: ambient_o_crops\n    annotate: classifier",
-                                      "name: ambient_o\n    annotate: quality\n    sigma_min: 1.0")
-                        .replace("    crop_sizes: [2, 4]\n", "").replace(f"    crops_classifier: {json.dumps(TINY)}\n", ""))
+    text = SUITE.replace("name: ambient_o_crops\n    annotate: classifier",
+                         "name: ambient_o\n    annotate: quality\n    sigma_min: 1.0")
+    suite = write_suite(text.replace("    crop_sizes: [2, 4]\n", "")
+                        .replace(f"    crops_classifier: {json.dumps(TINY)}\n", ""))
     for command in ("plan", "run"):
         result = run_cli(command, str(suite), "--runs", str(tmp_path / "runs"))
         assert result.returncode == 2, result.stdout + result.stderr

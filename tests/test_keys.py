@@ -29,7 +29,8 @@ def stages_of(write_suite, overrides=()):
 
 
 def test_canonical_json_ignores_key_order():
-    assert canonical_json({"b": 1, "a": {"y": 2.0, "x": [1, 2]}}) == canonical_json({"a": {"x": [1, 2], "y": 2.0}, "b": 1})
+    shuffled = {"b": 1, "a": {"y": 2.0, "x": [1, 2]}}
+    assert canonical_json(shuffled) == canonical_json({"a": {"x": [1, 2], "y": 2.0}, "b": 1})
     assert stage_key("t", 1, {"a": 1, "b": 2}) == stage_key("t", 1, {"b": 2, "a": 1})
     assert stage_key("t", 1, {"a": 1}) != stage_key("t", 2, {"a": 1})
     assert canonical_json({"s": float("inf")}) == '{"s":"inf"}'

@@ -39,7 +39,8 @@ def test_layout_bold_mean_std_and_footnote():
     out = render(frame(), load_spec(SPEC))
     md, paper = out["md"].split("## The paper's numbers")
     assert "| Method" in md and "σ_B = 0.6 · FD_digits ↓" in md and "σ_B = 1.0 · σ̄_tn^min" in md
-    lines = {line.split("|")[1].strip(): line for line in md.splitlines() if line.startswith("| ") and "---" not in line}
+    lines = {line.split("|")[1].strip(): line for line in md.splitlines()
+             if line.startswith("| ") and "---" not in line}
     assert "**31.0 ± 1.4**" in lines["Ambient-o (fixed σ_min)"]  # best (lowest) in bold, mean ± std of 2 seeds
     assert "**" not in lines["All data"] and "–" in lines["Only clean"]  # no sigma for clean-only
     assert "1.60" in lines["Ambient-o (fixed σ_min)"] and "1.60 ±" not in lines["Ambient-o (fixed σ_min)"]

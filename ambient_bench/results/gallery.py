@@ -49,7 +49,8 @@ def render_gallery(data: ImageSet, rows: list[tuple[str, Corruption]], count: in
         rngs = [numpy_rng("gallery", seed, int(i)) for i in index]
         grids.append((label, to_uint8(corruption.apply(clean.clone(), rngs).clamp(0, 1))))
     font = ImageFont.load_default(size=max(10, cell // 5))
-    label_width = max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(label, font=font)) for label, _ in grids) + 12
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    label_width = max(int(measure.textlength(label, font=font)) for label, _ in grids) + 12
     canvas = Image.new("RGB", (label_width + count * (cell + 2), len(grids) * (cell + 2)), "white")
     draw = ImageDraw.Draw(canvas)
     for r, (label, images) in enumerate(grids):
