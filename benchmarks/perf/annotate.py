@@ -32,6 +32,8 @@ from ambient_bench.data.images import uint8_to_model
 from ambient_bench.registry import DATASETS
 from timing import best_times_interleaved  # benchmarks/perf/timing.py: the script's folder is on sys.path
 
+TARGET = 10.0  # issue 4
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -81,7 +83,10 @@ def main() -> None:
           f"(one wide 3×3 convolution here: {_wide_conv_gflops(device):.0f} GFLOP/s)")
     print(f"per-image, per-level loop:   {best['looped']:.3f} s = {evaluations / best['looped']:,.0f} inputs/s "
           f"({per_call * 1e3:.2f} ms per {args.trials}-input call)")
-    print(f"ratio: {best['looped'] / best['batched']:.1f}×   max |P_batched - P_loop| = {difference:.1e}")
+    ratio = best['looped'] / best['batched']
+    print(f"ratio: {ratio:.1f}×   max |P_batched - P_loop| = {difference:.1e}")
+    met = ratio >= TARGET and difference <= 1e-5
+    print(f"target ≥ {TARGET:g}× with max |ΔP| ≤ 1e-5: {'met' if met else 'NOT met'}")
 
 
 def _wide_conv_gflops(device: torch.device) -> float:
