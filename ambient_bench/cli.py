@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from ambient_bench.allocator import retain_freed_memory
 from ambient_bench.errors import UserError
 
 KINDS = ("corruption", "dataset", "method", "metric")
@@ -197,6 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    retain_freed_memory()  # CPU forward passes would otherwise page-fault their activations in each time
     handler = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "tables": cmd_tables, "show": cmd_show}[args.command]
     try:
         return handler(args)

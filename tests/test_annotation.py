@@ -1,6 +1,8 @@
 """Noise and crops classifiers, the sigma_min crossing search and the crops sigma_max rule."""
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -172,3 +174,15 @@ def test_quality_annotation_finds_the_sharp_images_without_reading_the_corruptio
     assert ann.summary["quality_split_precision"] > 0.6  # 30% of the pool is clean: far above chance
     assert {round(v, 6) for v in ann.sigma_max.tolist()} <= {0.0, 0.2, 0.55}  # 16 px: crop 4 → 0.2, 8 → 0.55
     assert (ann.sigma_max > 0).sum() >= 100 and ann.keep.all()
+
+
+@pytest.mark.skipif(shutil.which("c++") is None and shutil.which("g++") is None,
+                    reason="torch.compile on CPU needs a C++ compiler")
+def test_compiled_annotation_gives_the_eager_numbers():
+    torch.manual_seed(0)
+    net = build_classifier({"preset": "cpu", "model_channels": 4}, img_channels=1, resolution=8).eval()
+    images, indices = torch.rand(3, 1, 8, 8) * 2 - 1, torch.arange(3)
+    eager = annotate_sigma_min(net, images, indices, num_sigmas=64, trials=2, batch=32)
+    compiled = annotate_sigma_min(net, images, indices, num_sigmas=64, trials=2, batch=32, compile=True)
+    np.testing.assert_allclose(compiled.probabilities, eager.probabilities, atol=1e-6)
+    np.testing.assert_array_equal(compiled.sigma_min, eager.sigma_min)

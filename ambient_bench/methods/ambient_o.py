@@ -77,6 +77,9 @@ class AmbientO(Method):
         "annotate_batch": Param(None, "classifier inputs per forward pass (null = sized to the device: the "
                                       "widest activation within 4 MiB on CPU, 512 MiB on GPU)",
                                 kind=int, ge=1, nullable=True, semantic=False),
+        "annotate_compile": Param(False, "torch.compile the classifier for annotation (about 1.7× on CPU; worth "
+                                         "its compile time on large grids; needs a C++ compiler on CPU)",
+                                  kind=bool, semantic=False),
         # quality-score annotation (paper §5, ImageNet)
         "quality_scorer": Param("clip_iqa", "quality score: clip_iqa (piq, the paper's), clip_iqa_pyiqa, "
                                             "laplacian_sharpness (offline)", kind=str),
@@ -173,7 +176,8 @@ class AmbientO(Method):
         result = annotate_sigma_min(classifier, uint8_to_model(data.images[low]).to(device), data.index[low],
                                     num_sigmas=self.p.num_sigmas, trials=self.p.trials, ema_span=self.p.ema_span,
                                     epsilon=self.p.epsilon, p_mean=cfg["P_mean"], p_std=cfg["P_std"],
-                                    seed=self.p.annotate_seed, batch=self.p.annotate_batch)
+                                    seed=self.p.annotate_seed, batch=self.p.annotate_batch,
+                                    compile=self.p.annotate_compile)
         n = len(data.index)
         for name, values in (("p_lowest_sigma", result.smoothed[:, 0]), ("p_highest_sigma", result.smoothed[:, -1])):
             columns[name] = torch.full((n,), float("nan"), dtype=torch.float64)

@@ -15,6 +15,7 @@ import scipy.ndimage
 import torch
 from tabulate import tabulate
 
+from ambient_bench.allocator import retain_freed_memory
 from ambient_bench.registry import CORRUPTIONS, DATASETS
 from ambient_bench.seeding import numpy_rng
 from timing import best_time  # benchmarks/perf/timing.py: the script's folder is on sys.path
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
     torch.set_num_threads(torch.get_num_threads())
     data = DATASETS.build({"name": "natural_patches", "resolution": args.resolution, "count": args.batch}).load()
     x = data.images.float() / 255.0

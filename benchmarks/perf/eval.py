@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ambient_bench.allocator import retain_freed_memory
 from ambient_bench.components import ImageSet
 from ambient_bench.errors import UserError
 from ambient_bench.metrics import features
@@ -41,6 +42,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--weights", help="Inception metrics: weights file (timing does not depend on the values)")
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
 
     spec = {"name": args.metric, "device": args.device, **({"weights": args.weights} if args.weights else {})}
     metric = METRICS.build(spec)

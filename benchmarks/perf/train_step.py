@@ -24,6 +24,7 @@ import time
 import numpy as np
 import torch
 
+from ambient_bench.allocator import retain_freed_memory
 from ambient_bench.diffusion.edm import EDMPrecond
 from ambient_bench.diffusion.loss import ambient_edm_loss, annotation_noise
 from ambient_bench.diffusion.unet import build_unet, parameter_count
@@ -119,6 +120,7 @@ def main() -> None:
     parser.add_argument("--skip-cifar", action="store_true", help="skip (b), about a minute on 2 CPU cores")
     parser.add_argument("--gpu-only", action="store_true", help="only (c)")
     args = parser.parse_args()
+    retain_freed_memory()  # as the CLI does
     distributed.init_from_env()
     if not args.gpu_only:
         loss_ratio(args)
