@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ambient_bench.allocator import retain_freed_memory
+
 REPO = Path(__file__).resolve().parents[1]
+retain_freed_memory()  # in-process training and sampling run as under the CLI (about 3× faster steps on CPU)
 
 
 def run_cli(*args: str, cwd: Path = REPO, timeout: float = 600) -> subprocess.CompletedProcess:
