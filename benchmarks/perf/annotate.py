@@ -32,7 +32,7 @@ from ambient_bench.annotation.sigma_min import (auto_batch, classifier_probabili
                                                 lognormal_grid)
 from ambient_bench.data.images import uint8_to_model
 from ambient_bench.registry import DATASETS
-from timing import best_times_interleaved  # benchmarks/perf/timing.py: the script's folder is on sys.path
+from timing import best_time, best_times_interleaved  # benchmarks/perf/timing.py: the script's folder is on sys.path
 
 TARGET = 10.0  # issue 4
 
@@ -105,6 +105,16 @@ def main() -> None:
               f"target ≥ {TARGET:g}× with max |ΔP| ≤ 1e-5: {'met' if met else 'NOT met'}")
 
 
+def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:
+    """``fn`` followed by waiting for the device, so that its time is the work's, not its launch's."""
+    def run() -> None:
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return run
+
+
+@torch.no_grad()
 def _wide_conv_gflops(device: torch.device) -> float:
     """The rate of one wide layer on this device (256→256 3×3 convolution, 32×32, batch 64, channels-last).
 
@@ -114,29 +124,14 @@ def _wide_conv_gflops(device: torch.device) -> float:
     """
     conv = torch.nn.Conv2d(256, 256, 3, padding=1).to(device, memory_format=torch.channels_last)
     x = torch.randn(64, 256, 32, 32, device=device).contiguous(memory_format=torch.channels_last)
-    best = float("inf")
-    with torch.no_grad():
-        for _ in range(6):
-            start = time.perf_counter()
-            conv(x)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-    return 2 * 64 * 256 * 256 * 9 * 32 * 32 / best / 1e9
+    return 2 * 64 * 256 * 256 * 9 * 32 * 32 / best_time(_synced(lambda: conv(x), device), 5) / 1e9
 
 
+@torch.no_grad()
 def _loop_call_seconds(classifier: torch.nn.Module, inputs: torch.Tensor, device: torch.device, repeats: int) -> float:
     """Best time of one forward pass on the loop's T inputs."""
     sigma = torch.ones(len(inputs), device=device)
-    best = float("inf")
-    with torch.no_grad():
-        for _ in range(repeats * 20):
-            start = time.perf_counter()
-            classifier(inputs, sigma)
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            best = min(best, time.perf_counter() - start)
-    return best
+    return best_time(_synced(lambda: classifier(inputs, sigma), device), repeats * 20)
 
 
 if __name__ == "__main__":
