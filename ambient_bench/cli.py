@@ -95,9 +95,13 @@ def cmd_tables(args: argparse.Namespace) -> int:
                         f"`python -m ambient_bench run {args.suite}` first")
     paths = render_all(read_results(results_dir), suite.tables, results_dir, check=args.check)
     if args.check:
-        if paths:
+        stale = [p for p in paths if isinstance(p, Path)]
+        if stale:
             _print("stale tables (re-render with `python -m ambient_bench tables "
-                   f"{args.suite}`): " + ", ".join(map(str, paths)))
+                   f"{args.suite}`): " + ", ".join(map(str, stale)))
+        for problem in (p for p in paths if not isinstance(p, Path)):
+            _print(f"status drift: {problem}")
+        if paths:
             return 1
         _print(f"tables of {suite.name} match {results_dir}/results.csv")
         return 0

@@ -1,5 +1,6 @@
 """Write a suite's tables (Markdown + LaTeX) from its long-form results, with footnotes and
-the paper's numbers; ``check`` compares against the files on disk instead of writing."""
+the paper's numbers; ``check`` compares against the files on disk instead of writing, and holds
+a table whose paper status is ``reproduced`` to the reference's tolerances."""
 from __future__ import annotations
 
 import dataclasses
@@ -9,18 +10,37 @@ from pathlib import Path
 import pandas as pd
 
 from ambient_bench import fileio
-from ambient_bench.config import yamlio
-from ambient_bench.errors import UserError
-from ambient_bench.results.tables import SEED_KEY, TableSpec, aggregate, load_spec, to_latex, to_markdown
+from ambient_bench.results.reference import RefTable, canonical
+from ambient_bench.results.tables import (SEED_KEY, Layout, TableSpec, aggregate, load_spec, lookup, row_id,
+                                          sort_rows, to_latex, to_markdown)
+
+TINY_NOTE = ("Tiny profile (`--profile tiny`): every size shrunk by the rules in ambient_bench/config/profiles.py "
+             "(same stages, same code); the numbers exercise the machinery and say nothing about the method.")
+STANDIN_NOTE = ("STAND-IN DATA: synthetic images in the real datasets' file formats (written by "
+                "`python -m ambient_bench standins`), not the paper's datasets.")
+
 
 def _unique(df: pd.DataFrame, column: str) -> list[str]:
     return sorted({str(v) for v in df[column].dropna()}) if column in df.columns else []
+
+
+def profile_of(df: pd.DataFrame) -> str:
+    """'tiny' when any result row comes from the tiny profile, else 'full' (results before profiles: full)."""
+    return "tiny" if "tiny" in _unique(df, "profile") else "full"
+
+
+def _uses_standins(df: pd.DataFrame) -> bool:
+    return "True" in _unique(df, "standin_data")
 
 
 def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
     quantities = [v["quantity"] for v in spec.values]
     shown = df[df["quantity"].isin(quantities)]
     lines = []
+    if profile_of(df) == "tiny":
+        lines.append(TINY_NOTE)
+    if _uses_standins(shown):
+        lines.append(STANDIN_NOTE)
     datasets, hashes = _unique(shown, "dataset"), _unique(shown, "dataset_hash")
     fractions = _unique(shown, "clean_fraction")
     lines.append(f"Data: {' / '.join(datasets)} (content sha256 {' / '.join(h[:12] for h in hashes)}…), "
@@ -40,47 +60,98 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
                          f"method uses at low noise only (– = none).")
     seeds = _unique(shown, SEED_KEY)
     lines.append(f"Mean ± std over training seeds {{{', '.join(seeds)}}}; best value per column in bold.")
+    paper = spec.paper_table()
+    if spec.compare and paper is not None:
+        tolerances = [f"{v['label']} ±{paper.quantities[v['paper']]['tolerance']:g}" for v in spec.values
+                      if v["paper"] and paper.quantities[v["paper"]]["tolerance"] is not None]
+        if profile_of(df) == "tiny":
+            lines.append("paper: the paper's number for the same configuration, for the layout only (tiny profile: "
+                         "no comparison).")
+        else:
+            lines.append("paper: the paper's number for the same configuration; Δ = ours − paper, ✓ within the "
+                         f"reference tolerance ({', '.join(tolerances) or 'none set'}), ✗ outside it.")
     return lines + list(spec.notes)
 
 
-def _reference_block(spec: TableSpec, cols: list) -> tuple[str, str] | None:
-    if spec.reference is None:
-        return None
-    path = (spec.path.parent / spec.reference["file"]).resolve()
-    if not path.is_file():
-        raise UserError(f"{spec.path}: reference file '{spec.reference['file']}' not found")
-    data, _ = yamlio.load(path)
-    table = (data.get("tables") or {}).get(spec.reference["table"])
-    if table is None:
-        raise UserError(f"{path}: no table '{spec.reference['table']}' (have: {', '.join(data.get('tables') or {})})")
-    # The spec's order and highlighting; the paper's quantity names, labels and precision.
-    values = [{**v, "quantity": v["paper"], "label": table["labels"].get(v["paper"], v["paper"]),
-               "latex": table.get("latex_labels", {}).get(v["paper"]),
-               "fmt": table.get("formats", {}).get(v["paper"], "{:.2f}")}
-              for v in spec.values if v["paper"]]
-    paper_spec = dataclasses.replace(spec, values=values)
-    grid, rows = {}, []
-    for cell in table["cells"]:
-        for col in (cols if cell.get("col") is None else [cell["col"]]):
-            if col not in cols:
+def _delta_fmt(fmt: str) -> str:
+    return fmt.replace("{:", "{:+", 1)
+
+
+def comparisons(df: pd.DataFrame, spec: TableSpec, rows: list, cols: list, grid: dict,
+                configs: dict) -> list[tuple[tuple, object, dict, float, float, float | None]]:
+    """(row, col, value entry, ours, paper, tolerance) for every cell with both numbers."""
+    paper = spec.paper_table()
+    if paper is None:
+        return []
+    out = []
+    for (row, col), config in configs.items():
+        ref = paper.lookup(config)
+        if ref is None:
+            continue
+        for value in spec.values:
+            number = ref.values.get(value["paper"]) if value["paper"] else None
+            cell = grid.get((row, col, value["quantity"]))
+            if number is None or cell is None or math.isnan(cell[0]):
                 continue
-            for quantity, value in cell["values"].items():
-                grid[(cell["row"], col, quantity)] = (float(value), math.nan, 1)
-            rows.append(cell["row"])
-    order = [r for r in (spec.rows["order"] or []) if r in rows] + [r for r in dict.fromkeys(rows)
-                                                                    if r not in (spec.rows["order"] or [])]
-    caption = f"{data['source']}, {table['caption']}. Status: {table['status']}."
-    return (caption + "\n\n" + to_markdown(paper_spec, order, cols, grid),
-            "% " + caption + "\n" + to_latex(paper_spec, order, cols, grid))
+            out.append((row, col, value, cell[0], number, paper.quantities[value["paper"]]["tolerance"]))
+    return out
+
+
+def _paper_column(df: pd.DataFrame, spec: TableSpec, rows: list, cols: list, grid: dict,
+                  configs: dict) -> dict[tuple, str]:
+    paper = spec.paper_table()
+    text: dict[tuple, str] = {}
+    full = profile_of(df) == "full"
+    for (row, col), config in configs.items():
+        ref = paper.lookup(config)
+        for value in spec.values:
+            number = ref.values.get(value["paper"]) if ref is not None and value["paper"] else None
+            if number is not None:
+                text[(row, col, value["quantity"])] = paper.quantities[value["paper"]]["fmt"].format(number)
+    if full:
+        for row, col, value, ours, number, tolerance in comparisons(df, spec, rows, cols, grid, configs):
+            fmt = paper.quantities[value["paper"]]["fmt"]
+            mark = "" if tolerance is None else (" ✓" if abs(ours - number) <= tolerance else " ✗")
+            text[(row, col, value["quantity"])] += f" (Δ {_delta_fmt(fmt).format(ours - number)}{mark})"
+    return text
+
+
+def _reference_block(spec: TableSpec, cols: list) -> tuple[str, str] | None:
+    paper = spec.paper_table()
+    if paper is None:
+        return None
+    # The spec's layout and highlighting; the paper's quantity names, labels, precision and row names.
+    values = [{**v, "quantity": v["paper"], "label": paper.quantities[v["paper"]]["label"],
+               "latex": paper.quantities[v["paper"]]["latex"], "fmt": paper.quantities[v["paper"]]["fmt"]}
+              for v in spec.values if v["paper"]]
+    col_key = spec.columns["key"] if spec.columns else None
+    grid, labels = {}, {}
+    for ref in paper.rows:
+        row = row_id(ref.match, spec)
+        wanted = lookup(ref.match, col_key) if col_key else None
+        for col in cols:
+            if wanted is not None and canonical(col) != canonical(wanted):
+                continue
+            for quantity, number in ref.values.items():
+                if number is not None:
+                    grid[(row, col, quantity)] = (number, math.nan, 1)
+            labels.setdefault(row, ref.label)
+    layout = Layout(spec=dataclasses.replace(spec, values=values), values=values, row_labels=labels)
+    rows = sort_rows(list(labels), spec)
+    caption = f"{paper.source}, {paper.caption}. Status in ambient_bench: {paper.status_text}."
+    return (caption + "\n\n" + to_markdown(layout, rows, cols, grid),
+            "% " + caption + "\n" + to_latex(layout, rows, cols, grid))
 
 
 def render(df: pd.DataFrame, spec: TableSpec) -> dict[str, str]:
     """{'md': ..., 'tex': ...} for one table spec."""
-    rows, cols, grid = aggregate(df, spec)
+    rows, cols, grid, configs = aggregate(df, spec)
+    paper_text = _paper_column(df, spec, rows, cols, grid, configs) if spec.compare and spec.reference else None
+    layout = Layout(spec=spec, values=spec.values, paper=paper_text)
     notes = footnote(df, spec)
-    md = [f"# {spec.title}", "", to_markdown(spec, rows, cols, grid), ""] + [f"- {n}" for n in notes]
+    md = [f"# {spec.title}", "", to_markdown(layout, rows, cols, grid), ""] + [f"- {n}" for n in notes]
     tex = [f"% {spec.title} (generated by `python -m ambient_bench tables`; do not edit)",
-           to_latex(spec, rows, cols, grid)] + [f"% {n}" for n in notes]
+           to_latex(layout, rows, cols, grid)] + [f"% {n}" for n in notes]
     reference = _reference_block(spec, cols)
     if reference is not None:
         md += ["", "## The paper's numbers (same layout)", "", reference[0]]
@@ -88,9 +159,31 @@ def render(df: pd.DataFrame, spec: TableSpec) -> dict[str, str]:
     return {"md": "\n".join(md) + "\n", "tex": "\n".join(tex) + "\n"}
 
 
-def render_all(df: pd.DataFrame, spec_paths: list[Path], results_dir: Path, check: bool = False) -> list[Path]:
-    """Write (or, with ``check``, compare) every table; returns the paths written or found stale."""
-    touched = []
+def status_problems(df: pd.DataFrame, spec: TableSpec) -> list[str]:
+    """Where the reference's status and our full-profile numbers disagree (nothing to say for tiny runs)."""
+    paper: RefTable | None = spec.paper_table()
+    if not spec.compare or paper is None or profile_of(df) != "full":
+        return []
+    rows, cols, grid, configs = aggregate(df, spec)
+    found = comparisons(df, spec, rows, cols, grid, configs)
+    problems = []
+    where = f"{paper.path}: table {paper.id}"
+    if found and paper.status in ("not-run", "not-supported", "different-protocol"):
+        problems.append(f"{where} has status {paper.status} but {spec.id} compares {len(found)} numbers with it; "
+                        f"set status: reproduced or not-reproduced")
+    if paper.status == "reproduced":
+        for row, col, value, ours, number, tolerance in found:
+            if tolerance is not None and abs(ours - number) > tolerance:
+                problems.append(f"{where} says reproduced, but {value['paper']} of "
+                                f"{'/'.join(v for v in row if v)}{'' if col is None else f' at {col}'} is "
+                                f"{ours:.4g} vs the paper's {number:.4g} (tolerance {tolerance:g})")
+    return problems
+
+
+def render_all(df: pd.DataFrame, spec_paths: list[Path], results_dir: Path, check: bool = False) -> list[Path | str]:
+    """Write (or, with ``check``, compare) every table; returns the paths written, or with ``check`` the
+    stale paths and the status problems found."""
+    touched: list[Path | str] = []
     for spec_path in spec_paths:
         spec = load_spec(spec_path)
         for ext, text in render(df, spec).items():
@@ -101,4 +194,6 @@ def render_all(df: pd.DataFrame, spec_paths: list[Path], results_dir: Path, chec
             else:
                 fileio.write_text(path, text)
                 touched.append(path)
+        if check:
+            touched += status_problems(df, spec)
     return touched

@@ -1,13 +1,19 @@
-"""Tables in the paper's layout, rendered from long-form results (Markdown and LaTeX).
+"""Tables in the paper's layout, aggregated from long-form results (Markdown and LaTeX).
 
-A table spec (YAML) names the config key that gives the rows (e.g. ``method.name``), the key
-that gives the column groups (e.g. ``mix.corruption.sigma``) and the quantities shown in
-each group. Seeds are averaged (mean ± std); the best value per column is in bold; the
-footnote is generated from the protocol columns of the results. Paper numbers, when the spec
-points at a reference file, are rendered beneath in the same layout, labelled as such.
+A table spec (YAML) says what identifies a row: ``rows.key`` (e.g. ``method.name``) gives the row
+label, and each of ``rows.params`` adds a column of parameter values (the paper's "Parameters /
+Values" columns, e.g. σ_B), so a table can be written the paper's long way (one row per method and
+blur level) or wide (``columns.key``: one column group per blur level). ``values`` are the
+quantities shown in every column group. Seeds are averaged (mean ± std); the best value per column
+is in bold. A key may reach into a list or mapping column of the results: ``mix.ood.0.name``.
+
+With ``reference`` the paper's numbers (``ambient_bench.results.reference``) are rendered beneath in
+the same layout; with ``compare: true`` also beside ours, one "paper" column per value, with the
+difference and whether it is within the reference's tolerance.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,35 +25,49 @@ from ambient_bench.config import yamlio
 from ambient_bench.config.schema import Section
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, resolve_params
+from ambient_bench.results.reference import RefTable, canonical, reference_table
 
 VALUE = Section("values entry", {
-    "quantity": Param(help="a metric name, or sigma_min_mean", kind=str),
+    "quantity": Param(help="a metric name, or sigma_min_mean / sigma_max_mean", kind=str),
     "label": Param(help="column header (Markdown)", kind=str),
     "latex": Param(None, "column header (LaTeX); default: label", kind=str, nullable=True),
     "fmt": Param("{:.2f}", "format of the numbers", kind=str),
     "better": Param(None, "lower or higher: bold the best row", kind=str, nullable=True, choices=("lower", "higher")),
     "paper": Param(None, "name of the matching quantity in the reference file", kind=str, nullable=True),
 })
+_PART = {
+    "key": Param(help="result column(s) giving the value; a+b joins several ('x/y', missing parts left out)",
+                 kind=str),
+    "header": Param(help="column header", kind=str),
+    "labels": Param({}, "value → text", kind=dict),
+    "order": Param(None, "these values first, in this order (others follow, sorted)", kind=list, nullable=True),
+    "descending": Param(False, "sort the other values from high to low", kind=bool),
+    "missing": Param("–", "text for a row without a value", kind=str),
+}
+PARAM_COLUMN = Section("params entry", {
+    **_PART, "before": Param(False, "show this column before the row label", kind=bool)})
 SPEC = {
     "id": Param(help="file name of the rendered table", kind=str),
     "title": Param(help="caption", kind=str),
     "rows": Param(kind=Section("rows", {
-        "key": Param("method.name", "result column whose values are the rows; a+b joins several "
-                                    "(row value 'x/y', empty parts left out)", kind=str),
-        "order": Param(None, "row order (others follow, sorted)", kind=list, nullable=True),
-        "labels": Param({}, "value → row label", kind=dict),
-        "header": Param("Method", "header of the label column", kind=str)})),
-    "columns": Param(kind=Section("columns", {
+        **_PART,
+        "key": Param("method.name", _PART["key"].help, kind=str),
+        "header": Param("Method", "header of the label column", kind=str),
+        "params": Param([], "further columns that identify a row (the paper's 'Parameters / Values')", kind=list)})),
+    "columns": Param(None, "one column group per value of a key (null = one group)", kind=Section("columns", {
         "key": Param(help="result column whose values are the column groups", kind=str),
         "label": Param("{}", "group header, {} = the value", kind=str),
-        "latex": Param(None, "group header in LaTeX", kind=str, nullable=True)})),
+        "latex": Param(None, "group header in LaTeX", kind=str, nullable=True)}), nullable=True),
     "values": Param(help="quantities shown in every column group", kind=list),
     "reference": Param(None, "paper numbers: {file: relative path, table: id}", kind=Section("reference", {
         "file": Param(kind=str), "table": Param(kind=str)}), nullable=True),
+    "compare": Param(False, "a 'paper' column beside each value with a paper quantity: the paper's number, "
+                            "and for full-profile results the difference and whether it is within tolerance",
+                     kind=bool),
     "notes": Param([], "extra footnote lines", kind=list, item=str),
 }
 SEED_KEY = "train.seed"
-ROW = "_row"  # the row value of every result (the row key's columns joined)
+ROW = "_row"  # the row identity of every result (a tuple of its parts' canonical values)
 
 
 @dataclass
@@ -56,10 +76,23 @@ class TableSpec:
     id: str
     title: str
     rows: dict[str, Any]
-    columns: dict[str, Any]
+    columns: dict[str, Any] | None
     values: list[dict[str, Any]]
     reference: dict[str, Any] | None
+    compare: bool
     notes: list[str]
+
+    @property
+    def parts(self) -> list[dict[str, Any]]:
+        """What identifies a row, in display order: params shown before the label, the label, the rest."""
+        params = self.rows["params"]
+        return [p for p in params if p["before"]] + [self.rows] + [p for p in params if not p["before"]]
+
+    def paper_table(self) -> RefTable | None:
+        if self.reference is None:
+            return None
+        return reference_table((self.path.parent / self.reference["file"]).resolve(), self.reference["table"],
+                               str(self.path))
 
 
 def load_spec(path: Path) -> TableSpec:
@@ -67,45 +100,119 @@ def load_spec(path: Path) -> TableSpec:
     try:
         spec = resolve_params(SPEC, raw or {}, (), what="the table spec")
         spec["values"] = [VALUE.resolve(v, ("values", i)) for i, v in enumerate(spec["values"])]
+        spec["rows"]["params"] = [PARAM_COLUMN.resolve(p, ("rows", "params", i))
+                                  for i, p in enumerate(spec["rows"]["params"])]
     except ParamError as err:
-        raise UserError(f"{path}:{lines.get(err.key[:2], lines.get(err.key[:1], 1))}: {err.message}") from None
-    return TableSpec(path=Path(path), **spec)
+        raise UserError(f"{path}:{lines.get(err.key[:3], lines.get(err.key[:2], lines.get(err.key[:1], 1)))}: "
+                        f"{err.message}") from None
+    table = TableSpec(path=Path(path), **spec)
+    paper = table.paper_table()
+    if paper is not None:  # a paper quantity the reference does not have is a typo in the spec
+        for i, value in enumerate(table.values):
+            if value["paper"] and value["paper"] not in paper.quantities:
+                raise UserError(f"{path}:{lines.get(('values', i), 1)}: paper quantity '{value['paper']}' is not in "
+                                f"reference table '{paper.id}' (quantities: {', '.join(paper.quantities)})")
+    return table
+
+
+def lookup(config: dict[str, Any], key: str) -> Any:
+    """Value of dotted ``key`` in a flat config; descends into list/mapping values (JSON text in results.csv)."""
+    if key in config:
+        return config[key]
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        if head not in config:
+            continue
+        value = config[head]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                return None
+        for part in parts[cut:]:
+            if isinstance(value, dict):
+                value = value.get(part)
+            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            else:
+                return None
+        return value
+    return None
+
+
+def part_value(config: dict[str, Any], part: dict[str, Any]) -> str | None:
+    """The canonical text of one row part ('a+b' keys joined by '/', missing ones left out)."""
+    texts = [canonical(lookup(config, key)) for key in part["key"].split("+")]
+    return "/".join(t for t in texts if t is not None) or None
+
+
+def row_id(config: dict[str, Any], spec: TableSpec) -> tuple:
+    return tuple(part_value(config, part) for part in spec.parts)
+
+
+def _sortable(value: str | None, part: dict[str, Any]) -> tuple:
+    order = part["order"] or []
+    if value in [canonical(o) for o in order]:
+        return (0, [canonical(o) for o in order].index(value), 0.0, "")
+    if value is None:
+        return (1, 0, 0.0, "")
+    try:
+        number = float(value)
+        return (2, 0, -number if part["descending"] else number, "")
+    except ValueError:
+        return (3, 0, 0.0, value)
+
+
+def sort_rows(rows: list[tuple], spec: TableSpec) -> list[tuple]:
+    return sorted(rows, key=lambda r: tuple(_sortable(v, p) for v, p in zip(r, spec.parts)))
 
 
 def _value_key(v: Any) -> Any:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
-def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict]:
-    """(row values, column values, {(row, col, quantity): (mean, std, n)})."""
-    row_keys = spec.rows["key"].split("+")
-    for key in (*row_keys, spec.columns["key"]):
-        if key not in df.columns:
-            raise UserError(f"{spec.path}: the results have no column '{key}'; available: "
-                            f"{', '.join(c for c in df.columns if '.' in c)}")
-    config_cols = [c for c in df.columns if "." in c and c not in (SEED_KEY, *row_keys, spec.columns["key"])]
-    joined = [("/".join(str(v) for v in values if pd.notna(v)) or None)
-              for values in df[row_keys].itertuples(index=False)]
-    df = df.assign(**{ROW: pd.Series(joined, index=df.index, dtype=object)})
-    present = [r for r in df[ROW].dropna().unique()]
-    order = [r for r in (spec.rows["order"] or []) if r in present] + sorted(
-        (r for r in present if r not in (spec.rows["order"] or [])), key=str)
-    cols = sorted(df[spec.columns["key"]].dropna().unique(), key=_value_key)
-    grid = {}
-    for (row, col), group in df.groupby([ROW, spec.columns["key"]]):
-        distinct = group[config_cols].astype(str).drop_duplicates()
+def _flat(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if "." in k}
+
+
+def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict]:
+    """(row ids, column values, {(row, col, quantity): (mean, std, n)}, {(row, col): flat config})."""
+    col_key = spec.columns["key"] if spec.columns else None
+    config_columns = [c for c in df.columns if "." in c]
+    for part in spec.parts:
+        for key in part["key"].split("+"):
+            if key not in df.columns and not any(key.startswith(c + ".") for c in config_columns):
+                raise UserError(f"{spec.path}: the results have no column '{key}'; available: "
+                                f"{', '.join(config_columns)}")
+    if col_key is not None and col_key not in df.columns:
+        raise UserError(f"{spec.path}: the results have no column '{col_key}'; available: {', '.join(config_columns)}")
+    ids = [row_id(_flat(record), spec) for record in df.to_dict("records")]
+    df = df.assign(**{ROW: pd.Series(ids, index=df.index, dtype=object), "_col": df[col_key] if col_key else 0})
+    row_keys = {k for part in spec.parts for k in part["key"].split("+")}
+    varying_ok = {SEED_KEY, col_key, *row_keys}
+    compared = [c for c in config_columns if c not in varying_ok
+                and not any(c.startswith(k + ".") or k.startswith(c + ".") for k in row_keys)]
+    grid, configs = {}, {}
+    for (row, col), group in df.dropna(subset=["_col"]).groupby([ROW, "_col"], sort=False):
+        distinct = group[compared].astype(str).drop_duplicates()
         if len(distinct) > 1:
-            varying = [c for c in config_cols if group[c].astype(str).nunique() > 1]
-            raise UserError(f"{spec.path}: cell ({row}, {col}) mixes several configurations (they differ in "
-                            f"{', '.join(varying)}); exclude all but one in the suite or add a table per value")
+            varying = [c for c in compared if group[c].astype(str).nunique() > 1]
+            raise UserError(f"{spec.path}: cell ({', '.join(v or '–' for v in row)}, {col}) mixes several "
+                            f"configurations (they differ in {', '.join(varying)}); exclude all but one in the "
+                            f"suite or add a table per value")
+        col = None if col_key is None else col
+        configs[(row, col)] = _flat(group.iloc[0].to_dict())
         for quantity, values in group.groupby("quantity")["value"]:
             v = values.dropna().astype(float)
             grid[(row, col, quantity)] = (v.mean() if len(v) else math.nan,
                                           v.std(ddof=1) if len(v) > 1 else math.nan, len(v))
-    return order, cols, grid
+    rows = sort_rows(list(dict.fromkeys(r for r, _ in configs)), spec)
+    cols = [None] if col_key is None else sorted(df[col_key].dropna().unique(), key=_value_key)
+    return rows, cols, grid, configs
 
 
-def _best(grid: dict, rows: list, col: Any, value: dict) -> Any:
+def best_row(grid: dict, rows: list, col: Any, value: dict) -> Any:
     if value["better"] is None:
         return None
     means = {r: grid[(r, col, value["quantity"])][0] for r in rows if (r, col, value["quantity"]) in grid}
@@ -115,7 +222,7 @@ def _best(grid: dict, rows: list, col: Any, value: dict) -> Any:
     return (min if value["better"] == "lower" else max)(means, key=means.get)
 
 
-def _fmt(cell: tuple | None, fmt: str, latex: bool) -> str:
+def fmt_cell(cell: tuple | None, fmt: str, latex: bool) -> str:
     if cell is None or math.isnan(cell[0]):
         return "–"
     mean, std, _ = cell
@@ -125,46 +232,90 @@ def _fmt(cell: tuple | None, fmt: str, latex: bool) -> str:
     return text
 
 
-def _matrix(spec: TableSpec, rows: list, cols: list, grid: dict, latex: bool) -> list[list[str]]:
+def _label_cells(spec: TableSpec, row: tuple, labels: dict[str, str] | None) -> list[str]:
+    """The identifying cells of a row; ``labels`` overrides the row label (the paper's own names)."""
+    out = []
+    for part, value in zip(spec.parts, row):
+        if part is spec.rows and labels is not None:
+            out.append(labels[row])
+        elif value is None:
+            out.append(part["missing"])
+        else:
+            names = {canonical(k): v for k, v in part["labels"].items()}
+            out.append(str(names.get(value, value)))
+    return out
+
+
+@dataclass
+class Layout:
+    """What one rendering shows: values per column group, and an optional paper column beside each."""
+
+    spec: TableSpec
+    values: list[dict[str, Any]]
+    paper: dict[tuple, str] | None = None    # (row, col, quantity) → text of the paper column
+    row_labels: dict[tuple, str] | None = None
+
+
+def matrix(layout: Layout, rows: list, cols: list, grid: dict, latex: bool) -> list[list[str]]:
     body = []
     for row in rows:
-        line = [str(spec.rows["labels"].get(row, row))]
+        line = _label_cells(layout.spec, row, layout.row_labels)
         for col in cols:
-            for value in spec.values:
-                text = _fmt(grid.get((row, col, value["quantity"])), value["fmt"], latex)
-                if _best(grid, rows, col, value) == row:
+            for value in layout.values:
+                text = fmt_cell(grid.get((row, col, value["quantity"])), value["fmt"], latex)
+                if best_row(grid, rows, col, value) == row:
                     text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
                 line.append(text)
+                if layout.paper is not None and value.get("paper"):
+                    line.append(layout.paper.get((row, col, value["quantity"]), "–"))
         body.append(line)
     return body
 
 
-def _headers(spec: TableSpec, cols: list, latex: bool) -> tuple[list[str], list[str]]:
+def _value_headers(layout: Layout, latex: bool) -> list[str]:
+    out = []
+    for v in layout.values:
+        out.append((v["latex"] or v["label"]) if latex else v["label"] + {"lower": " ↓", "higher": " ↑"}.get(
+            v["better"], ""))
+        if layout.paper is not None and v.get("paper"):
+            out.append("paper")
+    return out
+
+
+def _group_labels(spec: TableSpec, cols: list, latex: bool) -> list[str]:
+    if spec.columns is None:
+        return [""]
     group = spec.columns["latex"] if latex and spec.columns["latex"] else spec.columns["label"]
-    groups = [group.format(c) for c in cols]
-    subs = [(v["latex"] or v["label"]) if latex else v["label"] + {"lower": " ↓", "higher": " ↑"}.get(v["better"], "")
-            for v in spec.values]
-    return groups, subs
+    return [group.format(c) for c in cols]
 
 
-def to_markdown(spec: TableSpec, rows: list, cols: list, grid: dict) -> str:
-    groups, subs = _headers(spec, cols, latex=False)
-    headers = [spec.rows["header"]] + [f"{g} · {s}" if len(subs) > 1 else g for g in groups for s in subs]
-    frame = pd.DataFrame(_matrix(spec, rows, cols, grid, latex=False), columns=headers)
-    return frame.to_markdown(index=False, tablefmt="github", colalign=["left"] + ["right"] * (len(headers) - 1))
+def to_markdown(layout: Layout, rows: list, cols: list, grid: dict) -> str:
+    spec = layout.spec
+    groups, subs = _group_labels(spec, cols, latex=False), _value_headers(layout, latex=False)
+    ident = [part["header"] for part in spec.parts]
+    headers = ident + [f"{g} · {s}" if g and len(subs) > 1 else (g or s) for g in groups for s in subs]
+    frame = pd.DataFrame(matrix(layout, rows, cols, grid, latex=False), columns=headers)
+    return frame.to_markdown(index=False, tablefmt="github",
+                             colalign=["left"] * len(ident) + ["right"] * (len(headers) - len(ident)))
 
 
-def to_latex(spec: TableSpec, rows: list, cols: list, grid: dict) -> str:
-    groups, subs = _headers(spec, cols, latex=True)
-    k = len(subs)
-    lines = [r"\begin{tabular}{l" + " ".join(["c" * k] * len(cols)) + "}", r"\toprule"]
-    if k > 1:
-        lines.append(" & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{g}}}" for g in groups) + r" \\")
-        lines.append("".join(rf"\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(cols))))
-        lines.append(spec.rows["header"] + " & " + " & ".join(subs * len(cols)) + r" \\")
+def to_latex(layout: Layout, rows: list, cols: list, grid: dict) -> str:
+    spec = layout.spec
+    groups, subs = _group_labels(spec, cols, latex=True), _value_headers(layout, latex=True)
+    k, n_ident = len(subs), len(spec.parts)
+    lines = [r"\begin{tabular}{" + "l" * n_ident + " ".join(["c" * k] * len(cols)) + "}", r"\toprule"]
+    ident = " & ".join(part["header"] for part in spec.parts)
+    if spec.columns is not None and k > 1:
+        lines.append("&" * (n_ident - 1) + " & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{g}}}" for g in groups)
+                     + r" \\")
+        lines.append("".join(rf"\cmidrule(lr){{{1 + n_ident + i * k}-{n_ident + (i + 1) * k}}}"
+                             for i in range(len(cols))))
+        lines.append(ident + " & " + " & ".join(subs * len(cols)) + r" \\")
+    elif spec.columns is not None:
+        lines.append(ident + " & " + " & ".join(groups) + r" \\")
     else:
-        lines.append(spec.rows["header"] + " & " + " & ".join(groups) + r" \\")
+        lines.append(ident + " & " + " & ".join(subs) + r" \\")
     lines.append(r"\midrule")
-    lines += [" & ".join(r) + r" \\" for r in _matrix(spec, rows, cols, grid, latex=True)]
+    lines += [" & ".join(r) + r" \\" for r in matrix(layout, rows, cols, grid, latex=True)]
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines)
