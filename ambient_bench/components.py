@@ -126,6 +126,16 @@ class ClassifierRequest:
     crop_size: int | None = None   # train on zero-padded crop_size×crop_size windows
 
 
+@dataclass(frozen=True)
+class PoolSize:
+    """Expected image counts of a training pool, for compute estimates (``plan``)."""
+
+    images: int        # pool images (dataset images kept, plus out-of-distribution ones)
+    low_quality: int   # expected number the coin corrupts
+    ood: int           # out-of-distribution images
+    resolution: int | None
+
+
 @dataclass
 class AnnotationContext:
     """What the harness hands a method at annotation time."""
@@ -136,7 +146,13 @@ class AnnotationContext:
 
 
 class Dataset(Component):
-    """Source of clean images."""
+    """Source of clean images.
+
+    Stage keys identify a dataset by ``spec()`` (name, version, semantic parameters) plus
+    ``fingerprint()``. Where the files live is not semantic, so the same parameters can point
+    at the real data or at synthetic stand-ins (``ambient_bench.datasets.standins``): stand-in
+    data must never share a stage key with real data, which is what ``fingerprint()`` is for.
+    """
 
     kind = "dataset"
     # True when load() itself marks images as high/low quality or out of distribution
@@ -150,6 +166,23 @@ class Dataset(Component):
         files, do not read them. The message names what is expected, where it comes from
         (a URL) and where to put it.
         """
+
+    def count(self) -> int | None:
+        """The number of images ``load()`` returns, found without decoding images; None = unknown.
+
+        Called by ``plan`` to estimate compute, so it must be cheap (list files, read labels).
+        Missing files raise the same ``UserError`` as ``check()``.
+        """
+        return None
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data on disk beyond the parameters ({} = nothing); enters stage keys.
+
+        File-based datasets of the paper return ``{"standin": <marker hash>}`` when their data
+        root holds synthetic stand-ins, and {} for real data (so the keys of real data do not
+        change). Must be cheap: it is computed whenever a key is.
+        """
+        return {}
 
     @abstractmethod
     def load(self) -> ImageSet:
@@ -198,6 +231,11 @@ class Method(Component):
         shorter ``duration_kimg``). None: train from scratch.
         """
         return None
+
+    def annotation_work(self, pool: PoolSize) -> dict[str, float]:
+        """What ``annotate`` computes for a pool of this size, for ``plan``'s estimate:
+        ``{"classifier_inputs": n}`` (classifier forward passes, one input each); {} = nothing notable."""
+        return {}
 
     @abstractmethod
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:

@@ -52,6 +52,9 @@ class Param:
     semantic: bool = True
     item: Any = None  # element kind for kind=list
     check: Callable[[Any], str | None] | None = None  # extra validation: returns an error or None
+    # Left out of stage keys while at its default: for parameters added after results were stored
+    # whose default reproduces the old behaviour, so that adding them recomputes nothing.
+    omit_default: bool = False
 
     def describe(self) -> str:
         kind = getattr(self.kind, "__name__", None) or str(self.kind)
@@ -162,7 +165,7 @@ def semantic_view(spec: Mapping[str, Param], values: Mapping[str, Any]) -> dict[
     out = {}
     for name, value in values.items():
         param = spec.get(name)
-        if param is not None and not param.semantic:
+        if param is not None and (not param.semantic or (param.omit_default and value == param.default)):
             continue
         kind = getattr(param, "kind", None)
         if hasattr(kind, "semantic") and value is not None:

@@ -166,6 +166,65 @@ def test_afhq_layout_and_messages(tmp_path, monkeypatch):
     user_error(build("afhq", root=str(tmp_path / "x")).check, tmp_path / "x" / "afhq" / "train" / "cat")
 
 
+def test_afhq_split_all_is_train_then_test(tmp_path):
+    # numbers interleave across splits, as in AFHQv2: "all" must not sort them together
+    for split, numbers in (("train", (0, 3)), ("test", (1, 2))):
+        for k in numbers:
+            write_png(tmp_path / "afhq" / split / "dog" / f"flickr_dog_{k:06d}.png", solid(16, 16, (k, k, k)))
+    dataset = build("afhq", root=str(tmp_path), animal="dog", split="all", resolution=16)
+    assert dataset.load().images[:, 0, 0, 0].tolist() == [0, 3, 1, 2] and dataset.count() == 4
+    limited = build("afhq", root=str(tmp_path), animal="dog", split="all", resolution=16, limit=3)
+    assert limited.load().images[:, 0, 0, 0].tolist() == [0, 3, 1] and limited.count() == 3
+    (tmp_path / "afhq" / "test" / "dog" / "flickr_dog_000001.png").unlink()
+    (tmp_path / "afhq" / "test" / "dog" / "flickr_dog_000002.png").unlink()
+    for fn in (dataset.check, dataset.count, dataset.load):  # "all" needs both splits
+        user_error(fn, "no images", tmp_path / "afhq" / "test" / "dog")
+
+
+def test_limit_takes_the_first_images_and_enters_the_key(tmp_path, monkeypatch):
+    for name, value in (("b/2.png", 2), ("a/1.png", 1), ("c/3.png", 3), ("a/0.png", 0)):
+        write_png(tmp_path / "imgs" / name, solid(8, 8, (value,) * 3))
+    monkeypatch.chdir(tmp_path)
+    full = build("image_folder", path="imgs", resolution=8, labels_from_subfolders=True)
+    limited = build("image_folder", path="imgs", resolution=8, labels_from_subfolders=True, limit=3)
+    assert full.count() == 4 and limited.count() == 3
+    data = limited.load()
+    assert data.images[:, 0, 0, 0].tolist() == [0, 1, 2] and data.labels.tolist() == [0, 0, 1]
+    assert limited.spec()["params"]["limit"] == 3 and full.spec()["params"].get("limit") is None
+    assert build("image_folder", path="imgs", resolution=8, limit=100).count() == 4
+    user_error(lambda: build("image_folder", path="imgs", resolution=8, limit=0), "must be ≥ 1")
+    zipped = write_zip(tmp_path / "ds.zip", {f"{k}.png": solid(8, 8, (k,) * 3) for k in (2, 0, 1)},
+                       {"labels": [[f"{k}.png", k] for k in (0, 1, 2)]})
+    edm = build("edm_zip", path=str(zipped), limit=2)
+    assert edm.count() == 2 and build("edm_zip", path=str(zipped)).count() == 3
+    assert edm.load().labels.tolist() == [0, 1]
+    write_cifar(tmp_path / "c")
+    cifar = build("cifar10", root=str(tmp_path / "c"), limit=4)
+    assert cifar.count() == 4 and cifar.load().images[:, 0, 0, 0].tolist() == [0, 0, 1, 2]
+    assert build("cifar10", root=str(tmp_path / "c"), split="test", limit=5).count() == 3
+
+
+def test_count_without_loading(tmp_path):
+    for folder, n in (("good", 2), ("bad", 3)):
+        for k in range(n):
+            write_png(tmp_path / folder / f"{k}.png", solid(8, 8))
+    users = build("user_folders", high_quality=str(tmp_path / "good"), low_quality=[str(tmp_path / "bad")],
+                  resolution=8)
+    assert users.count() == 5 == len(users.load())
+    write_cifar(tmp_path / "data")
+    assert build("cifar10", root=str(tmp_path / "data")).count() == 9
+    assert build("cifar10", root=str(tmp_path / "none"), download=True).count() == 50_000  # the official size
+    assert build("digits").count() == 1797 and build("digits", classes=[3]).count() == 183
+    for name in GENERATED:
+        assert build(name, count=5).count() == 5
+    user_error(build("dead_leaves", rmin=0.5, rmax=0.2).count, "rmin")
+    user_error(build("cifar10", root=str(tmp_path / "none")).count, tmp_path / "none" / "cifar-10-batches-py")
+    user_error(build("ffhq", root=str(tmp_path / "none")).count, tmp_path / "none" / "ffhq")
+    user_error(build("edm_zip", path=str(tmp_path / "no.zip")).count, tmp_path / "no.zip")
+    (tmp_path / "not.zip").write_text("x")
+    user_error(build("edm_zip", path=str(tmp_path / "not.zip")).count, "not a zip file")
+
+
 def test_ffhq_any_depth(tmp_path):
     for k in range(3):
         write_png(tmp_path / "ffhq" / "thumbnails128x128" / "00000" / f"{k:05d}.png", noise(128, 128, k))

@@ -9,19 +9,25 @@ touched. Alpha is dropped (PIL's ``convert("RGB")``); greyscale is PIL's ``conve
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from ambient_bench.errors import UserError
+from ambient_bench.params import Param
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 EXTENSIONS_TEXT = "/".join(e[1:] for e in IMAGE_EXTENSIONS)
+# Written by ``ambient_bench.datasets.standins`` into a data root of synthetic stand-in files.
+STANDIN_MARKER = "AMBIENT_BENCH_STANDIN.txt"
+
+T = TypeVar("T")
 
 
 def data_root() -> Path:
@@ -38,6 +44,36 @@ def user_path(text: str) -> Path:
 
 def root_or_default(root: str | None) -> Path:
     return data_root() if root is None else user_path(root)
+
+
+def standin_marker(root: Path) -> str | None:
+    """First 16 hex digits of the sha256 of ``root/STANDIN_MARKER``, or None when there is none.
+
+    The marker's text names the stand-in generator's format and parameters, so its hash
+    tells stand-in sets apart from each other, and its presence tells them from real data.
+    """
+    marker = root / STANDIN_MARKER
+    if not marker.is_file():
+        return None
+    return hashlib.sha256(marker.read_bytes()).hexdigest()[:16]
+
+
+def standin_fingerprint(root: Path) -> dict[str, str]:
+    """``Dataset.fingerprint()`` of a dataset read from ``root``: {} for real data."""
+    marker = standin_marker(root)
+    return {} if marker is None else {"standin": marker}
+
+
+def limit_param() -> Param:
+    # Semantic: the first N images are other data than all of them; left out of keys while null, so
+    # results stored before the parameter existed keep their keys.
+    return Param(None, "use only the first N images in the dataset's order (null = all)", kind=int, ge=1,
+                 nullable=True, omit_default=True)
+
+
+def first(items: list[T], limit: int | None) -> list[T]:
+    """The first ``limit`` items (all of them for None)."""
+    return items if limit is None else items[:limit]
 
 
 def is_image_name(name: str) -> bool:

@@ -4,12 +4,13 @@ from __future__ import annotations
 import importlib.util
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from ambient_bench.components import Dataset, ImageSet
-from ambient_bench.datasets._paths import root_or_default
+from ambient_bench.datasets._paths import limit_param, root_or_default, standin_fingerprint
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param
 from ambient_bench.registry import register_dataset
@@ -17,6 +18,13 @@ from ambient_bench.registry import register_dataset
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+# What torchvision's download gives, for counting before it has run.
+OFFICIAL_SIZES = {"train": 50_000, "test": 10_000}
+
+
+def _unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")  # the official files; pickle runs no code of ours
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -25,14 +33,21 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     The batches are pickled dicts with byte-string keys: b"data" holds N rows of 3072 bytes,
     the red, green and blue 32×32 planes one after the other (so a reshape gives C×H×W).
     """
-    with open(path, "rb") as f:
-        batch = pickle.load(f, encoding="bytes")  # the official files; pickle runs no code of ours
+    batch = _unpickle(path)
     data = np.asarray(batch[b"data"], dtype=np.uint8)
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise UserError(f"cifar10: {path} is not a CIFAR-10 python batch (data {data.shape}, "
                         f"{len(labels)} labels); re-download {URL}")
     return data.reshape(-1, 3, 32, 32), labels
+
+
+def batch_size(path: Path) -> int:
+    """Number of images in one batch file, from its label list (the pixels are not converted)."""
+    labels = _unpickle(path).get(b"labels")
+    if not isinstance(labels, (list, tuple, np.ndarray)):
+        raise UserError(f"cifar10: {path} is not a CIFAR-10 python batch (no b'labels' list); re-download {URL}")
+    return len(labels)
 
 
 @register_dataset("cifar10")
@@ -43,7 +58,10 @@ class Cifar10(Dataset):
     https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz, extracted into ``root``).
     Images are stored at their native 32×32, so there is no resizing. With ``download: true``
     torchvision fetches and extracts the archive into ``root`` first (that needs internet).
+    `limit: N` keeps the first N images (batch files in order, rows in file order).
     """
+
+    native_resolution = 32  # no resolution parameter: the files are 32×32
 
     version = 1
     needs_files = True
@@ -54,6 +72,7 @@ class Cifar10(Dataset):
         "split": Param("train", "which images", kind=str, choices=("train", "test")),
         "download": Param(False, "fetch the archive with torchvision if missing (needs internet)",
                           kind=bool, semantic=False),
+        "limit": limit_param(),
     }
     test_params = {"root": "cifar10-test-root"}
 
@@ -83,6 +102,17 @@ class Cifar10(Dataset):
                          f"and extract it into {self._root()}, or set root: to where it is, "
                          f"or set download: true")
 
+    def count(self) -> int | None:
+        self.check()
+        if self._missing() is not None:  # download: true, not run yet; it fetches the official files
+            total = OFFICIAL_SIZES[self.p.split]
+        else:
+            total = sum(batch_size(self._root() / FOLDER / name) for name in BATCHES[self.p.split])
+        return total if self.p.limit is None else min(total, self.p.limit)
+
+    def fingerprint(self) -> dict[str, Any]:
+        return standin_fingerprint(self._root())
+
     def _download(self) -> None:
         from torchvision.datasets import CIFAR10
 
@@ -106,4 +136,6 @@ class Cifar10(Dataset):
         parts = [read_batch(folder / name) for name in BATCHES[self.p.split]]
         images = np.concatenate([p[0] for p in parts])
         labels = np.concatenate([p[1] for p in parts])
+        if self.p.limit is not None:  # copies, so that the full arrays can be freed
+            images, labels = images[:self.p.limit].copy(), labels[:self.p.limit].copy()
         return ImageSet(images=torch.from_numpy(images), labels=torch.from_numpy(labels))

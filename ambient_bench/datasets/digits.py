@@ -30,17 +30,25 @@ class Digits(Dataset):
     }
     test_params = {"resolution": 16}
 
-    def load(self) -> ImageSet:
+    def _digits(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float64 N×8×8 grey levels 0..16, int64 labels N) of the kept classes."""
         from sklearn.datasets import load_digits
 
         bunch = load_digits()
         labels = torch.from_numpy(bunch.target).long()
         keep = torch.ones(len(labels), dtype=torch.bool) if self.p.classes is None \
             else torch.isin(labels, torch.tensor(self.p.classes))
-        x = torch.from_numpy(bunch.images)[keep].float().div(16.0).unsqueeze(1)  # N×1×8×8 in [0, 1]
+        return torch.from_numpy(bunch.images)[keep], labels[keep]
+
+    def count(self) -> int | None:
+        return len(self._digits()[1])  # a small bundled CSV: reading it is cheap
+
+    def load(self) -> ImageSet:
+        pixels, labels = self._digits()
+        x = pixels.float().div(16.0).unsqueeze(1)  # N×1×8×8 in [0, 1]
         size = (self.p.resolution, self.p.resolution)
         if self.p.resample == "nearest":
             x = F.interpolate(x, size=size, mode="nearest-exact")
         else:
             x = F.interpolate(x, size=size, mode=self.p.resample, align_corners=False)
-        return ImageSet(images=to_uint8(x.clamp(0, 1)), labels=labels[keep])
+        return ImageSet(images=to_uint8(x.clamp(0, 1)), labels=labels)

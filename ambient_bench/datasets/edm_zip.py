@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from ambient_bench.components import Dataset, ImageSet
-from ambient_bench.datasets._paths import EXTENSIONS_TEXT, is_image_name, prepare, user_path
+from ambient_bench.datasets._paths import EXTENSIONS_TEXT, first, is_image_name, limit_param, prepare, user_path
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param
 from ambient_bench.registry import register_dataset
@@ -50,7 +50,8 @@ class EDMZip(Dataset):
     Image files inside (png/jpg/jpeg/webp/bmp) are read in sorted name order; labels come from
     ``dataset.json`` ({"labels": [[name, int], ...]}, or null for none). `resolution: null`
     keeps the stored size, which all images must share; a number centre-crops and resizes with
-    LANCZOS. Channels follow the data: 1 if every image is greyscale, else 3 (RGB).
+    LANCZOS. Channels follow the data: 1 if every image is greyscale, else 3 (RGB). `limit: N`
+    keeps the first N names (the others are not decoded).
     """
 
     version = 1
@@ -58,6 +59,7 @@ class EDMZip(Dataset):
     params = {
         "path": Param(help="the .zip file (relative to the current directory; ~ allowed)", kind=str),
         "resolution": Param(None, "output size (square); null = as stored", kind=int, ge=8, nullable=True),
+        "limit": limit_param(),
     }
     test_params = {"path": "edm-test.zip"}
 
@@ -67,18 +69,30 @@ class EDMZip(Dataset):
             raise UserError(f"edm_zip: expected {path} (a dataset zip made by dataset_tool.py of "
                             f"{EDM_URL}); fix path: or create it with dataset_tool.py")
 
-    def load(self) -> ImageSet:
+    def _open(self) -> zipfile.ZipFile:
         self.check()
         path = user_path(self.p.path)
         try:
-            archive = zipfile.ZipFile(path)
+            return zipfile.ZipFile(path)
         except zipfile.BadZipFile:
             raise UserError(f"edm_zip: {path} is not a zip file") from None
-        with archive:
-            # Same file rule as folders (extension, no dot files); "/"-separated names sort alike everywhere.
-            names = sorted(n for n in archive.namelist() if is_image_name(n.rsplit("/", 1)[-1]))
-            if not names:
-                raise UserError(f"edm_zip: no images ({EXTENSIONS_TEXT}) in {path}")
+
+    def _names(self, archive: zipfile.ZipFile) -> list[str]:
+        """The image names that load() reads, in its order (limit applied)."""
+        # Same file rule as folders (extension, no dot files); "/"-separated names sort alike everywhere.
+        names = sorted(n for n in archive.namelist() if is_image_name(n.rsplit("/", 1)[-1]))
+        if not names:
+            raise UserError(f"edm_zip: no images ({EXTENSIONS_TEXT}) in {user_path(self.p.path)}")
+        return first(names, self.p.limit)
+
+    def count(self) -> int | None:
+        with self._open() as archive:  # reads the zip's directory only
+            return len(self._names(archive))
+
+    def load(self) -> ImageSet:
+        path = user_path(self.p.path)
+        with self._open() as archive:
+            names = self._names(archive)
             pictures = [Image.open(io.BytesIO(archive.read(n))) for n in names]
             labels = _labels(archive, names, path)
         channels = 1 if all(p.mode in ("L", "1") for p in pictures) else 3

@@ -12,8 +12,8 @@ import torch
 
 from ambient_bench.components import (HIGH_QUALITY, LOW_QUALITY, OUT_OF_DISTRIBUTION, Dataset,
                                       ImageSet)
-from ambient_bench.datasets._paths import (list_images, load_images, require_images,
-                                           root_or_default, user_path)
+from ambient_bench.datasets._paths import (first, limit_param, list_images, load_images, require_images,
+                                           root_or_default, standin_fingerprint, user_path)
 from ambient_bench.errors import UserError
 from ambient_bench.params import REQUIRED, Param
 from ambient_bench.registry import register_dataset
@@ -58,7 +58,8 @@ class ImageFolder(Dataset):
 
     Each image is centre-cropped to a square and resized to `resolution` with LANCZOS. With
     `labels_from_subfolders`, every image must sit inside a first-level subfolder; the label is
-    that subfolder's index among them in sorted order.
+    that subfolder's index among them in sorted order (among the subfolders of the images
+    kept by `limit`, which keeps the first N images in that order).
     """
 
     version = 1
@@ -68,6 +69,7 @@ class ImageFolder(Dataset):
         "resolution": _resolution(),
         "channels": _channels(),
         "labels_from_subfolders": Param(False, "label = index of the first-level subfolder", kind=bool),
+        "limit": limit_param(),
     }
     test_params = {"path": "image-folder-test", "resolution": 16}
 
@@ -75,10 +77,16 @@ class ImageFolder(Dataset):
         folder = user_path(self.p.path)
         require_images(folder, "image_folder", "a folder of images", "fix path:")
 
-    def load(self) -> ImageSet:
+    def _paths(self) -> list[Path]:
         self.check()
+        return first(list_images(user_path(self.p.path)), self.p.limit)
+
+    def count(self) -> int | None:
+        return len(self._paths())
+
+    def load(self) -> ImageSet:
         folder = user_path(self.p.path)
-        paths = list_images(folder)
+        paths = self._paths()
         labels = class_labels(subfolder_names(folder, paths, "image_folder")) if self.p.labels_from_subfolders else None
         return ImageSet(images=load_images(paths, self.p.resolution, self.p.channels), labels=labels)
 
@@ -89,8 +97,11 @@ class AFHQ(Dataset):
 
     Expects ``<root>/afhq/<split>/<animal>/*.png`` (AFHQv2 from
     https://github.com/clovaai/stargan-v2, `bash download.sh afhq-v2-dataset`, unzipped so that
-    e.g. <root>/afhq/train/cat/ holds the PNGs). The 512×512 images are resized with LANCZOS,
-    as EDM's dataset_tool does. No labels (one animal per dataset).
+    e.g. <root>/afhq/train/cat/ holds the PNGs). `split: all` is the whole class, as the
+    paper's AFHQ folders hold it: the train images, then the test images (each sorted by
+    relative path); it needs both folders. The 512×512 images are resized with LANCZOS, as
+    EDM's dataset_tool does. `limit: N` keeps the first N images of that order. No labels
+    (one animal per dataset).
     """
 
     version = 1
@@ -98,23 +109,39 @@ class AFHQ(Dataset):
     params = {
         "root": _root(),
         "animal": Param("cat", "which class", kind=str, choices=("cat", "dog", "wild")),
-        "split": Param("train", "which split", kind=str, choices=("train", "test")),
+        "split": Param("train", "which split; all = train, then test", kind=str,
+                       choices=("train", "test", "all")),
         "resolution": _resolution(64),
+        "limit": limit_param(),
     }
     test_params = {"root": "afhq-test-root", "resolution": 16}
 
-    def _folder(self) -> Path:
-        return root_or_default(self.p.root) / "afhq" / self.p.split / self.p.animal
+    def _root(self) -> Path:
+        return root_or_default(self.p.root)
+
+    def _folders(self) -> list[tuple[str, Path]]:
+        """(split, folder) in load order."""
+        splits = ("train", "test") if self.p.split == "all" else (self.p.split,)
+        return [(split, self._root() / "afhq" / split / self.p.animal) for split in splits]
 
     def check(self) -> None:
-        folder = self._folder()
-        require_images(folder, "afhq", f"AFHQv2 {self.p.split} {self.p.animal} images",
-                       f"download AFHQv2 from {AFHQ_URL} (bash download.sh afhq-v2-dataset) and unzip it "
-                       f"so that {folder} holds the PNGs, or set root: to where afhq/ is")
+        for split, folder in self._folders():
+            require_images(folder, "afhq", f"AFHQv2 {split} {self.p.animal} images",
+                           f"download AFHQv2 from {AFHQ_URL} (bash download.sh afhq-v2-dataset) and unzip it "
+                           f"so that {folder} holds the PNGs, or set root: to where afhq/ is")
+
+    def _paths(self) -> list[Path]:
+        self.check()
+        return first([path for _, folder in self._folders() for path in list_images(folder)], self.p.limit)
+
+    def count(self) -> int | None:
+        return len(self._paths())
+
+    def fingerprint(self) -> dict[str, Any]:
+        return standin_fingerprint(self._root())
 
     def load(self) -> ImageSet:
-        self.check()
-        return ImageSet(images=load_images(list_images(self._folder()), self.p.resolution, 3))
+        return ImageSet(images=load_images(self._paths(), self.p.resolution, 3))
 
 
 @register_dataset("ffhq")
@@ -124,12 +151,13 @@ class FFHQ(Dataset):
     Expects the FFHQ PNGs anywhere below ``<root>/ffhq/`` (from
     https://github.com/NVlabs/ffhq-dataset; the thumbnails128x128 folder is enough for 64×64).
     Put one version only there: thumbnails and 1024×1024 images together would count twice.
-    Images are resized with LANCZOS (EDM resizes the 1024×1024 ones the same way).
+    Images are resized with LANCZOS (EDM resizes the 1024×1024 ones the same way). `limit: N`
+    keeps the first N images by relative path.
     """
 
     version = 1
     needs_files = True
-    params = {"root": _root(), "resolution": _resolution(64)}
+    params = {"root": _root(), "resolution": _resolution(64), "limit": limit_param()}
     test_params = {"root": "ffhq-test-root", "resolution": 16}
 
     def _folder(self) -> Path:
@@ -141,9 +169,18 @@ class FFHQ(Dataset):
                        f"download the thumbnails128x128 folder (enough for 64×64) from {FFHQ_URL} "
                        f"and put it inside {folder}, or set root: to where ffhq/ is")
 
-    def load(self) -> ImageSet:
+    def _paths(self) -> list[Path]:
         self.check()
-        return ImageSet(images=load_images(list_images(self._folder()), self.p.resolution, 3))
+        return first(list_images(self._folder()), self.p.limit)
+
+    def count(self) -> int | None:
+        return len(self._paths())
+
+    def fingerprint(self) -> dict[str, Any]:
+        return standin_fingerprint(root_or_default(self.p.root))
+
+    def load(self) -> ImageSet:
+        return ImageSet(images=load_images(self._paths(), self.p.resolution, 3))
 
 
 @register_dataset("user_folders")
@@ -183,6 +220,10 @@ class UserFolders(Dataset):
     def check(self) -> None:
         for key, folder, _ in self._groups():
             require_images(folder, f"user_folders: {key}", "a folder of images", f"fix {key}:")
+
+    def count(self) -> int | None:
+        self.check()
+        return sum(len(list_images(folder)) for _, folder, _ in self._groups())
 
     def load(self) -> ImageSet:
         self.check()

@@ -78,6 +78,9 @@ class NaturalPatches(Dataset):
         crop = photo.crop((left, top, left + side, top + side))
         return which, prepare(crop, self.p.resolution, self.p.channels)
 
+    def count(self) -> int | None:
+        return self.p.count
+
     def load(self) -> ImageSet:
         labels, images = zip(*(self.patch(i) for i in range(self.p.count)))
         return ImageSet(images=torch.from_numpy(np.stack(images)),

@@ -103,6 +103,10 @@ class DeadLeaves(Dataset):
         if self.p.rmin >= self.p.rmax:
             raise UserError(f"dead_leaves: rmin ({self.p.rmin}) must be smaller than rmax ({self.p.rmax})")
 
+    def count(self) -> int | None:
+        self.check()
+        return self.p.count
+
     def load(self) -> ImageSet:
         self.check()
         images = [dead_leaves_image(numpy_rng("dead-leaves", i), self.p.resolution, self.p.rmin, self.p.rmax,
@@ -154,6 +158,9 @@ class ProceduralTexture(Dataset):
     needs_files = False
     params = _common_params()
     test_params = {"resolution": 16, "count": 8}
+
+    def count(self) -> int | None:
+        return self.p.count
 
     def load(self) -> ImageSet:
         images = [procedural_texture_image(numpy_rng("procedural-texture", i), self.p.resolution)
