@@ -1,4 +1,4 @@
-"""Command line: ``python -m ambient_bench {run,plan,list,tables} ...``.
+"""Command line: ``python -m ambient_bench {run,plan,list,tables,show,standins,index} ...``.
 
 Bad input (a typo in a suite, an unknown component, a missing file) prints one line
 ``error: ...`` and exits with code 2 before anything is written.
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ambient_bench.allocator import retain_freed_memory
+from ambient_bench.config.profiles import PROFILES
 from ambient_bench.errors import UserError
 
 KINDS = ("corruption", "dataset", "method", "metric")
@@ -24,32 +25,63 @@ def _load(args: argparse.Namespace):
     from ambient_bench.config.suite import load_suite
     from ambient_bench.results.tables import load_spec
 
-    suite = load_suite(args.suite, getattr(args, "overrides", []))
+    suite = load_suite(args.suite, getattr(args, "overrides", []), profile=getattr(args, "profile", "full"))
     for spec in suite.tables:
         load_spec(spec)  # a typo in a table spec fails now, not after the training
     return suite
 
 
+def _runs(args: argparse.Namespace) -> Path:
+    """The run store; a profile other than full gets its own namespace inside it, so that its results
+    can never be served to (or mixed with) full-size runs."""
+    profile = getattr(args, "profile", "full")
+    return Path(args.runs) if profile == "full" else Path(args.runs) / profile
+
+
+def _results(args: argparse.Namespace, suite) -> Path:
+    if args.results:
+        return Path(args.results)
+    return suite.results_dir if suite.profile == "full" else _runs(args) / "results" / suite.name
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from ambient_bench.engine.runner import build_graph, check_data, plan_table
+    from ambient_bench.engine.compute import estimate
+    from ambient_bench.engine.runner import build_graph, check_data, check_requirements, plan_table, \
+        standin_datasets
     from ambient_bench.engine.store import RunStore
 
     suite = _load(args)
     check_data(suite)
-    rows = plan_table(build_graph(suite), RunStore(args.runs))
+    graph = build_graph(suite)
+    runs = _runs(args)
+    rows = plan_table(graph, RunStore(runs))
+    work, summary = estimate(graph.stages, args.gpu)
+    for row, (amount, hours) in zip(rows, work):
+        row["work"] = amount.text
+        row[f"{args.gpu}-h"] = "–" if hours == 0 else ("unknown" if hours is None else f"{hours:,.1f}")
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "partial", "missing")}
     _print(f"suite {suite.name}: {len(suite.cells)} cells, {len(rows)} stages "
-           f"({counts['done']} done, {counts['partial']} partial, {counts['missing']} missing); runs in {args.runs}/")
+           f"({counts['done']} done, {counts['partial']} partial, {counts['missing']} missing); runs in {runs}/"
+           + (f"; profile {suite.profile}" if suite.profile != "full" else ""))
     if suite.description:
         _print(suite.description)
     _print(tabulate(rows, headers="keys", tablefmt="simple"))
+    for line in summary:
+        _print(line)
+    standins = standin_datasets(suite)
+    if standins:
+        _print(f"note: stand-in data (synthetic images in the real file formats) for {', '.join(standins)}; "
+               + ("`run` refuses it at the full profile (use --profile tiny)" if suite.profile == "full" else
+                  "results are labelled as such"))
+    check_requirements(suite)  # after the plan: a missing weights file does not hide what would run
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ambient_bench.engine.runner import build_graph, check_data, execute
+    from ambient_bench.engine.runner import build_graph, check_data, check_requirements, execute, \
+        standin_datasets
     from ambient_bench.engine.store import RunStore
     from ambient_bench.results.collect import collect, export_figures, write_results
     from ambient_bench.results.render import render_all
@@ -58,13 +90,20 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = _load(args)
     check_data(suite)
-    store = RunStore(args.runs)
+    check_requirements(suite)
+    standins = standin_datasets(suite)
+    if standins and suite.profile == "full":
+        raise UserError(f"{', '.join(standins)}: the data folder holds stand-in data (synthetic, written by "
+                        f"`python -m ambient_bench standins`); a full-profile run refuses it: add --profile tiny, "
+                        f"or point AMBIENT_BENCH_DATA (or the dataset's root) at the real data")
+    store = RunStore(_runs(args))
     graph = build_graph(suite)
     distributed.init_from_env()  # under torchrun; see training/distributed.py
     if not distributed.is_main():
         execute(graph, store)
         return 0
-    _print(f"suite {suite.name}: {len(suite.cells)} cells; runs in {args.runs}/")
+    _print(f"suite {suite.name}: {len(suite.cells)} cells; runs in {store.root}/"
+           + (f"; profile {suite.profile}" if suite.profile != "full" else ""))
     if args.expect_cached:
         missing = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
         if missing:
@@ -72,7 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                    f"{missing[0].key[:16]} ({missing[0].describe})")
             return 1
     report = execute(graph, store, log=_print)
-    results_dir = Path(args.results or suite.results_dir)
+    results_dir = _results(args, suite)
     frame = collect(suite, graph, store)
     written = [write_results(frame, results_dir)] + render_all(frame, suite.tables, results_dir)
     figures = export_figures(suite, graph, store, results_dir)
@@ -89,7 +128,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
     from ambient_bench.results.render import render_all
 
     suite = _load(args)
-    results_dir = Path(args.results or suite.results_dir)
+    results_dir = _results(args, suite)
     if not (results_dir / "results.csv").is_file():
         raise UserError(f"no stored results at {results_dir}/results.csv; run "
                         f"`python -m ambient_bench run {args.suite}` first")
@@ -164,6 +203,30 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_standins(args: argparse.Namespace) -> int:
+    from ambient_bench.datasets.standins import write_standins
+
+    folder = Path(args.folder)
+    counts = write_standins(folder, per_class=args.per_class)
+    _print(f"wrote stand-in data to {folder}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    _print(f"use it with: AMBIENT_BENCH_DATA={folder} python -m ambient_bench run <suite> --profile tiny")
+    return 0
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from ambient_bench.results.index import write_index
+
+    path, stale = write_index(Path(args.results), check=args.check)
+    if args.check:
+        if stale:
+            _print(f"{path} is stale; regenerate it with `python -m ambient_bench index`")
+            return 1
+        _print(f"{path} is up to date")
+        return 0
+    _print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ambient_bench",
                                      description="Benchmark harness for diffusion models trained on bad data.")
@@ -174,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("suite", help="suite YAML file, e.g. benchmarks/smoke_cpu.yaml")
         p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.duration_kimg=2 train.seed=[0,1]")
         p.add_argument("--runs", default="runs", help="run store directory (default: runs)")
+        p.add_argument("--profile", default="full", choices=PROFILES,
+                       help="full (the suite as written) or tiny (every size shrunk, same stages; runs in RUNS/tiny)")
+        if name == "plan":
+            p.add_argument("--gpu", default="v100", help="device kind for the GPU-hour estimate, from measured "
+                                                        "throughput (default v100: the paper's figure)")
         if name == "run":
             p.add_argument("--results", help="results directory (default: the suite's results_dir)")
             p.add_argument("--expect-cached", action="store_true",
@@ -183,7 +251,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("tables", help="re-render a suite's tables from its stored results")
     p.add_argument("suite")
     p.add_argument("--results", help="results directory (default: the suite's results_dir)")
+    p.add_argument("--runs", default="runs", help="run store (where a tiny profile's results are)")
+    p.add_argument("--profile", default="full", choices=PROFILES)
     p.add_argument("--check", action="store_true", help="exit 1 if the tables on disk differ from a re-render")
+    p = sub.add_parser("standins", help="write small synthetic CIFAR-10 / FFHQ / AFHQ stand-ins in the real "
+                                        "file formats (for tests and --profile tiny); never used unless pointed at")
+    p.add_argument("folder", help="where to write them; then export AMBIENT_BENCH_DATA=<folder>")
+    p.add_argument("--per-class", type=int, default=24, help="images per class and batch file (default 24)")
+    p = sub.add_parser("index", help="write results/README.md: every committed result suite, the paper table it "
+                                     "mirrors, its status and how to regenerate it")
+    p.add_argument("--results", default="results", help="the results folder (default results)")
+    p.add_argument("--check", action="store_true", help="exit 1 if the index on disk is stale")
     p = sub.add_parser("show", help="write a picture: a corruption gallery")
     p.add_argument("what", choices=["corruptions"])
     p.add_argument("--dataset", required=True, help="name or YAML mapping, e.g. '{name: digits, resolution: 32}'")
@@ -203,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     retain_freed_memory()  # CPU forward passes would otherwise page-fault their activations in each time
-    handler = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "tables": cmd_tables, "show": cmd_show}[args.command]
+    handler = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "tables": cmd_tables, "show": cmd_show,
+               "standins": cmd_standins, "index": cmd_index}[args.command]
     try:
         return handler(args)
     except UserError as err:

@@ -128,6 +128,24 @@ def test_classifier_training_resumes_exactly(tmp_path):
     assert net.crop_size is None and not net.training
 
 
+def test_classifier_trains_with_augmentation_labels_and_keeps_keys_without(tmp_path):
+    from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION
+
+    data = DATASETS.build({"name": "digits", "resolution": 8}).load()
+    pool = mix(data, 0.5, [CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 1.0})], seed=0)
+    cfg = {**tiny_cfg(checkpoint_kimg=0.032), "augment_p": 0.5}
+    assert train_classifier(pool.images, pool.corrupted, cfg, cfg, tmp_path / "aug", log=lambda s: None)
+    net = load_classifier(tmp_path / "aug" / "classifier.pt")
+    assert net.net.augment_dim == 9
+    x = torch.zeros(2, 1, 8, 8)
+    # all-zero labels = not augmented: the same logits as no labels (annotation passes none)
+    assert torch.equal(net(x, torch.ones(2)), net(x, torch.ones(2), torch.zeros(2, 9)))
+    # augment_p at its default stays out of the classifier's key: stored runs are not recomputed
+    plain = CLASSIFIER_SECTION.semantic(CLASSIFIER_SECTION.resolve({}, ("classifier",)))
+    assert "augment_p" not in plain
+    assert CLASSIFIER_SECTION.semantic(CLASSIFIER_SECTION.resolve({"augment_p": 0.12}, ("c",)))["augment_p"] == 0.12
+
+
 # --- acceptance (issue 4): mean sigma_min grows with the strength of the corruption --------
 
 @pytest.fixture(scope="module")

@@ -124,3 +124,21 @@ def test_exclusions_match_resolved_values_and_reject_unknown_keys(write_suite):
     message = error_of(write_suite, BASE + grid + "exclude:\n  - {method.s_maxx: 4.0}\n")
     assert "suite.yaml:17:" in message and "exclude key 'method.s_maxx'" in message
     assert "did you mean 'method.s_max'" in message
+
+
+def test_a_list_of_grids_is_the_union_of_their_products(write_suite):
+    text = BASE + """grid:
+  - {method: [clean_only], train.seed: [0]}
+  - mix.corruption.sigma: [0.6, 1.0]
+    method: [all_data, {name: ambient_o, sigma_min: 1.0}]
+"""
+    suite = load_suite(write_suite(text))
+    labels = [(c.config["method"]["name"], c.config["mix"]["corruption"]["sigma"]) for c in suite.cells]
+    assert labels == [("clean_only", 0.6), ("all_data", 0.6), ("ambient_o", 0.6), ("all_data", 1.0),
+                      ("ambient_o", 1.0)]
+    assert suite.axes == ["method", "train.seed", "mix.corruption.sigma"]
+    # an override of an axis replaces it in every grid, and adds it where it was not one
+    seeds = load_suite(write_suite(text), ["train.seed=[3, 4]"])
+    assert len(seeds.cells) == 10 and {c.config["train"]["seed"] for c in seeds.cells} == {3, 4}
+    message = error_of(write_suite, BASE + "grid:\n  - {method: [clean_only]}\n  - method: [gausian]\n")
+    assert "suite.yaml:" in message and "unknown method 'gausian'" in message

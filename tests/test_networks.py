@@ -20,7 +20,11 @@ def test_paper_presets_have_edm_ddpmpp_parameter_counts(preset: str, resolution:
 def test_classifier_encoder_matches_the_papers_half_unet(preset: str, resolution: int, expected: float) -> None:
     with torch.device("meta"):
         net = HalfUNet(3, resolution, **architecture({"preset": preset}))
+        augmented = HalfUNet(3, resolution, **architecture({"preset": preset, "augment_p": 0.12}))
     assert abs(parameter_count(net) - expected) < 0.01 * expected
+    # trained with augmentation (the paper's recipe) it takes EDM's 9 augmentation labels, bias-free
+    assert architecture({"preset": preset, "augment_p": 0.12})["augment_dim"] == 9
+    assert parameter_count(augmented) - parameter_count(net) == 9 * 128
 
 
 def test_architecture_resolves_preset_then_explicit_keys() -> None:

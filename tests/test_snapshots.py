@@ -48,3 +48,15 @@ def test_every_snapshot_is_evaluated_and_the_selection_is_recorded(tmp_path):
     assert "last of 3 snapshots" in last["checkpoint"]
     final_key = last["stage_key"]
     assert last["value"] == pytest.approx(evaluations[final_key], rel=1e-5)
+
+
+def test_snapshot_range_limits_which_snapshots_are_sampled():
+    """The stage graph only: snapshots outside evaluate.snapshot_range_kimg get no sample/evaluate stages."""
+    from ambient_bench.config.schema import EVALUATE, TRAIN
+    from ambient_bench.engine.cells import evaluated_snapshots
+
+    train = TRAIN.resolve({"batch": 512, "duration_kimg": 20070.4, "snapshot_kimg": 1003.52}, ("train",))
+    assert len(evaluated_snapshots(train, EVALUATE.resolve({"metrics": ["fd_digits"]}, ("evaluate",)))) == 19
+    picked = evaluated_snapshots(train, EVALUATE.resolve({"metrics": ["fd_digits"], "snapshot_range_kimg":
+                                                          [5017.6, 20070.4]}, ("evaluate",)))
+    assert picked[0] == pytest.approx(5017.6) and len(picked) == 15  # 5..19 Mimg; the final (20) always counts

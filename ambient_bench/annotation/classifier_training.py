@@ -1,9 +1,11 @@
 """Training the noise classifier (sigma_min) and the crops classifiers (sigma_max).
 
 Both are noise-conditional binary classifiers trained with BCE on x_t = x_0 + sigma·eps,
-ln(sigma) ~ N(P_mean, P_std²) (paper §3.1, §3.2). The crops classifier sees one random K×K
-window of x_t per image with everything outside set to 0, the same zero-padded form it is
-given at annotation time (the official release trained it on full images by mistake).
+ln(sigma) ~ N(P_mean, P_std²) (paper §3.1, §3.2), with EDM's non-leaky augmentation of x_0 when
+``augment_p`` > 0 (the paper's classifiers use the diffusion recipe: p = 0.12, 0.15 at 64 px).
+The crops classifier sees one random K×K window of x_t per image with everything outside set to 0,
+the same zero-padded form it is given at annotation time (the official release trained it on full
+images by mistake).
 
 Resuming works as in the diffusion loop: every draw of step k is seeded by (seed, k) and the
 data order is part of the checkpoint, so an interrupted run ends with the same weights.
@@ -25,6 +27,7 @@ from ambient_bench.annotation.classifier_net import (PRESETS, NoiseConditionalCl
                                                     parameter_count)
 from ambient_bench.annotation.crops import window_mask
 from ambient_bench.config.schema import Section
+from ambient_bench.diffusion.augment import AugmentPipe
 from ambient_bench.data.images import uint8_to_model
 from ambient_bench.params import Param
 from ambient_bench.progress import bar
@@ -64,6 +67,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
     everyone = np.zeros(len(x_all))
     stream = AdmissibleStream(everyone, everyone, 1.0, seed_for("classifier-order", seed))
+    augment = AugmentPipe(cfg["augment_p"], xflip=1e8) if cfg["augment_p"] > 0 else None
 
     step = restore_checkpoint(run_dir, net, ema, opt, stream, log)
     total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
@@ -78,12 +82,15 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
             idx = torch.from_numpy(indices).to(device)
             sigma = torch.from_numpy(sigmas).float().to(device)
             eps = torch.randn((batch, *x_all.shape[1:]), generator=torch_generator("classifier-eps", seed, step))
-            x_t = x_all[idx] + sigma.reshape(-1, 1, 1, 1) * eps.to(device)
+            x0, augment_labels = x_all[idx], None
+            if augment is not None:
+                x0, augment_labels = augment(x0, torch_generator("classifier-augment", seed, step))
+            x_t = x0 + sigma.reshape(-1, 1, 1, 1) * eps.to(device)
             if crop_size is not None:
                 top, left = random_windows(resolution, crop_size, batch, numpy_rng("classifier-crop", seed, step))
                 x_t = x_t * window_mask(resolution, crop_size, torch.from_numpy(top), torch.from_numpy(left)).to(device)
             torch.manual_seed(seed_for("classifier-dropout", seed, step))
-            logits = net(x_t, sigma)
+            logits = net(x_t, sigma, augment_labels)
             loss = F.binary_cross_entropy_with_logits(logits, y_all[idx])
             lr = optimizer_step(net, ema, opt, loss, cfg, step)
             correct += int(((logits > 0).float() == y_all[idx]).sum())
@@ -131,6 +138,8 @@ CLASSIFIER_SECTION = Section("classifier", {
     "num_blocks": Param(None, "residual blocks per level", kind=int, ge=1, nullable=True),
     "attn_resolutions": Param(None, "resolutions with self-attention", kind=list, item=int, nullable=True),
     "dropout": Param(None, "dropout probability", ge=0, lt=1, nullable=True),
+    "augment_p": Param(0.0, "EDM non-leaky augmentation probability (paper: the diffusion recipe's 0.12, 0.15 at "
+                            "64 px); > 0 adds the 9 augmentation-label inputs", ge=0, le=1, omit_default=True),
     "duration_kimg": Param(20.0, "training length in thousands of images (paper: ~15 Mimg)", gt=0),
     "batch": Param(128, "images per step (paper: 512)", kind=int, ge=1),
     "lr": Param(1e-3, "Adam learning rate (paper: 1e-4 noise, 1e-3 crops)", gt=0),

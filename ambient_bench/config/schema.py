@@ -129,6 +129,10 @@ def brief_label(kind: str, value: dict[str, Any]) -> str:
     return f"{value['name']}({', '.join(args)})" if args else str(value["name"])
 
 
+def _range(value: list) -> str | None:
+    return None if len(value) == 2 and 0 <= value[0] <= value[1] else "expected [from, to] with 0 ≤ from ≤ to"
+
+
 def _positive_ints(value: list) -> str | None:
     return None if all(v >= 1 for v in value) else "entries must be ≥ 1"
 
@@ -209,6 +213,9 @@ EVALUATE = Section("evaluate", {
                                      "beside Train FID)", kind=ComponentRef("dataset"), nullable=True),
     "select": Param("best", "with train.snapshot_kimg: the snapshot a table reports, best (by the first "
                             "metric, as the paper) or last", kind=str, choices=("best", "last")),
+    "snapshot_range_kimg": Param(None, "[from, to]: only the EMA snapshots taken in this range are sampled and "
+                                       "evaluated (the final network always is); null = every snapshot",
+                                 kind=list, item=float, nullable=True, check=_range),
 })
 
 CELL = {

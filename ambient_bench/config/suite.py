@@ -3,7 +3,11 @@
 Precedence, lowest first: schema defaults < the suite's ``defaults`` < one value per ``grid``
 axis < ``key=value`` overrides from the command line. Assigning a value at a dotted path
 replaces the whole subtree there, so ``method: clean_only`` in a grid drops the defaults'
-method parameters. An override of a grid axis replaces the axis.
+method parameters. An override of a grid axis replaces the axis (in every grid that has it).
+
+``grid`` is one mapping of axes (cells = their cartesian product) or a list of such mappings:
+the cells are then the union of the products, for tables whose rows are not one product
+(the paper's Table 2(b): each source class has its own out-of-distribution sources and methods).
 """
 from __future__ import annotations
 
@@ -15,16 +19,34 @@ from pathlib import Path
 from typing import Any
 
 from ambient_bench.config import yamlio
+from ambient_bench.config.profiles import apply_profile, check_distinct
 from ambient_bench.config.schema import SECTION_NAMES, resolve_cell, spec_label
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, resolve_params, suggest
 from ambient_bench.registry import import_plugin
 
+class _GridKind:
+    """A grid mapping, or a non-empty list of grid mappings; resolved to the list form."""
+
+    __name__ = "mapping or list of mappings"
+
+    def resolve(self, value: Any, key: tuple) -> list[dict[str, Any]]:
+        grids = value if isinstance(value, list) else [value]
+        if isinstance(value, list) and not value:
+            raise ParamError(key, "a list of grids needs at least one grid mapping")
+        for i, grid in enumerate(grids):
+            if not isinstance(grid, dict):
+                raise ParamError(key + ((i,) if isinstance(value, list) else ()),
+                                 f"expected a mapping of dotted key → list of values, got {grid!r}")
+        return grids
+
+
 TOP_LEVEL = {
     "suite": Param(help="suite name (results go to results/<suite>)", kind=str),
     "description": Param("", "one line shown by `plan`", kind=str),
     "defaults": Param({}, "base configuration of every cell", kind=dict),
-    "grid": Param({}, "dotted key → list of values; cells are the cartesian product", kind=dict),
+    "grid": Param({}, "dotted key → list of values; cells are the cartesian product (a list of such "
+                      "mappings: the union of their products)", kind=_GridKind()),
     "exclude": Param([], "cells to drop: mappings of dotted key → value (or list of values)", kind=list),
     "tables": Param([], "table spec files, relative to the suite file", kind=list, item=str),
     "results_dir": Param(None, "where results.csv and tables go (default results/<suite>)", kind=str,
@@ -55,6 +77,7 @@ class Suite:
     tables: list[Path]
     results_dir: Path
     axes: list[str] = field(default_factory=list)
+    profile: str = "full"
 
 
 class _Tree:
@@ -129,8 +152,9 @@ def _matches(value: Any, pattern: Any) -> bool:
     return value == pattern
 
 
-def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
-    """Parse, expand and validate a suite; every problem is a one-line ``UserError``."""
+def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full") -> Suite:
+    """Parse, expand and validate a suite; every problem is a one-line ``UserError``. A ``profile``
+    other than 'full' rewrites every cell by its size rules (``config/profiles.py``)."""
     path = Path(path)
     source = str(path)
     raw, lines = yamlio.load(path)
@@ -149,15 +173,21 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
     for section in defaults.data:
         _dotted(section, at(("defaults", section)))
 
-    axes: list[tuple[str, tuple, list[tuple[Any, dict]]]] = []
-    for key, values in top["grid"].items():
-        where = at(("grid", key))
-        grid_path = _dotted(key, where)
-        if not isinstance(values, list) or not values:
-            raise UserError(f"{where}: grid axis '{key}' needs a non-empty list of values")
-        located = [(v, {grid_path + p[3:]: f"{source}:{n}" for p, n in lines.items() if p[:3] == ("grid", key, i)})
-                   for i, v in enumerate(values)]
-        axes.append((key, grid_path, located))
+    grids = top["grid"]
+    listed = isinstance(raw.get("grid"), list)  # line numbers of list entries carry their index
+    products: list[list[tuple[str, tuple, list[tuple[Any, dict]]]]] = []
+    for g, grid in enumerate(grids):
+        prefix = ("grid", g) if listed else ("grid",)
+        axes: list[tuple[str, tuple, list[tuple[Any, dict]]]] = []
+        for key, values in grid.items():
+            where = at(prefix + (key,))
+            grid_path = _dotted(key, where)
+            if not isinstance(values, list) or not values:
+                raise UserError(f"{where}: grid axis '{key}' needs a non-empty list of values")
+            located = [(v, {grid_path + p[len(prefix) + 2:]: f"{source}:{n}" for p, n in lines.items()
+                            if p[:len(prefix) + 2] == prefix + (key, i)}) for i, v in enumerate(values)]
+            axes.append((key, grid_path, located))
+        products.append(axes)
 
     for text in overrides:
         where = f"command-line override '{text}'"
@@ -166,10 +196,15 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
             raise UserError(f"{where}: expected key=value, e.g. train.duration_kimg=2")
         opath = _dotted(key.strip(), where)
         value = yamlio.parse_scalar(value_text)
-        axis = next((a for a in axes if a[1] == opath), None)
-        if axis is not None:
+        if any(a[1] == opath for axes in products for a in axes):  # a grid axis: replaced in every grid
             values = value if isinstance(value, list) else [value]
-            axes[axes.index(axis)] = (axis[0], opath, [(v, {opath: where}) for v in values])
+            axis = (key.strip(), opath, [(v, {opath: where}) for v in values])
+            for axes in products:
+                found = [i for i, a in enumerate(axes) if a[1] == opath]
+                if found:
+                    axes[found[0]] = axis
+                else:
+                    axes.append(axis)
         else:
             defaults.assign(opath, value, {opath: where})
 
@@ -183,16 +218,17 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
         return any(all(_matches(_get(config, p), v) for p, v in ex.items()) for ex in excludes)
 
     candidates = []
-    for combo in itertools.product(*[a[2] for a in axes]) if axes else [()]:
-        tree = _Tree(copy.deepcopy(defaults.data), dict(defaults.where))
-        for (key, grid_path, _), (value, where) in zip(axes, combo):
-            tree.assign(grid_path, value, where)
-        try:
-            candidates.append((resolve_cell(tree.data), combo))
-        except ParamError as err:
-            if excluded(tree.data):  # an excluded combination may be an invalid one
-                continue
-            raise UserError(f"{tree.locate(err.key, source)}: {err.message}") from None
+    for axes in products:
+        for combo in itertools.product(*[a[2] for a in axes]) if axes else [()]:
+            tree = _Tree(copy.deepcopy(defaults.data), dict(defaults.where))
+            for (key, grid_path, _), (value, where) in zip(axes, combo):
+                tree.assign(grid_path, value, where)
+            try:
+                candidates.append((resolve_cell(tree.data), {a[0]: v for a, (v, _) in zip(axes, combo)}))
+            except ParamError as err:
+                if excluded(tree.data):  # an excluded combination may be an invalid one
+                    continue
+                raise UserError(f"{tree.locate(err.key, source)}: {err.message}") from None
     known = {k for config, _ in candidates for k in flatten(config)}
     for i, entry in enumerate(excludes):
         for p in entry:
@@ -202,14 +238,16 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
                                 + suggest(key, known))
 
     cells, seen = [], set()
-    for config, combo in candidates:
+    for config, axes_taken in candidates:
         identity = json.dumps(config, sort_keys=True, default=str)
         if excluded(config) or identity in seen:
             continue
         seen.add(identity)
-        cells.append(Cell(config=config, axes={a[0]: v for a, (v, _) in zip(axes, combo)}))
+        cells.append(Cell(config=config, axes=axes_taken))
     if not cells:
         raise UserError(f"{source}: the grid and exclusions leave no cell to run")
+    if profile != "full":
+        cells = _with_profile(cells, profile, source)
 
     tables = []
     for i, table in enumerate(top["tables"]):
@@ -219,5 +257,18 @@ def load_suite(path: str | Path, overrides: list[str] = ()) -> Suite:
                             f"the suite file)")
         tables.append(table_path)
     results_dir = Path(top["results_dir"] or f"results/{top['suite']}")
+    axis_names = list(dict.fromkeys(a[0] for axes in products for a in axes))
     return Suite(name=top["suite"], path=path, description=top["description"], cells=cells,
-                 tables=tables, results_dir=results_dir, axes=[a[0] for a in axes])
+                 tables=tables, results_dir=results_dir, axes=axis_names, profile=profile)
+
+
+def _with_profile(cells: list[Cell], profile: str, source: str) -> list[Cell]:
+    shrunk = apply_profile(profile, [c.config for c in cells])
+    try:
+        shrunk = [resolve_cell(config) for config in shrunk]
+    except ParamError as err:  # a rule produced an invalid value: a bug in the rules, said plainly
+        raise UserError(f"{source}: profile {profile} makes an invalid cell at {'.'.join(map(str, err.key))}: "
+                        f"{err.message}") from None
+    check_distinct([json.dumps(c.config, sort_keys=True, default=str) for c in cells],
+                   [json.dumps(c, sort_keys=True, default=str) for c in shrunk], [c.label for c in cells], profile)
+    return [Cell(config=config, axes=cell.axes) for cell, config in zip(cells, shrunk)]

@@ -58,9 +58,20 @@ def _classifier_pool(mix_cfg: dict[str, Any], request: ClassifierRequest, datase
     return mix_cfg  # "diffusion", or data that labels its own low-quality images
 
 
+def dataset_identity(spec: dict[str, Any]) -> dict[str, Any]:
+    """A dataset in a stage key: its semantic parameters, plus what identifies its files when the
+    parameters do not (stand-in data; see Dataset.fingerprint). Real data keep their old keys."""
+    identity = ComponentRef("dataset").semantic(spec)
+    fingerprint = DATASETS.build(spec).fingerprint()
+    return {**identity, "fingerprint": fingerprint} if fingerprint else identity
+
+
 def _mix_stage(dataset: dict[str, Any], mix_cfg: dict[str, Any]) -> Stage:
-    return Stage("mix", {"dataset": ComponentRef("dataset").semantic(dataset), "mix": MIX.semantic(mix_cfg)},
-                 {"dataset": dataset, "mix": mix_cfg}, {}, _describe_mix(dataset, mix_cfg))
+    material = {"dataset": dataset_identity(dataset), "mix": MIX.semantic(mix_cfg)}
+    ood = [DATASETS.build(d).fingerprint() for d in mix_cfg["ood"]]
+    if any(ood):
+        material["ood_fingerprints"] = ood
+    return Stage("mix", material, {"dataset": dataset, "mix": mix_cfg}, {}, _describe_mix(dataset, mix_cfg))
 
 
 def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
@@ -102,7 +113,7 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         f"{brief_label('method', cfg['method'])}, seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg"
         + (" from the pretrained model" if pretraining is not None else ""))
     # "" is the final network; each earlier EMA snapshot gets its own sample and evaluate stages
-    for suffix, kimg in [("", None)] + [(f"@{k:g}", k) for k in snapshot_kimgs(train_cfg)[:-1]]:
+    for suffix, kimg in [("", None)] + [(f"@{k:g}", k) for k in evaluated_snapshots(train_cfg, cfg["evaluate"])]:
         what = f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps"
         stages[f"sample{suffix}"] = sample = Stage(
             "sample", {"sample": SAMPLE.semantic(cfg["sample"]), **({"snapshot_kimg": kimg} if kimg else {})},
@@ -110,7 +121,7 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
             what + (f", snapshot at {kimg:g} kimg" if kimg else ""))
         for metric in cfg["evaluate"]["metrics"]:
             setup = Stage("metric_setup", {"metric": ref("metric", metric),
-                                           "reference": ref("dataset", cfg["dataset"])},
+                                           "reference": dataset_identity(cfg["dataset"])},
                           {"metric": metric, "dataset": cfg["dataset"]}, {},
                           f"{brief_label('metric', metric)} on {brief_label('dataset', cfg['dataset'])}")
             stages[f"setup:{metric['name']}"] = setup
@@ -121,11 +132,21 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
             heldout = cfg["evaluate"]["heldout_reference"]
             if heldout is not None:  # the same samples against a second reference (e.g. the test split)
                 stages[f"heldout:{metric['name']}{suffix}"] = Stage(
-                    "evaluate", {"metric": ref("metric", metric), "reference": ref("dataset", heldout)},
+                    "evaluate", {"metric": ref("metric", metric), "reference": dataset_identity(heldout)},
                     {"metric": metric, "dataset": heldout}, {"sample": sample, "setup": setup},
                     f"{metric['name']} of {brief_label('method', cfg['method'])} against "
                     f"{brief_label('dataset', heldout)}" + (f" at {kimg:g} kimg" if kimg else ""))
     return stages
+
+
+def evaluated_snapshots(train_cfg: dict[str, Any], evaluate_cfg: dict[str, Any]) -> list[float]:
+    """Training lengths (kimg) of the EMA snapshots that are sampled and evaluated, the final network not
+    included (it always is)."""
+    span = evaluate_cfg.get("snapshot_range_kimg")
+    kimgs = snapshot_kimgs(train_cfg)[:-1]
+    if span is None:
+        return kimgs
+    return [k for k in kimgs if span[0] - 1e-6 <= k <= span[1] + 1e-6]
 
 
 def snapshot_kimgs(train_cfg: dict[str, Any]) -> list[float]:

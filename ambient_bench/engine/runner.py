@@ -1,6 +1,8 @@
 """Plan and execute a suite: unique stages in dependency order, skip what is done."""
 from __future__ import annotations
 
+import re
+
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -10,6 +12,8 @@ from ambient_bench.engine.cells import Stage, cell_stages
 from ambient_bench.engine.stages import WORK, Context
 from ambient_bench.engine.keys import canonical_json
 from ambient_bench.engine.store import RunStore
+from ambient_bench.config.schema import brief_label
+from ambient_bench.errors import UserError
 from ambient_bench.registry import DATASETS, METHODS, METRICS
 from ambient_bench.training import distributed
 
@@ -48,31 +52,73 @@ def build_graph(suite: Suite) -> Graph:
     return Graph(ordered, cells, users)
 
 
-def check_data(suite: Suite) -> None:
-    """Every dataset a suite reads is on disk (or needs none), and every method and metric has
-    what it needs (e.g. pretrained weights): a one-line UserError otherwise."""
-    seen = set()
+def _datasets(suite: Suite) -> list[dict]:
+    """Every dataset spec a suite reads (training data, out-of-distribution sources, references), once."""
+    seen: dict[str, dict] = {}
     for cell in suite.cells:
-        identity = canonical_json(cell.config["method"])
-        if identity not in seen:
-            seen.add(identity)
-            METHODS.build(cell.config["method"]).check()
-        for metric in cell.config["evaluate"]["metrics"]:
-            identity = canonical_json(metric)
-            if identity not in seen:
-                seen.add(identity)
-                METRICS.build(metric).check()
         heldout = cell.config["evaluate"]["heldout_reference"]
         for spec in [cell.config["dataset"], *cell.config["mix"]["ood"], *([heldout] if heldout else [])]:
+            seen.setdefault(canonical_json(spec), spec)
+    return list(seen.values())
+
+
+def _one_line(problems: list[str]) -> None:
+    """One UserError for every problem found; components that miss the same file are named together."""
+    merged: dict[str, list[str]] = {}
+    for problem in problems:
+        match = re.match(r"^((?:metric|method) '[^']+'): (.*)$", problem)
+        who, what = (match.group(1), match.group(2)) if match else ("", problem)
+        merged.setdefault(what, []).append(who)
+    lines = [(", ".join(w for w in who if w) + ": " if any(who) else "") + what for what, who in merged.items()]
+    if lines:
+        raise UserError(lines[0] if len(lines) == 1 else f"{len(lines)} inputs missing: " + " | ".join(lines))
+
+
+def check_data(suite: Suite) -> None:
+    """Every dataset a suite reads is on disk (or needs none): otherwise one UserError line naming
+    each missing file and where to get it."""
+    problems = []
+    for spec in _datasets(suite):
+        try:
+            DATASETS.build(spec).check()
+        except UserError as err:
+            if str(err) not in problems:
+                problems.append(str(err))
+    _one_line(problems)
+
+
+def check_requirements(suite: Suite) -> None:
+    """Every method and metric has what it needs (e.g. pretrained weights): otherwise one UserError
+    line naming each missing file, its URL and its folder."""
+    problems, seen = [], set()
+    for cell in suite.cells:
+        metrics = [("metric", m) for m in cell.config["evaluate"]["metrics"]]
+        for kind, spec in [("method", cell.config["method"]), *metrics]:
             identity = canonical_json(spec)
-            if identity not in seen:
-                seen.add(identity)
-                DATASETS.build(spec).check()
+            if identity in seen:
+                continue
+            seen.add(identity)
+            try:
+                (METHODS if kind == "method" else METRICS).build(spec).check()
+            except UserError as err:
+                if str(err) not in problems:
+                    problems.append(str(err))
+    _one_line(problems)
+
+
+def standin_datasets(suite: Suite) -> list[str]:
+    """Labels of the datasets a suite would read from stand-in data (see datasets/standins.py)."""
+    return [brief_label("dataset", spec) for spec in _datasets(suite)
+            if DATASETS.build(spec).fingerprint().get("standin")]
+
+
+def _short(text: str, width: int = 100) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def plan_table(graph: Graph, store: RunStore) -> list[dict[str, str]]:
     return [{"stage": s.kind, "key": s.key[:16], "state": store.state(s.kind, s.key),
-             "cells": str(graph.users[(s.kind, s.key)]), "what": s.describe} for s in graph.stages]
+             "cells": str(graph.users[(s.kind, s.key)]), "what": _short(s.describe)} for s in graph.stages]
 
 
 def _duration(seconds: float) -> str:

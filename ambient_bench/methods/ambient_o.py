@@ -7,7 +7,9 @@
   P(corrupted) below 0.5 + epsilon (paper §3.1, Fig. 2); samples that never cross are dropped;
 - ``quality``: rank every in-distribution image by a quality score (CLIP-IQA in the paper), keep
   the top fraction clean and give the rest ``sigma_min``; the mixing's corrupted flags are not
-  read, as with real data whose defects are unknown (paper §5, ImageNet).
+  read, as with real data whose defects are unknown (paper §5, ImageNet);
+- ``none``: low-quality samples are not used (they are dropped and counted); for pools of clean
+  target data plus out-of-distribution data (paper Table 2(b)), where only sigma_max matters.
 
 Out-of-distribution samples are used below ``ood_sigma_max`` (Table 2(b), "Fixed") and above
 ``ood_sigma_min``; ``ambient_o_crops`` annotates their sigma_max with crops classifiers.
@@ -22,7 +24,8 @@ import torch
 
 from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION, load_classifier
 from ambient_bench.annotation.crops import scaled_table
-from ambient_bench.components import Annotation, AnnotationContext, ClassifierRequest, Method, MixedData
+from ambient_bench.components import (Annotation, AnnotationContext, ClassifierRequest, Method, MixedData,
+                                      PoolSize)
 from ambient_bench.data.images import uint8_to_model
 from ambient_bench.params import Param
 from ambient_bench.registry import register_method
@@ -48,8 +51,9 @@ class AmbientO(Method):
 
     version = 3
     params = {
-        "annotate": Param("fixed", "how sigma_min is chosen: fixed, classifier or quality", kind=str,
-                          choices=("fixed", "classifier", "quality")),
+        "annotate": Param("fixed", "how sigma_min is chosen: fixed, classifier or quality; none = low-quality "
+                                   "samples unused (clean + out-of-distribution pools)", kind=str,
+                          choices=("fixed", "classifier", "quality", "none")),
         "sigma_min": Param(None, "fixed: sigma_min of every corrupted sample; quality: of every image outside "
                                  "the top fraction", ge=0, nullable=True),
         "s_max": Param(4.0, "buffer: corrupted samples only where sigma²/(sigma²-sigma_min²) < s_max "
@@ -99,8 +103,10 @@ class AmbientO(Method):
         if values["annotate"] in ("fixed", "quality") and values["sigma_min"] is None:
             return "sigma_min", (f"annotate: {values['annotate']} needs sigma_min (the noise level of "
                                  f"low-quality samples)")
-        if values["annotate"] == "classifier" and values["sigma_min"] is not None:
-            return "sigma_min", "annotate: classifier finds sigma_min per sample; remove sigma_min"
+        if values["annotate"] in ("classifier", "none") and values["sigma_min"] is not None:
+            return "sigma_min", (f"annotate: {values['annotate']} "
+                                 + ("finds sigma_min per sample" if values["annotate"] == "classifier"
+                                    else "uses no low-quality sample") + "; remove sigma_min")
         if values["ambient_weight"] == "none" and values["weight_clip"] is not None:
             return "weight_clip", "ambient_weight: none has no weight to clip; remove weight_clip"
         return None
@@ -116,6 +122,11 @@ class AmbientO(Method):
             return {}
         return {NOISE_CLASSIFIER: ClassifierRequest(self.p.classifier_pool, self.p.classifier)}
 
+    def annotation_work(self, pool: PoolSize) -> dict[str, float]:
+        if self.p.annotate == "classifier":  # every level of the grid, every noisy copy, every bad image
+            return {"classifier_inputs": pool.low_quality * self.p.num_sigmas * self.p.trials}
+        return {}
+
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         n = len(data.index)
         sigma_min = torch.zeros(n, dtype=torch.float64)
@@ -126,6 +137,8 @@ class AmbientO(Method):
         low = data.corrupted & ~data.ood
         if self.p.annotate == "fixed":
             sigma_min[low] = self.p.sigma_min
+        elif self.p.annotate == "none":
+            keep[low] = False
         elif self.p.annotate == "classifier":
             if ctx is None:
                 raise ValueError("classifier annotation needs the harness's AnnotationContext")

@@ -14,7 +14,7 @@ import torch
 from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION, load_classifier
 from ambient_bench.annotation.crops import (PAPER_CROP_SIZES_64, choose_sigma_max, scaled_crop_sizes, scaled_table,
                                             tile_origins, tile_probabilities)
-from ambient_bench.components import Annotation, AnnotationContext, ClassifierRequest, MixedData
+from ambient_bench.components import Annotation, AnnotationContext, ClassifierRequest, MixedData, PoolSize
 from ambient_bench.data.images import uint8_to_model
 from ambient_bench.methods.ambient_o import AmbientO, _sigma_table
 from ambient_bench.params import Param
@@ -59,6 +59,13 @@ class AmbientOCrops(AmbientO):
         for size in self._sizes(resolution):
             requests[_crop_name(size)] = ClassifierRequest("target_vs_ood", self.p.crops_classifier, crop_size=size)
         return requests
+
+    def annotation_work(self, pool: PoolSize) -> dict[str, float]:
+        work = super().annotation_work(pool)
+        if pool.resolution is not None:  # every tile of every OOD image, once per crop size
+            tiles = sum(len(tile_origins(pool.resolution, k)) for k in self._sizes(pool.resolution))
+            work["classifier_inputs"] = work.get("classifier_inputs", 0) + pool.ood * tiles
+        return work
 
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         from ambient_bench.annotation.figures import plot_patch_probabilities

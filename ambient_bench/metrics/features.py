@@ -9,6 +9,8 @@ are keyed by content hashes.
 """
 from __future__ import annotations
 
+import math
+
 import functools
 import hashlib
 import json
@@ -56,12 +58,31 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+_LAST: dict[tuple, np.ndarray] = {}  # the last extraction: FID and KID of one sample set share it
+
+
 @torch.no_grad()
 def extract(images: torch.Tensor, extractor: str, layer: str, device: torch.device, batch: int = 256,
             **extractor_kwargs: Any) -> np.ndarray:
-    """float64 N×D features of uint8 N×C×H×W ``images`` (grey images are repeated to RGB)."""
-    model = _extractor(extractor, layer, str(device), _file_identity(extractor_kwargs),
-                       tuple(sorted(extractor_kwargs.items(), key=lambda kv: kv[0])))
+    """float64 N×D features of uint8 N×C×H×W ``images`` (grey images are repeated to RGB).
+
+    The last result is remembered by the images' content and the extractor's identity, so metrics
+    on the same features (fid, kid, precision, recall of one sample set) extract them once.
+    """
+    files = _file_identity(extractor_kwargs)
+    kwargs = tuple(sorted(extractor_kwargs.items(), key=lambda kv: kv[0]))
+    digest = hashlib.sha256(str(tuple(images.shape)).encode() + images.contiguous().cpu().numpy().tobytes())
+    memo = (digest.hexdigest(), extractor, layer, str(device), files, kwargs)
+    if memo in _LAST:
+        return _LAST[memo]
+    features = _extract(images, _extractor(extractor, layer, str(device), files, kwargs), device, batch)
+    features.setflags(write=False)  # shared with the next caller: nobody may change it in place
+    _LAST.clear()
+    _LAST[memo] = features
+    return features
+
+
+def _extract(images: torch.Tensor, model: torch.nn.Module, device: torch.device, batch: int) -> np.ndarray:
     out = []
     for start in range(0, len(images), batch):
         x = images[start:start + batch]
@@ -132,12 +153,28 @@ def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:
     Features go in as float32, as torch-fidelity's own extractors deliver them: mu is then
     float32 on both sides (``fid_statistics_to_metric`` asserts equal dtypes) and sigma float64
     (``np.cov``), so the number matches ``calculate_metrics`` on the same features.
+
+    When one side has fewer images than feature dimensions (CPU minis, the tiny profile; never
+    the paper's 50k-sample protocol) the trace term uses the Gram form instead of a D×D
+    eigendecomposition: with Σ₂ = AAᵀ (A = centred features / √(N−1), D×N), the non-zero
+    eigenvalues of Σ₁Σ₂ are those of AᵀΣ₁A (N×N, symmetric), so tr √(Σ₁Σ₂) is the same number
+    (seconds instead of a 2048² eig; torch-fidelity's own value is noise-level different there).
     """
     from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 
-    stats = [fid_features_to_statistics(torch.from_numpy(np.asarray(f, dtype=np.float32)))
-             for f in (features_1, features_2)]
-    return float(fid_statistics_to_metric(stats[0], stats[1], verbose=False)["frechet_inception_distance"])
+    arrays = [np.asarray(f, dtype=np.float32) for f in (features_1, features_2)]
+    small = min(range(2), key=lambda i: len(arrays[i]))
+    if len(arrays[small]) > arrays[small].shape[1]:
+        stats = [fid_features_to_statistics(torch.from_numpy(a)) for a in arrays]
+        return float(fid_statistics_to_metric(stats[0], stats[1], verbose=False)["frechet_inception_distance"])
+    other = arrays[1 - small]
+    mu_small, mu_other = arrays[small].mean(axis=0), other.mean(axis=0)
+    sigma_other = np.cov(other, rowvar=False)
+    a = (arrays[small] - mu_small).astype(np.float64).T / math.sqrt(max(len(arrays[small]) - 1, 1))
+    gram = a.T @ sigma_other @ a
+    tr_covmean = np.sum(np.sqrt(np.clip(np.linalg.eigvalsh((gram + gram.T) / 2), 0, None)))
+    diff = mu_small - mu_other
+    return float(diff.dot(diff) + np.trace(sigma_other) + np.einsum("ij,ij->", a, a) - 2 * tr_covmean)
 
 
 class Extractor(FeatureExtractorBase):

@@ -21,10 +21,10 @@ from ambient_bench.config.suite import Suite, flatten
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.stages import PER_SAMPLE
 from ambient_bench.engine.store import RunStore
-from ambient_bench.registry import METRICS
+from ambient_bench.registry import DATASETS, METRICS
 
 PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler", "checkpoint",
-            "feature_extractor", "implementation")
+            "feature_extractor", "implementation", "profile", "standin_data")
 
 
 def _flat_row(config: dict[str, Any]) -> dict[str, Any]:
@@ -51,6 +51,8 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
             "sampler": f"EDM Heun, {sample['steps']} steps ({2 * sample['steps'] - 1} NFE)",
             "checkpoint": f"final EMA weights (half-life {train['ema_halflife_kimg']:g} kimg) "
                           f"after {train['duration_kimg']:g} kimg",
+            "profile": suite.profile,
+            "standin_data": bool(DATASETS.build(cfg["dataset"]).fingerprint().get("standin")),
         }
         annotate = store.summary("annotate", stages["annotate"].key)
         for quantity in ("sigma_min_mean", "sigma_max_mean"):

@@ -53,7 +53,10 @@ SPEC = {
         **_PART,
         "key": Param("method.name", _PART["key"].help, kind=str),
         "header": Param("Method", "header of the label column", kind=str),
-        "params": Param([], "further columns that identify a row (the paper's 'Parameters / Values')", kind=list)})),
+        "params": Param([], "further columns that identify a row (the paper's 'Parameters / Values')", kind=list),
+        "bold_within": Param(None, "the key of a params entry: bold the best row among the rows with the same "
+                                   "value of it (e.g. per σ_B), instead of the best of the column", kind=str,
+                             nullable=True)})),
     "columns": Param(None, "one column group per value of a key (null = one group)", kind=Section("columns", {
         "key": Param(help="result column whose values are the column groups", kind=str),
         "label": Param("{}", "group header, {} = the value", kind=str),
@@ -105,6 +108,10 @@ def load_spec(path: Path) -> TableSpec:
     except ParamError as err:
         raise UserError(f"{path}:{lines.get(err.key[:3], lines.get(err.key[:2], lines.get(err.key[:1], 1)))}: "
                         f"{err.message}") from None
+    within = spec["rows"]["bold_within"]
+    if within is not None and within not in [p["key"] for p in spec["rows"]["params"]]:
+        raise UserError(f"{path}:{lines.get(('rows', 'bold_within'), 1)}: bold_within '{within}' is not the key of "
+                        f"a rows.params entry ({', '.join(p['key'] for p in spec['rows']['params']) or 'none'})")
     table = TableSpec(path=Path(path), **spec)
     paper = table.paper_table()
     if paper is not None:  # a paper quantity the reference does not have is a typo in the spec
@@ -256,6 +263,15 @@ class Layout:
     row_labels: dict[tuple, str] | None = None
 
 
+def _peers(spec: TableSpec, rows: list, row: tuple) -> list:
+    """The rows a row competes with for bold: all of them, or those sharing its ``bold_within`` value."""
+    within = spec.rows["bold_within"]
+    if within is None:
+        return rows
+    i = next(i for i, part in enumerate(spec.parts) if part["key"] == within)
+    return [r for r in rows if r[i] == row[i]]
+
+
 def matrix(layout: Layout, rows: list, cols: list, grid: dict, latex: bool) -> list[list[str]]:
     body = []
     for row in rows:
@@ -263,7 +279,7 @@ def matrix(layout: Layout, rows: list, cols: list, grid: dict, latex: bool) -> l
         for col in cols:
             for value in layout.values:
                 text = fmt_cell(grid.get((row, col, value["quantity"])), value["fmt"], latex)
-                if best_row(grid, rows, col, value) == row:
+                if best_row(grid, _peers(layout.spec, rows, row), col, value) == row:
                     text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
                 line.append(text)
                 if layout.paper is not None and value.get("paper"):
@@ -295,7 +311,8 @@ def to_markdown(layout: Layout, rows: list, cols: list, grid: dict) -> str:
     ident = [part["header"] for part in spec.parts]
     headers = ident + [f"{g} · {s}" if g and len(subs) > 1 else (g or s) for g in groups for s in subs]
     frame = pd.DataFrame(matrix(layout, rows, cols, grid, latex=False), columns=headers)
-    return frame.to_markdown(index=False, tablefmt="github",
+    # disable_numparse: cells are already formatted ("6.00" must not become "6")
+    return frame.to_markdown(index=False, tablefmt="github", disable_numparse=True,
                              colalign=["left"] * len(ident) + ["right"] * (len(headers) - len(ident)))
 
 

@@ -1,0 +1,133 @@
+"""Profiles: the same suite at another size (``run SUITE --profile tiny``).
+
+A profile rewrites every cell of a suite by the rules below, and nothing else: the stages, their
+order and the code they run are the suite's own, only sizes shrink. Every rule is listed here,
+in one place:
+
+- data: each dataset with a ``limit`` (file datasets) keeps its first ``DATA`` images, and one with
+  a ``count`` (procedural and photo-patch sets) makes ``DATA`` images; that covers the training
+  set and the held-out reference; out-of-distribution sources keep ``OOD_DATA``; a ``resolution``
+  above ``RESOLUTION`` becomes ``RESOLUTION`` (the 64 px suites run at 32 px, crop sizes scaled as
+  the method scales them);
+- networks (the denoiser and every classifier): ``model_channels`` ``WIDTH``, ``num_blocks`` 1;
+  resolution, levels, attention, dropout and augmentation stay;
+- training lengths: every ``*_kimg`` of the suite (diffusion and classifier training, warm-up,
+  EMA half-life, fine-tuning) is scaled by one factor, so that the longest training of the suite
+  lasts ``KIMG`` kimg and the others keep their proportions (App. D's 5 / 10 / 15 Mimg classifiers
+  stay three different classifiers); batches at most ``BATCH``;
+- EMA snapshots: one in the middle of each training instead of the suite's list (still sampled
+  and evaluated, so best-snapshot selection runs);
+- annotation grid: ``num_sigmas`` ``SIGMAS``, ``trials`` 1;
+- samples: at most ``SAMPLES`` per model (Heun steps unchanged);
+- metrics: feature networks at their smallest size (FD_DINOv2's ViT-S/14 for ViT-L/14), feature
+  classifiers trained one epoch.
+
+Cells that a profile would make identical are an error (the profile would change the grid).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ambient_bench.errors import UserError
+from ambient_bench.registry import REGISTRIES
+
+PROFILES = ("full", "tiny")
+DATA, OOD_DATA, RESOLUTION = 64, 32, 32
+WIDTH, KIMG, BATCH, SIGMAS, SAMPLES = 16, 0.064, 16, 16, 8
+_SMALLEST_ARCH = {"arch": "vits14"}  # metric parameter → its smallest value (same code, smaller network)
+_KIMG_KEYS = ("duration_kimg", "warmup_kimg", "ema_halflife_kimg", "checkpoint_kimg")
+
+
+def _training_sections(cell: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training recipes of a cell: ``train`` and every classifier section of the method."""
+    method = cell["method"]
+    return [cell["train"]] + [v for v in method.values() if isinstance(v, dict) and "duration_kimg" in v]
+
+
+def longest_kimg(cells: list[dict[str, Any]]) -> float:
+    return max(s["duration_kimg"] for cell in cells for s in _training_sections(cell))
+
+
+def _shrink_dataset(spec: dict[str, Any] | None, size: int = DATA) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    params = REGISTRIES["dataset"].get(spec["name"]).params
+    out = dict(spec)
+    if "limit" in params:
+        out["limit"] = min(spec.get("limit") or size, size)
+    if "count" in params:
+        out["count"] = min(spec["count"], size)
+    if spec.get("resolution") and spec["resolution"] > RESOLUTION:
+        out["resolution"] = RESOLUTION
+    return out
+
+
+def _shrink_recipe(section: dict[str, Any], factor: float) -> dict[str, Any]:
+    out = dict(section)
+    for key in _KIMG_KEYS:
+        if out.get(key):
+            out[key] = out[key] * factor
+    out["batch"] = min(out["batch"], BATCH)
+    for key, value in (("model_channels", WIDTH), ("num_blocks", 1)):
+        if key in out:
+            out[key] = value
+    return out
+
+
+def tiny(cell: dict[str, Any], factor: float) -> dict[str, Any]:
+    """One resolved cell at the tiny profile; ``factor`` scales every training length (see the module)."""
+    cell = copy.deepcopy(cell)
+    cell["dataset"] = _shrink_dataset(cell["dataset"])
+    cell["mix"]["ood"] = [_shrink_dataset(d, OOD_DATA) for d in cell["mix"]["ood"]]
+    cell["evaluate"]["heldout_reference"] = _shrink_dataset(cell["evaluate"]["heldout_reference"])
+    cell["network"] = {**cell["network"], "model_channels": WIDTH, "num_blocks": 1}
+    train = _shrink_recipe(cell["train"], factor)
+    if train["snapshot_kimg"] is not None:
+        train["snapshot_kimg"] = train["duration_kimg"] / 2
+        cell["evaluate"]["snapshot_range_kimg"] = None
+    cell["train"] = train
+    method = cell["method"]
+    for key, value in list(method.items()):
+        if isinstance(value, dict) and "duration_kimg" in value:
+            method[key] = _shrink_recipe(value, factor)
+        elif key == "num_sigmas":
+            method[key] = min(value, SIGMAS)
+        elif key == "trials":
+            method[key] = 1
+        elif key == "finetune_kimg":
+            method[key] = value * factor
+    cell["sample"]["num"] = min(cell["sample"]["num"], SAMPLES)
+    metrics = []
+    for metric in cell["evaluate"]["metrics"]:
+        params = REGISTRIES["metric"].get(metric["name"]).params
+        metric = dict(metric)
+        for key, value in _SMALLEST_ARCH.items():
+            if key in params and params[key].choices and value in params[key].choices:
+                metric[key] = value
+        if "epochs" in params:
+            metric["epochs"] = 1
+        metrics.append(metric)
+    cell["evaluate"]["metrics"] = metrics
+    return cell
+
+
+def apply_profile(name: str, cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every cell at profile ``name`` ('full' returns them unchanged)."""
+    if name not in PROFILES:
+        raise UserError(f"unknown profile '{name}' (profiles: {', '.join(PROFILES)})")
+    if name == "full":
+        return cells
+    factor = min(1.0, KIMG / longest_kimg(cells))  # a suite already this small is not stretched
+    return [tiny(cell, factor) for cell in cells]
+
+
+def check_distinct(before: list[Any], after: list[Any], describe: list[str], name: str) -> None:
+    """A profile must keep the grid: two cells made identical would silently drop a table row."""
+    seen: dict[str, int] = {}
+    for i, identity in enumerate(after):
+        if identity in seen and before[seen[identity]] != before[i]:
+            raise UserError(f"profile {name} makes two cells identical ({describe[seen[identity]]} and {describe[i]}); "
+                            f"their difference is a size the profile shrinks")
+        seen.setdefault(identity, i)
+
