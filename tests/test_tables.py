@@ -202,3 +202,14 @@ def test_tiny_profile_shows_the_papers_numbers_without_a_verdict(tmp_path):
     md = render(df, long_spec(tmp_path))["md"]
     assert "Tiny profile" in md and "Δ" not in md.split("- ")[0] and "5.34 |" in md.replace("  ", "")
     assert status_problems(df, long_spec(tmp_path)) == []
+
+
+def test_results_index_is_regenerated_from_the_committed_results(monkeypatch, capsys):
+    from ambient_bench.cli import main
+
+    monkeypatch.chdir(REPO)
+    assert main(["index", "--check"]) == 0, capsys.readouterr().out
+    index = (REPO / "results" / "README.md").read_text()
+    for suite in (p.name for p in (REPO / "results").iterdir() if (p / "results.csv").is_file()):
+        assert f"`results/{suite}/`" in index and f"python -m ambient_bench run benchmarks/{suite}.yaml" in index
+    assert "table2a: not-run" in index and "text_to_image" in index

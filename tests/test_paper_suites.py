@@ -1,0 +1,227 @@
+"""The paper-scale suites (benchmarks/paper/): their protocol, the plan and its compute estimate,
+missing data, stand-ins, and the tiny profile of every suite end to end."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ambient_bench import UserError
+from ambient_bench.cli import main
+from ambient_bench.config.profiles import apply_profile
+from ambient_bench.config.suite import load_suite
+from ambient_bench.datasets.standins import write_standins
+from ambient_bench.engine.compute import estimate
+from ambient_bench.engine.runner import build_graph
+from conftest import REPO
+
+PAPER = REPO / "benchmarks" / "paper"
+SUITES = ["table2a_cifar_blur", "table3_cifar_jpeg", "appB1_cifar_motion", "table4_ffhq_blur", "table2b_afhq_ood",
+          "table6_loss_ablation", "table7_single_annotation", "appD_classifier"]
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("standins")
+    write_standins(folder)
+    return folder
+
+
+@pytest.fixture
+def data(monkeypatch, standins) -> Path:
+    monkeypatch.setenv("AMBIENT_BENCH_DATA", str(standins))
+    return standins
+
+
+def cells(name: str, profile: str = "full") -> list[dict]:
+    return [c.config for c in load_suite(PAPER / f"{name}.yaml", profile=profile).cells]
+
+
+def test_every_experiment_has_a_suite():
+    assert sorted(p.stem for p in PAPER.glob("*.yaml")) == sorted(SUITES)
+
+
+def test_cifar_protocol_values():
+    """The values the paper and the release notes give (benchmarks/paper/table2a_cifar_blur.yaml's header)."""
+    found = cells("table2a_cifar_blur")
+    assert len(found) == 9
+    for cfg in found:
+        train, sample, evaluate = cfg["train"], cfg["sample"], cfg["evaluate"]
+        assert cfg["dataset"]["name"] == "cifar10" and cfg["dataset"]["split"] == "train"
+        assert cfg["network"]["preset"] == "paper_cifar" and cfg["mix"]["clean_fraction"] == 0.1
+        assert (train["batch"], train["lr"], train["warmup_kimg"], train["ema_halflife_kimg"]) == \
+            (512, 1e-3, 10000, 500)
+        assert (train["ema_rampup"], train["grad_clip"], train["augment_p"]) == (0.05, 1.0, 0.12)
+        assert (train["P_mean"], train["P_std"], train["precision"], train["tf32"]) == (-1.2, 1.2, "fp32", False)
+        assert train["duration_kimg"] == pytest.approx(20 * 1003.52) and train["snapshot_kimg"] == 1003.52
+        assert (sample["num"], sample["steps"], sample["sigma_min"], sample["sigma_max"], sample["rho"]) == \
+            (50000, 18, 0.002, 80.0, 7.0)
+        assert [m["name"] for m in evaluate["metrics"]] == ["fid", "kid", "fd_dinov2"]
+        assert evaluate["select"] == "best" and evaluate["snapshot_range_kimg"] == [5017.6, 20070.4]
+        assert evaluate["metrics"][2]["arch"] == "vitl14"
+    ambient = [c["method"] for c in found if c["method"]["name"] == "ambient_o"]
+    assert len(ambient) == 4
+    for method in ambient:
+        classifier = method["classifier"]
+        assert (method["annotate"], method["classifier_pool"], method["num_sigmas"], method["trials"]) == \
+            ("classifier", "balanced", 2048, 4)
+        assert (method["epsilon"], method["s_max"], method["ema_span"], method["ambient_weight"]) == \
+            (0.05, 4.0, None, "full")
+        assert (classifier["preset"], classifier["lr"], classifier["batch"], classifier["duration_kimg"]) == \
+            ("paper_cifar", 1e-3, 512, 15000)
+        assert (classifier["warmup_kimg"], classifier["ema_halflife_kimg"], classifier["augment_p"]) == \
+            (10000, 500, 0.12)
+    sigmas = sorted(c["mix"]["corruption"]["sigma"] for c in found if c["method"]["name"] == "all_data")
+    assert sigmas == [0.4, 0.6, 0.8, 1.0]
+
+
+def test_64px_protocol_values():
+    for name in ("table4_ffhq_blur", "table2b_afhq_ood"):
+        for cfg in cells(name):
+            train = cfg["train"]
+            assert cfg["network"]["preset"] == "paper_64" and cfg["sample"]["steps"] == 40
+            assert (train["batch"], train["lr"], train["augment_p"], train["duration_kimg"]) == \
+                (512, 2e-4, 0.15, 100000)
+    afhq = cells("table2b_afhq_ood")
+    samples = {(c["dataset"]["animal"], c["sample"]["num"]) for c in afhq}
+    assert samples == {("dog", 5239), ("cat", 5653)}
+    assert all(c["mix"]["discard_rest"] and c["dataset"]["split"] == "all" for c in afhq)
+    fixed = sorted(c["method"]["ood_sigma_max"] for c in afhq if c["method"]["name"] == "ambient_o")
+    assert fixed == [0.025, 0.05, 0.1, 0.2]
+    crops = [c for c in afhq if c["method"]["name"] == "ambient_o_crops"]
+    assert len(crops) == 4 and all(c["method"]["crops_threshold"] == 0.45 for c in crops)
+    assert {c["method"]["crops_classifier"]["duration_kimg"] for c in crops} == {20070.4}
+    assert sorted(c["mix"]["ood"][0].get("animal") or c["mix"]["ood"][0]["name"] for c in crops) == \
+        ["cat", "dog", "procedural_texture", "wild"]
+
+
+def test_table7_and_appendix_grids():
+    table7 = cells("table7_single_annotation")
+    singles = {(c["mix"]["corruption"]["sigma"], c["method"]["sigma_min"]) for c in table7
+               if c["method"]["name"] == "ambient_o" and c["method"]["annotate"] == "fixed"}
+    assert (1.0, 2.32) in singles and (0.8, 1.89) in singles and len(singles) == 12
+    table6 = cells("table6_loss_ablation")
+    rows = {(c["method"]["ambient_weight"], c["method"]["weight_clip"], c["method"]["s_max"]) for c in table6}
+    inf = float("inf")
+    assert rows == {("none", None, inf), ("full", None, inf), ("full", 2.0, inf), ("full", 4.0, inf),
+                    ("full", None, 2.0), ("full", None, 4.0)}
+    appd = cells("appD_classifier")
+    assert {(c["method"]["classifier_pool"], c["method"]["classifier"]["duration_kimg"]) for c in appd} == \
+        {("balanced", 15000), ("diffusion", 15000), ("balanced", 5000), ("balanced", 10000)}
+
+
+def test_tiny_profile_keeps_every_cell_and_shrinks_every_size():
+    for name in SUITES:
+        full, tiny = cells(name), cells(name, "tiny")
+        assert len(full) == len(tiny), name
+        for cfg in tiny:
+            assert cfg["sample"]["num"] <= 8 and cfg["network"]["model_channels"] == 16
+            assert cfg["train"]["duration_kimg"] <= 0.064 + 1e-9 and cfg["train"]["batch"] <= 16
+            assert cfg["dataset"]["limit"] == 64
+            assert all(m.get("arch", "vits14") == "vits14" for m in cfg["evaluate"]["metrics"])
+    # classifier lengths keep their proportions, so App. D's three classifiers stay three
+    lengths = sorted({c["method"]["classifier"]["duration_kimg"] for c in cells("appD_classifier", "tiny")})
+    assert len(lengths) == 3 and lengths[0] == pytest.approx(lengths[2] / 3)
+
+
+def test_a_profile_that_would_merge_cells_is_an_error(write_suite):
+    suite = write_suite("""
+suite: t
+defaults:
+  dataset: digits
+  method: clean_only
+  train: {duration_kimg: 1}
+  evaluate: {metrics: [fd_digits]}
+grid:
+  sample.num: [50000, 40000]
+""")
+    assert len(load_suite(suite).cells) == 2
+    with pytest.raises(UserError, match="profile tiny makes two cells identical.*sample.num=50000.*sample.num=40000"):
+        load_suite(suite, profile="tiny")
+    with pytest.raises(UserError, match="unknown profile"):
+        apply_profile("huge", cells("appD_classifier"))
+
+
+def test_empty_data_folder_one_line_per_suite(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AMBIENT_BENCH_DATA", str(tmp_path))
+    for name in SUITES:
+        assert main(["plan", str(PAPER / f"{name}.yaml"), "--runs", str(tmp_path / "runs")]) == 2
+        out, err = capsys.readouterr()
+        assert out == "" and err.count("\n") == 1 and str(tmp_path) in err, (name, err)
+        assert "https://" in err  # where to get it
+    assert not (tmp_path / "runs").exists()
+
+
+def test_plan_on_standins_prints_work_and_gpu_hours(data, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights: plan prints, then names them
+    assert main(["plan", str(PAPER / "table2a_cifar_blur.yaml"), "--runs", str(tmp_path / "runs")]) == 2
+    out, err = capsys.readouterr()
+    assert "321.1 for the stages with a measurement" in out  # 9 trainings × 20,070.4 kimg × 0.8 s × 8 V100s
+    assert "20,070.4 kimg trained" in out and "50,000 samples × 35 NFE" in out and "unknown" in out
+    assert "stand-in data" in out and err.count("\n") == 1 and "weights-inception-2015-12-05" in err
+    assert main(["plan", str(PAPER / "table2a_cifar_blur.yaml"), "--runs", str(tmp_path / "runs"),
+                 "--gpu", "h200"]) == 2
+    assert "unknown for every stage: no measurement on 'h200'" in capsys.readouterr().out
+
+
+def test_estimate_counts_the_annotation_grid(data):
+    graph = build_graph(load_suite(PAPER / "table2a_cifar_blur.yaml"))
+    rows, _ = estimate(graph.stages, "v100")
+    annotate = [work for (work, _), stage in zip(rows, graph.stages) if stage.kind == "annotate" and work.units]
+    images = 10 * 24 * 5  # the stand-in training set
+    assert len(annotate) == 4
+    assert annotate[0].units * 1000 == pytest.approx(images * 0.9 * 2048 * 4, rel=0.02)  # expected corrupted images
+
+
+def test_full_profile_run_refuses_standins(data, tmp_path, capsys, monkeypatch):
+    suite = tmp_path / "s.yaml"
+    suite.write_text((PAPER / "appB1_cifar_motion.yaml").read_text()
+                     .replace("metrics: [fid, kid, fd_dinov2]", "metrics: [fd_bandpass]")
+                     .replace("tables: [tables/appB1.yaml]", "tables: []"))
+    assert main(["run", str(suite), "--runs", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err
+    assert "stand-in data" in err and "--profile tiny" in err and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_standin_and_real_data_never_share_a_key(data, tmp_path, monkeypatch):
+    standin_keys = {s.key for s in build_graph(load_suite(PAPER / "appB1_cifar_motion.yaml")).stages}
+    real = tmp_path / "real"
+    (real / "cifar-10-batches-py").mkdir(parents=True)
+    for f in (data / "cifar-10-batches-py").iterdir():
+        (real / "cifar-10-batches-py" / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("AMBIENT_BENCH_DATA", str(real))
+    real_keys = {s.key for s in build_graph(load_suite(PAPER / "appB1_cifar_motion.yaml")).stages}
+    assert standin_keys.isdisjoint(real_keys)  # every stage reads the data, directly or upstream
+
+
+@pytest.mark.slow
+def test_tiny_profile_of_every_paper_suite_end_to_end(standins, tmp_path):
+    """Every paper suite at --profile tiny on stand-in data, through the real loaders, training,
+    annotation, sampling and metrics (random-weight feature networks: a loading check, not FID)."""
+    import subprocess
+    import sys
+
+    from random_weights import write_random_weights
+
+    write_random_weights(tmp_path / "torch")
+    env = {**os.environ, "AMBIENT_BENCH_DATA": str(standins), "TORCH_HOME": str(tmp_path / "torch"),
+           "PYTHONUNBUFFERED": "1"}
+    runs = tmp_path / "runs"
+    for name in SUITES:
+        proc = subprocess.run([sys.executable, "-m", "ambient_bench", "run", str(PAPER / f"{name}.yaml"),
+                               "--profile", "tiny", "--runs", str(runs)], cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=900)
+        assert proc.returncode == 0, (name, proc.stderr[-3000:])
+        results = runs / "tiny" / "results" / name
+        frame = pd.read_csv(results / "results.csv")
+        assert set(frame["profile"]) == {"tiny"} and frame["standin_data"].all()
+        assert frame["cell"].nunique() == len(load_suite(PAPER / f"{name}.yaml").cells), name
+        assert {"fid", "kid", "fd_dinov2"} <= set(frame["quantity"])
+        table = next(p for p in results.glob("*.md") if p.name != "figures.md").read_text()
+        ours = table.split("## The paper's numbers (same layout)")[0]
+        assert "Tiny profile" in ours and "STAND-IN DATA" in ours and "Δ" not in ours
+        assert " paper " in ours.splitlines()[2] and "## The paper's numbers (same layout)" in table
+    assert not (REPO / "results" / "table2a_cifar_blur").exists()  # tiny results never land in results/
