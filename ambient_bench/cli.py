@@ -57,6 +57,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     graph = build_graph(suite)
     runs = _runs(args)
     rows = plan_table(graph, RunStore(runs))
+    args.gpu = args.gpu.lower()
     work, summary = estimate(graph.stages, args.gpu)
     for row, (amount, hours) in zip(rows, work):
         row["work"] = amount.text

@@ -108,13 +108,9 @@ def test_score_functions_match_torch_fidelity(patches):
 @pytest.fixture(scope="module")
 def random_inception_state() -> dict[str, torch.Tensor]:
     """State dict of torch-fidelity's InceptionV3 with random init: no download, no loading."""
-    import torch_fidelity.feature_extractor_inceptionv3 as fe_module
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(fe_module, "load_state_dict_from_url", lambda *a, **k: None)
-        mp.setattr(fe_module.FeatureExtractorInceptionV3, "load_state_dict", lambda self, *a, **k: None)
-        torch.manual_seed(0)
-        model = fe_module.FeatureExtractorInceptionV3(inception.EXTRACTOR, [inception.LAYER])
-    return model.state_dict()
+    from random_weights import random_inception_state as build
+
+    return build()
 
 
 def test_weights_placed_where_the_message_says_are_loaded(empty_torch_home, tmp_path, monkeypatch,

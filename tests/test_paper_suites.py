@@ -2,7 +2,6 @@
 missing data, stand-ins, and the tiny profile of every suite end to end."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -198,23 +197,20 @@ def test_standin_and_real_data_never_share_a_key(data, tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_tiny_profile_of_every_paper_suite_end_to_end(standins, tmp_path):
+def test_tiny_profile_of_every_paper_suite_end_to_end(standins, tmp_path, monkeypatch, capsys):
     """Every paper suite at --profile tiny on stand-in data, through the real loaders, training,
-    annotation, sampling and metrics (random-weight feature networks: a loading check, not FID)."""
-    import subprocess
-    import sys
-
+    annotation, sampling and metrics (random-weight feature networks: a loading check, not FID).
+    In one process, as `python -m ambient_bench run` (the CLI's main) would run them one by one."""
     from random_weights import write_random_weights
 
     write_random_weights(tmp_path / "torch")
-    env = {**os.environ, "AMBIENT_BENCH_DATA": str(standins), "TORCH_HOME": str(tmp_path / "torch"),
-           "PYTHONUNBUFFERED": "1"}
+    monkeypatch.setenv("AMBIENT_BENCH_DATA", str(standins))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     runs = tmp_path / "runs"
     for name in SUITES:
-        proc = subprocess.run([sys.executable, "-m", "ambient_bench", "run", str(PAPER / f"{name}.yaml"),
-                               "--profile", "tiny", "--runs", str(runs)], cwd=REPO, env=env, capture_output=True,
-                              text=True, timeout=900)
-        assert proc.returncode == 0, (name, proc.stderr[-3000:])
+        code = main(["run", str(PAPER / f"{name}.yaml"), "--profile", "tiny", "--runs", str(runs)])
+        out, err = capsys.readouterr()
+        assert code == 0, (name, err[-3000:])
         results = runs / "tiny" / "results" / name
         frame = pd.read_csv(results / "results.csv")
         assert set(frame["profile"]) == {"tiny"} and frame["standin_data"].all()

@@ -33,6 +33,7 @@ from ambient_bench.params import Param
 from ambient_bench.progress import bar
 from ambient_bench.seeding import numpy_rng, seed_for, torch_generator
 from ambient_bench.training.loop import (
+    configure_backends,
     optimizer_step,
     resolve_device,
     restore_checkpoint,
@@ -57,6 +58,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
     classifier outputs). ``crop_size`` None trains on whole images.
     """
     device = resolve_device(cfg["device"])
+    configure_backends({"tf32": False}, device)  # the paper's classifiers: fp32, TF32 off (as the denoiser)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed, batch = cfg["seed"], cfg["batch"]
     x_all, y_all = uint8_to_model(images).to(device), labels.float().to(device)

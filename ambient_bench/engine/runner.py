@@ -112,13 +112,9 @@ def standin_datasets(suite: Suite) -> list[str]:
             if DATASETS.build(spec).fingerprint().get("standin")]
 
 
-def _short(text: str, width: int = 100) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
-
-
 def plan_table(graph: Graph, store: RunStore) -> list[dict[str, str]]:
     return [{"stage": s.kind, "key": s.key[:16], "state": store.state(s.kind, s.key),
-             "cells": str(graph.users[(s.kind, s.key)]), "what": _short(s.describe)} for s in graph.stages]
+             "cells": str(graph.users[(s.kind, s.key)]), "what": s.describe} for s in graph.stages]
 
 
 def _duration(seconds: float) -> str:

@@ -159,11 +159,13 @@ def row_id(config: dict[str, Any], spec: TableSpec) -> tuple:
 
 
 def _sortable(value: str | None, part: dict[str, Any]) -> tuple:
+    """Missing values first (the paper lists "None" / "–" rows first), then the spec's order, then the
+    rest: numbers by value, text alphabetically."""
     order = part["order"] or []
-    if value in [canonical(o) for o in order]:
-        return (0, [canonical(o) for o in order].index(value), 0.0, "")
     if value is None:
-        return (1, 0, 0.0, "")
+        return (0, 0, 0.0, "")
+    if value in [canonical(o) for o in order]:
+        return (1, [canonical(o) for o in order].index(value), 0.0, "")
     try:
         number = float(value)
         return (2, 0, -number if part["descending"] else number, "")
