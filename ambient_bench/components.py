@@ -143,6 +143,8 @@ class AnnotationContext:
     workdir: Path                  # the annotate stage's folder: figures and extra files go here
     classifiers: dict[str, Path]   # request name → trained classifier file
     device: str = "auto"
+    # request name → the classifier stage's held-out measurement (classifier_quality.measure)
+    classifier_quality: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Dataset(Component):

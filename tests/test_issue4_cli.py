@@ -40,8 +40,9 @@ def test_clean_target_plus_corrupted_plus_ood_annotated_by_both_classifiers(writ
     runs = tmp_path / "runs"
     plan = run_cli("plan", str(suite), "--runs", str(runs))
     assert plan.returncode == 0, plan.stderr
-    assert "noise classifier, balanced pool" in plan.stdout
-    assert "crops classifier 2×2, target_vs_ood pool" in plan.stdout and "crops classifier 4×4" in plan.stdout
+    assert "noise classifier on the balanced pool (a 50% clean coin), class-balanced loss" in plan.stdout
+    assert "crops classifier 2×2 on target vs out-of-distribution images" in plan.stdout
+    assert "crops classifier 4×4" in plan.stdout
     assert "50% clean" in plan.stdout  # the balanced pool the noise classifier learns from
 
     run = run_cli("run", str(suite), "--runs", str(runs), cwd=tmp_path)

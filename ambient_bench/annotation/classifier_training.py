@@ -1,6 +1,9 @@
 """Training the noise classifier (sigma_min) and the crops classifiers (sigma_max).
 
-Both are noise-conditional binary classifiers trained with BCE on x_t = x_0 + sigma·eps,
+Both are noise-conditional binary classifiers trained with a class-balanced BCE (each class weighs
+half whatever its share of the pool, so the output is the posterior under equal priors: a monotone
+map of the likelihood ratio, and a 10/90 pool gives the same annotations as a 50/50 one) on
+x_t = x_0 + sigma·eps,
 ln(sigma) ~ N(P_mean, P_std²) (paper §3.1, §3.2), with EDM's non-leaky augmentation of x_0 when
 ``augment_p`` > 0 (the paper's classifiers use the diffusion recipe: p = 0.12, 0.15 at 64 px).
 The crops classifier sees one random K×K window of x_t per image with everything outside set to 0,
@@ -51,17 +54,24 @@ def random_windows(resolution: int, crop: int, count: int, rng: np.random.Genera
 
 def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[str, Any], cfg: dict[str, Any],
                      run_dir: Path, crop_size: int | None = None, log: Callable[[str], None] = print,
-                     stop_at_step: int | None = None) -> bool:
+                     stop_at_step: int | None = None, class_balanced: bool = True) -> bool:
     """Train (or resume) a classifier in ``run_dir``; True once ``classifier.pt`` is written.
 
     ``images`` uint8 N×C×H×W, ``labels`` 0/1 per image (1 = the class whose probability the
-    classifier outputs). ``crop_size`` None trains on whole images.
+    classifier outputs). ``crop_size`` None trains on whole images. ``class_balanced=False`` is the
+    official release's plain BCE, whose output carries the pool's class ratio (for comparisons).
     """
+    prior = float(labels.float().mean())
+    if not 0 < prior < 1:
+        raise ValueError(f"a classifier needs both classes; {len(labels)} images, positive fraction {prior}")
     device = resolve_device(cfg["device"])
     configure_backends({"tf32": False}, device)  # the paper's classifiers: fp32, TF32 off (as the denoiser)
     run_dir.mkdir(parents=True, exist_ok=True)
     seed, batch = cfg["seed"], cfg["batch"]
     x_all, y_all = uint8_to_model(images).to(device), labels.float().to(device)
+    weight_all = torch.where(y_all > 0, 0.5 / prior, 0.5 / (1 - prior))  # class-balanced: each class weighs ½
+    if not class_balanced:
+        weight_all = torch.ones_like(y_all)
     _, channels, resolution, _ = x_all.shape
     torch.manual_seed(seed_for("classifier-init", seed))
     net = build_classifier(net_cfg, channels, resolution, cfg["sigma_data"]).to(device).train()
@@ -93,7 +103,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
                 x_t = x_t * window_mask(resolution, crop_size, torch.from_numpy(top), torch.from_numpy(left)).to(device)
             torch.manual_seed(seed_for("classifier-dropout", seed, step))
             logits = net(x_t, sigma, augment_labels)
-            loss = F.binary_cross_entropy_with_logits(logits, y_all[idx])
+            loss = F.binary_cross_entropy_with_logits(logits, y_all[idx], weight=weight_all[idx])
             lr = optimizer_step(net, ema, opt, loss, cfg, step)
             correct += int(((logits > 0).float() == y_all[idx]).sum())
             seen += batch
@@ -152,7 +162,12 @@ CLASSIFIER_SECTION = Section("classifier", {
     "P_mean": Param(-1.2, "mean of ln(sigma) during training"),
     "P_std": Param(1.2, "std of ln(sigma) during training", gt=0),
     "sigma_data": Param(0.5, "EDM's data standard deviation (input scaling)", gt=0),
-    "seed": Param(0, "training seed", kind=int, ge=0),
+    "seed": Param(0, "training seed (also of the held-out split)", kind=int, ge=0),
+    "holdout_fraction": Param(0.1, "share of the pool held out of training to measure the classifier (ROC-AUC per "
+                                   "noise level)", ge=0.01, lt=1),
+    "min_auc": Param(0.6, "a noise classifier whose held-out ROC-AUC at the lowest noise levels is below this fails "
+                          "its stage (0 = never; crops classifiers are measured, not gated)", ge=0, le=1,
+                     semantic=False),
     "checkpoint_kimg": Param(5.0, "checkpoint interval", gt=0, semantic=False),
     "log_every": Param(50, "steps between log lines", kind=int, ge=1, semantic=False),
     "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),

@@ -47,9 +47,10 @@ def _colours(n: int) -> list[tuple[float, ...]]:
 
 def plot_classifier_curves(path: Path | str, sigmas: np.ndarray, probabilities: np.ndarray,
                            smoothed: np.ndarray, threshold: float, sigma_min: np.ndarray,
-                           labels: list[str] | None = None) -> Path:
+                           labels: list[str] | None = None, quality: dict | None = None) -> Path:
     """Fig. 2: P(corrupted) vs σ per example image (pass ~6): raw mean faint, smoothed solid,
-    threshold τ dashed, a dotted line and dot where each smoothed curve crosses (sigma_min)."""
+    threshold τ dashed, a dotted line and dot where each smoothed curve crosses (sigma_min); with
+    ``quality`` (the classifier stage's held-out measurement) its ROC-AUC per σ in grey beside them."""
     sigmas, sigma_min = np.asarray(sigmas, float), np.asarray(sigma_min, float)
     probabilities, smoothed = np.atleast_2d(probabilities), np.atleast_2d(smoothed)
     m, k = probabilities.shape
@@ -71,9 +72,31 @@ def plot_classifier_curves(path: Path | str, sigmas: np.ndarray, probabilities: 
     handles += [Line2D([], [], color="red", ls="--"), Line2D([], [], color="grey", lw=0.8, alpha=0.5),
                 Line2D([], [], color="grey", lw=1.8)]
     names += [f"threshold τ = {threshold:.2f}", "raw mean", "smoothed"]
+    if quality is not None:  # how well the classifier separates the classes at each σ (held-out images)
+        auc = np.array([np.nan if a is None else a for a in quality["auc"]])
+        ax.plot(quality["sigmas"], auc, color="dimgrey", lw=2.5, alpha=0.6, ls="-.")
+        handles.append(Line2D([], [], color="dimgrey", lw=2.5, alpha=0.6, ls="-."))
+        names.append("classifier ROC-AUC (held out)")
     ax.legend(handles, names, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, frameon=False)
     ax.set(xscale="log", ylim=(-0.02, 1.02), xlabel="noise level σ", ylabel="P(corrupted)",
            title="Noise classifier: where each sample crosses the threshold")
+    ax.grid(alpha=0.3, lw=0.5)
+    return _save(fig, path)
+
+
+def plot_classifier_quality(path: Path | str, quality: dict, title: str, low_levels: int) -> Path:
+    """Held-out ROC-AUC and balanced accuracy of a classifier against the noise level."""
+    fig, ax = _axes((6.5, 4.0))
+    sigmas = np.asarray(quality["sigmas"])
+    auc = np.array([np.nan if a is None else a for a in quality["auc"]])
+    ax.plot(sigmas, auc, "o-", color="black", label="ROC-AUC")
+    ax.plot(sigmas, quality["balanced_accuracy"], "s--", color="tab:blue", label="balanced accuracy")
+    ax.axhline(0.5, color="grey", ls=":", lw=1)
+    ax.axvspan(sigmas[0] * 0.9, quality["low_sigma_max"], color="tab:red", alpha=0.08,
+               label=f"lowest {low_levels} levels (the gate's AUC)")
+    ax.set(xscale="log", ylim=(0.3, 1.02), xlabel="noise level σ", ylabel="held-out score",
+           title=f"{title}\n{quality['holdout_images']} held-out images, {quality['holdout_positive']} positive")
+    ax.legend(fontsize=8)
     ax.grid(alpha=0.3, lw=0.5)
     return _save(fig, path)
 

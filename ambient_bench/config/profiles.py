@@ -18,6 +18,8 @@ in one place:
 - EMA snapshots: one in the middle of each training instead of the suite's list (still sampled
   and evaluated, so best-snapshot selection runs);
 - annotation grid: ``num_sigmas`` ``SIGMAS``, ``trials`` 1;
+- quality gates off (classifier ``min_auc`` 0, ``max_dropped_fraction`` 1): a classifier trained
+  for a few steps cannot pass them; its quality is still measured and recorded;
 - samples: at most ``SAMPLES`` per model (Heun steps unchanged);
 - metrics: feature networks at their smallest size (FD_DINOv2's ViT-S/14 for ViT-L/14), feature
   classifiers trained one epoch.
@@ -90,7 +92,9 @@ def tiny(cell: dict[str, Any], factor: float) -> dict[str, Any]:
     method = cell["method"]
     for key, value in list(method.items()):
         if isinstance(value, dict) and "duration_kimg" in value:
-            method[key] = _shrink_recipe(value, factor)
+            method[key] = {**_shrink_recipe(value, factor), "min_auc": 0.0}
+        elif key == "max_dropped_fraction":
+            method[key] = 1.0
         elif key == "num_sigmas":
             method[key] = min(value, SIGMAS)
         elif key == "trials":

@@ -30,13 +30,18 @@ _Loader.add_implicit_resolver(
 def _convert(node: yaml.Node, path: Path_, loader: _Loader, lines: dict[Path_, int], source: str) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        # keys written in this mapping; a merge (`<<: *anchor`) only supplies defaults they override
+        own = {id(k) for k, _ in node.value if k.tag != "tag:yaml.org,2002:merge"}
         loader.flatten_mapping(node)
         out: dict[Any, Any] = {}
+        written: set[Any] = set()
         for key_node, value_node in node.value:
             key = loader.construct_object(key_node, deep=True)
-            if key in out:
+            if key in written and id(key_node) in own:
                 raise UserError(f"{source}:{key_node.start_mark.line + 1}: key '{key}' appears twice "
                                 f"in the same mapping; keep one")
+            if id(key_node) in own:
+                written.add(key)
             lines[path + (key,)] = key_node.start_mark.line + 1
             out[key] = _convert(value_node, path + (key,), loader, lines, source)
         return out

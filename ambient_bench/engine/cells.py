@@ -23,7 +23,7 @@ from ambient_bench.engine.keys import stage_key
 from ambient_bench.registry import DATASETS, METHODS
 
 # Bump a stage's version when its code changes what it writes.
-STAGE_VERSIONS = {"mix": 3, "classifier": 2, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
+STAGE_VERSIONS = {"mix": 3, "classifier": 3, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
                   "evaluate": 1}
 
 
@@ -66,6 +66,18 @@ def dataset_identity(spec: dict[str, Any]) -> dict[str, Any]:
     return {**identity, "fingerprint": fingerprint} if fingerprint else identity
 
 
+def _pool_text(request: ClassifierRequest, mix_cfg: dict[str, Any], dataset: dict[str, Any]) -> str:
+    """What a classifier really learns from (a balanced pool needs a coin: data that labels its own
+    low-quality images is used as it comes, and the class-balanced loss evens it out)."""
+    if request.pool == "target_vs_ood":
+        return "target vs out-of-distribution images"
+    if DATASETS.get(dataset["name"]).provides_sources:
+        return "the dataset's own good / low-quality images, in the ratio it has them"
+    if request.pool == "balanced":
+        return "the balanced pool (a 50% clean coin)"
+    return f"the training pool ({mix_cfg['clean_fraction']:.0%} clean coin)"
+
+
 def _mix_stage(dataset: dict[str, Any], mix_cfg: dict[str, Any]) -> Stage:
     material = {"dataset": dataset_identity(dataset), "mix": MIX.semantic(mix_cfg)}
     ood = [DATASETS.build(d).fingerprint() for d in mix_cfg["ood"]]
@@ -94,7 +106,8 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
                            "classifier": CLASSIFIER_SECTION.semantic(request.config)},
             {"pool": request.pool, "crop_size": request.crop_size, "classifier": request.config},
             {"mix": pool_stage}, f"{what}{f' {request.crop_size}×{request.crop_size}' if request.crop_size else ''}"
-                                 f", {request.pool} pool, {request.config['duration_kimg']:g} kimg")
+                                 f" on {_pool_text(request, mix_cfg, cfg['dataset'])}, class-balanced loss, "
+                                 f"{request.config['duration_kimg']:g} kimg")
     stages["annotate"] = Stage(
         "annotate", {"method": ref("method", cfg["method"])}, {"method": cfg["method"]},
         {"mix": stages["mix"], **{k: v for k, v in stages.items() if k.startswith("classifier:")}},

@@ -18,7 +18,7 @@ import torch
 from ambient_bench import fileio
 from ambient_bench.components import Annotation, AnnotationContext, MixedData
 from ambient_bench.config.schema import as_list, spec_label
-from ambient_bench.data.images import model_to_uint8
+from ambient_bench.data.images import model_to_uint8, uint8_to_model
 from ambient_bench.data.mixing import mix
 from ambient_bench.engine.cells import Stage
 from ambient_bench.engine.previews import save_grid
@@ -26,6 +26,7 @@ from ambient_bench.engine.store import RunStore
 from ambient_bench.errors import UserError
 from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
+from ambient_bench.training.loop import resolve_device
 
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
 PER_SAMPLE = "per_sample.npz"  # per-sample scores an evaluate stage keeps (see _save_per_sample)
@@ -67,26 +68,37 @@ def run_mix(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 def run_classifier(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
-    from ambient_bench.annotation.classifier_training import train_classifier
+    from ambient_bench.annotation import classifier_quality
+    from ambient_bench.annotation.classifier_training import CLASSIFIER, load_classifier, train_classifier
+    from ambient_bench.annotation.figures import plot_classifier_quality
 
     mixed = MixedData(**fileio.torch_load(ctx.dir(stage.deps["mix"]) / "mixed.pt"))
-    rt = stage.runtime
+    rt, cfg = stage.runtime, stage.runtime["classifier"]
     if rt["pool"] == "target_vs_ood":
         chosen, labels = ~mixed.corrupted, ~mixed.ood        # label 1 = in distribution
     else:
         chosen, labels = ~mixed.ood, mixed.corrupted         # label 1 = corrupted
-    labels = labels[chosen]
-    if labels.all() or not labels.any():
-        raise UserError(f"the {rt['pool']} pool of a classifier has only one class ({len(labels)} images); "
-                        f"it needs both clean and corrupted (or in- and out-of-distribution) images")
-    if not train_classifier(mixed.images[chosen], labels, rt["classifier"], rt["classifier"], out,
-                            crop_size=rt["crop_size"], log=ctx.log):
+    images, labels = mixed.images[chosen], labels[chosen]
+    held = classifier_quality.holdout_mask(mixed.index[chosen], cfg["holdout_fraction"], cfg["seed"])
+    trained = labels[~held]
+    if trained.all() or not trained.any():
+        raise UserError(f"{stage.describe}: its pool has only one class among the {len(trained)} images it trains "
+                        f"on; it needs both clean and low-quality (or in- and out-of-distribution) images")
+    if not train_classifier(images[~held], trained, cfg, cfg, out, crop_size=rt["crop_size"], log=ctx.log):
         raise StageIncomplete("classifier training stopped before its duration; re-run to resume")
+    net = load_classifier(out / CLASSIFIER, resolve_device(cfg["device"]))
+    quality = classifier_quality.measure(net, uint8_to_model(images[held]).to(next(net.parameters()).device),
+                                         labels[held], cfg["P_mean"], cfg["P_std"], cfg["seed"], rt["crop_size"])
+    fileio.write_json(out / "quality.json", quality)
+    plot_classifier_quality(out / "classifier_quality.png", quality, stage.describe, classifier_quality.LOW_LEVELS)
+    if rt["crop_size"] is None:
+        classifier_quality.check(quality, cfg["min_auc"], stage.describe)
     lines = (out / "stats.jsonl").read_text().splitlines()
     last = json.loads(lines[-1]) if lines else {}
-    return {"num_images": int(chosen.sum()), "num_positive": int(labels.sum()),
-            "parameters": fileio.torch_load(out / "classifier.pt")["parameters"],
-            "final_loss": last.get("loss"), "final_train_accuracy": last.get("train_accuracy")}
+    return {"num_images": int(len(trained)), "num_positive": int(trained.sum()),
+            "prior": float(trained.float().mean()), "objective": "class-balanced BCE (each class weighs ½)",
+            "parameters": fileio.torch_load(out / CLASSIFIER)["parameters"],
+            "final_loss": last.get("loss"), "final_train_accuracy": last.get("train_accuracy"), "quality": quality}
 
 
 def _check_annotation(ann: Annotation, n: int, method: str) -> None:
@@ -122,9 +134,10 @@ def _annotation_figures(mixed: MixedData, ann: Annotation, corruptions: list[str
 def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     mixed = MixedData(**fileio.torch_load(ctx.dir(stage.deps["mix"]) / "mixed.pt"))
     method = METHODS.build(stage.runtime["method"])
-    classifiers = {name.split(":", 1)[1]: ctx.dir(dep) / "classifier.pt"
-                   for name, dep in stage.deps.items() if name.startswith("classifier:")}
-    ann = method.annotate(mixed, AnnotationContext(workdir=out, classifiers=classifiers))
+    deps = {name.split(":", 1)[1]: dep for name, dep in stage.deps.items() if name.startswith("classifier:")}
+    classifiers = {name: ctx.dir(dep) / "classifier.pt" for name, dep in deps.items()}
+    quality = {name: ctx.store.summary(dep.kind, dep.key).get("quality") for name, dep in deps.items()}
+    ann = method.annotate(mixed, AnnotationContext(workdir=out, classifiers=classifiers, classifier_quality=quality))
     _check_annotation(ann, len(mixed.index), method.name)
     keep = ann.keep.bool()
     train_set = {"images": mixed.images[keep], "noise": mixed.noise[keep], "index": mixed.index[keep],

@@ -27,6 +27,7 @@ from ambient_bench.annotation.crops import scaled_table
 from ambient_bench.components import (Annotation, AnnotationContext, ClassifierRequest, Method, MixedData,
                                       PoolSize)
 from ambient_bench.data.images import uint8_to_model
+from ambient_bench.errors import UserError
 from ambient_bench.params import Param
 from ambient_bench.registry import register_method
 from ambient_bench.training.loop import resolve_device
@@ -77,6 +78,9 @@ class AmbientO(Method):
         "ema_span": Param(None, "span of the causal EMA in grid levels (null = the paper's 32 of 2048, "
                                 "scaled to num_sigmas)", kind=int, ge=1, nullable=True),
         "epsilon": Param(0.05, "threshold: first level where smoothed P(corrupted) < 0.5 + epsilon", ge=0, lt=0.5),
+        "max_dropped_fraction": Param(0.5, "the annotate stage fails when more than this share of the low-quality "
+                                           "images never crosses the threshold (1 = allow dropping them all)",
+                                      ge=0, le=1, semantic=False),
         "annotate_seed": Param(0, "seed of the annotation noise", kind=int, ge=0),
         "annotate_batch": Param(None, "classifier inputs per forward pass (null = sized to the device: the "
                                       "widest activation within 4 MiB on CPU, 512 MiB on GPU)",
@@ -202,5 +206,13 @@ class AmbientO(Method):
             picks = np.unique(np.linspace(0, len(result.sigma_min) - 1, num=min(6, len(result.sigma_min))).astype(int))
             plot_classifier_curves(ctx.workdir / "classifier_curves.png", result.sigmas, result.probabilities[picks],
                                    result.smoothed[picks], result.threshold, result.sigma_min[picks],
-                                   labels=[f"image {int(i)}" for i in data.index[low][picks]])
+                                   labels=[f"image {int(i)}" for i in data.index[low][picks]],
+                                   quality=ctx.classifier_quality.get(NOISE_CLASSIFIER))
+        dropped = int((~crossed).sum())
+        if dropped > self.p.max_dropped_fraction * len(crossed):  # Ambient-o would silently be clean-only
+            raise UserError(f"ambient_o annotation drops {dropped:,} of {len(crossed):,} low-quality images (their "
+                            f"smoothed P(corrupted) never falls below {result.threshold:.2f}; max_dropped_fraction "
+                            f"{self.p.max_dropped_fraction:g}): the classifier finds them distinguishable at every "
+                            f"noise level of the grid; train a better classifier, or set max_dropped_fraction: 1 to "
+                            f"train without them")
         return result.sigma_min

@@ -21,10 +21,10 @@ from ambient_bench.config.suite import Suite, flatten
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.stages import PER_SAMPLE
 from ambient_bench.engine.store import RunStore
-from ambient_bench.registry import DATASETS, METRICS
+from ambient_bench.registry import DATASETS, METHODS, METRICS
 
 PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler", "checkpoint",
-            "feature_extractor", "implementation", "profile", "standin_data")
+            "feature_extractor", "implementation", "profile", "standin_data", "classifier", "low_quality_dropped")
 
 
 def _flat_row(config: dict[str, Any]) -> dict[str, Any]:
@@ -55,10 +55,18 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
             "standin_data": bool(DATASETS.build(cfg["dataset"]).fingerprint().get("standin")),
         }
         annotate = store.summary("annotate", stages["annotate"].key)
+        protocol.update(_classifier_protocol(cfg, stages, store, annotate))
         for quantity in ("sigma_min_mean", "sigma_max_mean"):
             rows.append({**base, "quantity": quantity, "value": annotate.get(quantity),
                          "stage_key": stages["annotate"].key[:16], **protocol,
                          "feature_extractor": None, "implementation": None})
+        noise = stages.get("classifier:noise")
+        if noise is not None:  # the noise classifier's held-out ROC-AUC at the lowest noise levels
+            quality = store.summary("classifier", noise.key).get("quality") or {}
+            rows.append({**base, "quantity": "classifier_auc_low", "value": quality.get("auc_low"),
+                         "stage_key": noise.key[:16], **protocol, "feature_extractor": None,
+                         "implementation": f"held-out ROC-AUC, mean of the lowest noise levels "
+                                           f"(σ ≤ {quality.get('low_sigma_max', float('nan')):.2g})"})
         suffix, protocol["checkpoint"] = _selected_snapshot(cfg, stages, store, protocol["checkpoint"])
         for metric in cfg["evaluate"]["metrics"]:
             for prefix, ending in (("evaluate", ""), ("heldout", "_heldout")):
@@ -76,6 +84,27 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
     rows += _win_rate_rows(scored, store)
     columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _classifier_protocol(cfg: dict[str, Any], stages: dict[str, Any], store: RunStore,
+                         annotate: dict[str, Any]) -> dict[str, Any]:
+    """What the noise classifier learnt from and how good it is; how many low-quality images the
+    annotation dropped (for footnotes: a method that silently drops them all is the clean-only model)."""
+    out: dict[str, Any] = {"classifier": None, "low_quality_dropped": None}
+    noise = stages.get("classifier:noise")
+    if noise is not None:
+        summary = store.summary("classifier", noise.key)
+        quality = summary.get("quality") or {}
+        auc = quality.get("auc_low")
+        out["classifier"] = (f"noise classifier on {noise.describe.split(' on ', 1)[-1]}: {summary['num_images']:,} "
+                             f"training images, {summary.get('prior', float('nan')):.0%} low quality; held-out ROC-AUC "
+                             + ("n/a" if auc is None else f"{auc:.2f}")
+                             + f" at σ ≤ {quality.get('low_sigma_max', float('nan')):.2g}")
+    dropped = annotate.get("num_dropped_low_quality", 0)
+    total = dropped + annotate.get("num_corrupted", 0)
+    if METHODS.get(cfg["method"]["name"]).uses_bad_data and total:
+        out["low_quality_dropped"] = f"{dropped:,} of {total:,}"
+    return out
 
 
 def win_rate(a: np.ndarray, b: np.ndarray, higher_is_better: bool = True) -> float:

@@ -11,8 +11,8 @@ import pandas as pd
 
 from ambient_bench import fileio
 from ambient_bench.results.reference import RefTable, canonical
-from ambient_bench.results.tables import (SEED_KEY, Layout, TableSpec, aggregate, load_spec, lookup, row_id,
-                                          sort_rows, to_latex, to_markdown)
+from ambient_bench.results.tables import (SEED_KEY, Layout, TableSpec, aggregate, flat_config, label_cells,
+                                          load_spec, lookup, row_id, sort_rows, to_latex, to_markdown)
 
 TINY_NOTE = ("Tiny profile (`--profile tiny`): every size shrunk by the rules in ambient_bench/config/profiles.py "
              "(same stages, same code); the numbers exercise the machinery and say nothing about the method.")
@@ -58,6 +58,14 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
         elif value["quantity"] == "sigma_max_mean":
             lines.append(f"{value['label']}: mean annotation sigma_max over the out-of-distribution samples a "
                          f"method uses at low noise only (– = none).")
+    classifiers = _unique(shown, "classifier")
+    if classifiers:
+        lines.append("Noise classifier (class-balanced loss; ROC-AUC on held-out images): " + " / ".join(classifiers)
+                     + ".")
+    dropped = _dropped(shown, spec)
+    if dropped:
+        lines.append("Low-quality images the annotation dropped (trusted at no noise level): " + "; ".join(dropped)
+                     + ".")
     seeds = _unique(shown, SEED_KEY)
     lines.append(f"Mean ± std over training seeds {{{', '.join(seeds)}}}; best value per column in bold.")
     paper = spec.paper_table()
@@ -71,6 +79,22 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
             lines.append("paper: the paper's number for the same configuration; Δ = ours − paper, ✓ within the "
                          f"reference tolerance ({', '.join(tolerances) or 'none set'}), ✗ outside it.")
     return lines + list(spec.notes)
+
+
+def _dropped(df: pd.DataFrame, spec: TableSpec) -> list[str]:
+    """'<row>: 12 of 1,080' for every row (and column group) whose method uses low-quality images."""
+    if "low_quality_dropped" not in df.columns:
+        return []
+    found: dict[str, set[str]] = {}
+    for record in df.to_dict("records"):
+        if not isinstance(record.get("low_quality_dropped"), str):
+            continue
+        config = flat_config(record)
+        name = ", ".join(label_cells(spec, row_id(config, spec), None))
+        if spec.columns:
+            name += f" ({spec.columns['label'].format(config.get(spec.columns['key']))})"
+        found.setdefault(name, set()).add(record["low_quality_dropped"])
+    return [f"{name}: {' / '.join(sorted(counts))}" for name, counts in found.items()]
 
 
 def _delta_fmt(fmt: str) -> str:

@@ -181,7 +181,7 @@ def _value_key(v: Any) -> Any:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
-def _flat(record: dict[str, Any]) -> dict[str, Any]:
+def flat_config(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if "." in k}
 
 
@@ -196,7 +196,7 @@ def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict
                                 f"{', '.join(config_columns)}")
     if col_key is not None and col_key not in df.columns:
         raise UserError(f"{spec.path}: the results have no column '{col_key}'; available: {', '.join(config_columns)}")
-    ids = [row_id(_flat(record), spec) for record in df.to_dict("records")]
+    ids = [row_id(flat_config(record), spec) for record in df.to_dict("records")]
     df = df.assign(**{ROW: pd.Series(ids, index=df.index, dtype=object), "_col": df[col_key] if col_key else 0})
     row_keys = {k for part in spec.parts for k in part["key"].split("+")}
     varying_ok = {SEED_KEY, col_key, *row_keys}
@@ -211,7 +211,7 @@ def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict
                             f"configurations (they differ in {', '.join(varying)}); exclude all but one in the "
                             f"suite or add a table per value")
         col = None if col_key is None else col
-        configs[(row, col)] = _flat(group.iloc[0].to_dict())
+        configs[(row, col)] = flat_config(group.iloc[0].to_dict())
         for quantity, values in group.groupby("quantity")["value"]:
             v = values.dropna().astype(float)
             grid[(row, col, quantity)] = (v.mean() if len(v) else math.nan,
@@ -241,7 +241,7 @@ def fmt_cell(cell: tuple | None, fmt: str, latex: bool) -> str:
     return text
 
 
-def _label_cells(spec: TableSpec, row: tuple, labels: dict[str, str] | None) -> list[str]:
+def label_cells(spec: TableSpec, row: tuple, labels: dict[str, str] | None) -> list[str]:
     """The identifying cells of a row; ``labels`` overrides the row label (the paper's own names)."""
     out = []
     for part, value in zip(spec.parts, row):
@@ -277,7 +277,7 @@ def _peers(spec: TableSpec, rows: list, row: tuple) -> list:
 def matrix(layout: Layout, rows: list, cols: list, grid: dict, latex: bool) -> list[list[str]]:
     body = []
     for row in rows:
-        line = _label_cells(layout.spec, row, layout.row_labels)
+        line = label_cells(layout.spec, row, layout.row_labels)
         for col in cols:
             for value in layout.values:
                 text = fmt_cell(grid.get((row, col, value["quantity"])), value["fmt"], latex)

@@ -1,13 +1,18 @@
-"""Classifier annotation throughput: the batched search against a per-image loop over the same grid.
+"""Classifier annotation throughput against its limit: the bare classifier forward pass.
 
     python benchmarks/perf/annotate.py [--images 32] [--num-sigmas 64] [--trials 4] [--resolution 16]
                                        [--preset cpu] [--batch N] [--device cuda] [--compile]
 
-Both sides evaluate the same classifier on the same images, grid and noise (the probabilities
-agree to float precision, printed), timed in the same process, best of ``--repeats`` with the
-two sides' repeats interleaved. The loop is the straightforward implementation: one image at a
-time, one noise level at a time, its T noisy copies in one forward pass. Target (issue 4):
-ratio ≥ 10×.
+The annotation's inputs per second against the bare classifier's forward pass at the same batch
+size on the same device: everything the annotation does besides the forward pass (noise, the
+grid, bookkeeping) is overhead. Target (issue 13): ratio ≥ 0.8×, printed as met / NOT met.
+
+For information, the batched search against a per-image loop over the same grid: both sides
+evaluate the same classifier on the same images, grid and noise (the probabilities agree to float
+precision, printed), timed in the same process, best of ``--repeats`` with the sides' repeats
+interleaved. The loop is the straightforward implementation: one image at a time, one noise level
+at a time, its T noisy copies in one forward pass. (Issue 4 asked for ≥ 10× here; on a CPU the
+loop's per-call cost bounds that ratio, which is why the target moved to the forward pass.)
 
 The classifier has its initial weights: a forward pass costs the same whether or not it was
 trained, and the timing is what is measured here. The script also prints what bounds the
@@ -34,7 +39,7 @@ from ambient_bench.data.images import uint8_to_model
 from ambient_bench.registry import DATASETS
 from timing import best_time, best_times_interleaved  # benchmarks/perf/timing.py: the script's folder is on sys.path
 
-TARGET = 10.0  # issue 4
+TARGET = 0.8  # issue 13: annotation inputs/s ÷ bare forward inputs/s at the same batch size
 
 
 def main() -> None:
@@ -81,7 +86,12 @@ def main() -> None:
         start = time.perf_counter()
         difference[name] = np.abs(run() - reference).max()
         first_call[name] = time.perf_counter() - start
+    forward_inputs = images[:1].expand(batch, *shape).contiguous(memory_format=torch.channels_last)
+    forward_sigma = torch.ones(batch, device=device)
+    sides["bare forward"] = _synced(lambda: classifier(forward_inputs, forward_sigma), device)
     best = best_times_interleaved({**sides, "looped": looped_run}, args.repeats)
+    forward_rate = batch / best.pop("bare forward")
+    sides.pop("bare forward")
     evaluations = args.images * args.num_sigmas * args.trials
     with FlopCounterMode(display=False) as flops:
         classifier(images[:1], torch.ones(1, device=device))
@@ -96,13 +106,16 @@ def main() -> None:
           f"{_wide_conv_gflops(device):.0f} GFLOP/s")
     print(f"per-image, per-level loop: {best['looped']:.3f} s = {evaluations / best['looped']:,.0f} inputs/s "
           f"({per_call * 1e3:.2f} ms per {args.trials}-input call)")
+    print(f"bare classifier forward ({batch} inputs per pass): {forward_rate:,.0f} inputs/s")
     for name in sides:
-        ratio = best["looped"] / best[name]
+        rate = evaluations / best[name]
+        ratio = rate / forward_rate
         met = ratio >= TARGET and difference[name] <= 1e-5
-        print(f"{name} ({batch} inputs per pass): {best[name]:.3f} s = {evaluations / best[name]:,.0f} inputs/s = "
+        print(f"{name} ({batch} inputs per pass): {best[name]:.3f} s = {rate:,.0f} inputs/s = "
               f"{evaluations * flop_per_input / best[name] / 1e9:.0f} GFLOP/s; first call {first_call[name]:.1f} s")
-        print(f"  ratio: {ratio:.1f}×   max |P - P_loop| = {difference[name]:.1e}   "
-              f"target ≥ {TARGET:g}× with max |ΔP| ≤ 1e-5: {'met' if met else 'NOT met'}")
+        print(f"  vs the bare forward pass: {ratio:.2f}×   target ≥ {TARGET:g}× with max |P - P_loop| ≤ 1e-5 "
+              f"({difference[name]:.1e}): {'met' if met else 'NOT met'}")
+        print(f"  vs the per-image loop (information): {best['looped'] / best[name]:.1f}×")
 
 
 def _synced(fn: Callable[[], object], device: torch.device) -> Callable[[], None]:

@@ -1,0 +1,155 @@
+"""Classifiers that hold on real data: calibrated to any class ratio, measured on held-out images,
+and gated, so that Ambient-o never silently becomes the clean-only model."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ambient_bench import UserError
+from ambient_bench.annotation import classifier_quality
+from ambient_bench.annotation.classifier_net import build_classifier, parameter_count
+from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION, load_classifier, train_classifier
+from ambient_bench.annotation.sigma_min import annotate_sigma_min
+from ambient_bench.components import AnnotationContext, MixedData
+from ambient_bench.data.images import uint8_to_model
+from ambient_bench.data.mixing import mix
+from ambient_bench.fileio import torch_save
+from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS
+from conftest import run_cli
+
+
+class Brightness(torch.nn.Module):
+    """logit = 40 · mean pixel: brighter images are 'positive', less and less visibly as noise grows."""
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, augment_labels=None) -> torch.Tensor:
+        return 40 * x.mean(dim=(1, 2, 3))
+
+
+def test_holdout_is_a_fixed_coin_per_pool_index():
+    indices = torch.arange(2000)
+    held = classifier_quality.holdout_mask(indices, 0.1, seed=0)
+    assert 150 < int(held.sum()) < 250
+    # an image's fate does not depend on which other images are in the pool, or their order
+    assert torch.equal(classifier_quality.holdout_mask(indices.flip(0), 0.1, 0), held.flip(0))
+    assert not torch.equal(classifier_quality.holdout_mask(indices, 0.1, 1), held)
+
+
+def test_measure_sees_separation_fade_with_noise():
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(200) % 2 == 0
+    images = torch.randn(200, 1, 8, 8, generator=g) * 0.2 + labels.float().reshape(-1, 1, 1, 1) * 0.3 - 0.15
+    quality = classifier_quality.measure(Brightness(), images, labels, -1.2, 1.2, seed=0)
+    auc = quality["auc"]
+    assert len(auc) == classifier_quality.LEVELS and quality["auc_low"] > 0.95
+    assert auc[-1] < 0.75 < auc[0]  # at σ ≈ 10 the brightness difference is buried in the noise
+    assert quality["holdout_images"] == 200 and quality["holdout_positive"] == 100
+    classifier_quality.check(quality, 0.6, "noise classifier")  # passes
+    with pytest.raises(UserError) as err:
+        classifier_quality.check({**quality, "auc_low": 0.52}, 0.6, "noise classifier on the pool")
+    message = str(err.value)
+    assert "\n" not in message and "ROC-AUC 0.52" in message and "classifier.duration_kimg" in message
+
+
+def test_an_annotation_that_drops_every_low_quality_image_fails_unless_allowed(tmp_path):
+    """A classifier sure of 'corrupted' at every noise level: no image crosses the threshold."""
+    cfg = CLASSIFIER_SECTION.resolve({"model_channels": 8}, ())
+    net = build_classifier(cfg, 1, 8)
+    torch.nn.init.zeros_(net.net.head.weight)
+    torch.nn.init.constant_(net.net.head.bias, 20.0)
+    torch_save(tmp_path / "classifier.pt", {"ema": net.state_dict(), "network_cfg": cfg, "img_channels": 1,
+                                            "resolution": 8, "sigma_data": 0.5, "crop_size": None,
+                                            "parameters": parameter_count(net)})
+    n = 20
+    data = MixedData(images=torch.zeros(n, 1, 8, 8, dtype=torch.uint8), corrupted=torch.arange(n) >= 2,
+                     ood=torch.zeros(n, dtype=torch.bool), noise=torch.zeros(n, 1, 8, 8), index=torch.arange(n),
+                     corruption=torch.zeros(n, dtype=torch.int8))
+    ctx = AnnotationContext(workdir=tmp_path, classifiers={"noise": tmp_path / "classifier.pt"})
+    spec = {"name": "ambient_o", "annotate": "classifier", "num_sigmas": 16, "trials": 1}
+    with pytest.raises(UserError) as err:
+        METHODS.build(spec).annotate(data, ctx)
+    assert "drops 18 of 18 low-quality images" in str(err.value) and "max_dropped_fraction" in str(err.value)
+    allowed = METHODS.build({**spec, "max_dropped_fraction": 1.0}).annotate(data, ctx)
+    assert allowed.keep.tolist() == [True, True] + [False] * 18
+
+
+def test_footnote_counts_what_the_annotation_dropped():
+    from ambient_bench.results.render import render
+    from ambient_bench.results.tables import load_spec
+    from conftest import REPO
+
+    base = {"suite": "t", "dataset.name": "digits", "method.name": "ambient_o", "mix.corruption.sigma": 0.6,
+            "train.seed": 0, "dataset": "digits", "dataset_hash": "0" * 16, "clean_fraction": 0.1,
+            "num_samples": 10, "sampler": "Heun", "checkpoint": "final",
+            "classifier": "noise classifier on the balanced pool: 1,000 training images, 50% low quality; "
+                          "held-out ROC-AUC 0.93 at σ ≤ 0.11", "low_quality_dropped": "1,800 of 1,800"}
+    df = pd.DataFrame([{**base, "cell": "a", "quantity": "fd_digits", "value": 1.0},
+                       {**base, "cell": "a", "quantity": "sigma_min_mean", "value": float("nan")}])
+    md = render(df, load_spec(REPO / "benchmarks" / "tables" / "table2a.yaml"))["md"]
+    assert "Low-quality images the annotation dropped (trusted at no noise level): " \
+           "Ambient-o (fixed σ_min) (σ_B = 0.6): 1,800 of 1,800" in md
+    assert "held-out ROC-AUC 0.93" in md
+
+
+@pytest.mark.slow
+def test_a_10_90_and_a_50_50_pool_of_the_same_images_annotate_alike(tmp_path):
+    """The class-balanced loss: the classifier's output is the posterior under equal priors, so the
+    share of bad images in its pool does not move the threshold. The same digits split by the
+    harness's coin into a 50/50 and a 10/90 pool; the images corrupted in both are annotated by
+    each classifier. Without the balance (the release's plain BCE) the 10/90 classifier learns the
+    base rate, and almost no image ever falls below P(corrupted) 0.55."""
+    data = DATASETS.build({"name": "digits", "resolution": 8}).load()
+    blur = CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 1.0})
+    pools = {fraction: mix(data, fraction, [blur], seed=0) for fraction in (0.5, 0.1)}
+    both = pools[0.5].corrupted  # the coin is nested: corrupted at 50% clean ⇒ corrupted at 10% clean
+    images, indices = uint8_to_model(pools[0.5].images[both]), pools[0.5].index[both]
+    cfg = CLASSIFIER_SECTION.resolve({"batch": 64, "duration_kimg": 20, "lr": 2e-3, "log_every": 10_000,
+                                      "checkpoint_kimg": 1000, "model_channels": 8}, ())
+
+    def sigma_min(fraction: float, balanced: bool = True) -> np.ndarray:
+        out = tmp_path / f"{fraction}-{balanced}"
+        assert train_classifier(pools[fraction].images, pools[fraction].corrupted, cfg, cfg, out,
+                                log=lambda s: None, class_balanced=balanced)
+        return annotate_sigma_min(load_classifier(out / "classifier.pt"), images, indices, num_sigmas=128,
+                                  trials=2).sigma_min
+
+    balanced, unbalanced = sigma_min(0.5), sigma_min(0.1)
+    assert np.isfinite(balanced).mean() > 0.9 and np.isfinite(unbalanced).mean() > 0.9
+    medians = np.median(balanced), np.median(unbalanced)
+    assert abs(medians[1] - medians[0]) <= 0.1 * medians[0], medians
+    plain = sigma_min(0.1, balanced=False)
+    assert np.isfinite(plain).mean() < 0.2  # the failure the balance removes
+
+
+@pytest.mark.slow
+def test_indistinguishable_good_and_bad_images_fail_the_classifier_stage(write_suite, tmp_path):
+    suite = write_suite(f"""
+suite: same_images
+results_dir: {tmp_path / "results"}
+defaults:
+  dataset: {{name: digits, resolution: 8}}
+  mix: {{clean_fraction: 0.5, corruption: {{name: gaussian_blur, sigma: 0.0}}}}
+  method: {{name: ambient_o, annotate: classifier, num_sigmas: 16, trials: 1,
+           classifier: {{duration_kimg: 4, batch: 64, model_channels: 8}}}}
+  network: {{model_channels: 8, channel_mult: [1], num_blocks: 1}}
+  train: {{batch: 32, duration_kimg: 0.1}}
+  sample: {{num: 16, steps: 4}}
+  evaluate: {{metrics: [{{name: fd_digits, epochs: 1}}]}}
+""")
+    runs = tmp_path / "runs"
+    result = run_cli("run", str(suite), "--runs", str(runs))
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0])  # one line, after the progress bars
+    assert "held-out ROC-AUC" in errors[0] and "min_auc 0.6" in errors[0]
+    assert "cannot tell the low-quality images from the clean ones" in errors[0]
+    status = json.loads(next((runs / "classifier").iterdir()).joinpath("status.json").read_text())
+    assert status["state"] == "failed"
+    assert not (runs / "train").exists() and not (tmp_path / "results").exists()
+    # the measurement is kept beside the failed stage, to look at
+    quality = json.loads(next((runs / "classifier").iterdir()).joinpath("quality.json").read_text())
+    assert quality["auc_low"] < 0.6 and Path(next((runs / "classifier").iterdir()), "classifier_quality.png").is_file()
