@@ -197,7 +197,9 @@ def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict
     if col_key is not None and col_key not in df.columns:
         raise UserError(f"{spec.path}: the results have no column '{col_key}'; available: {', '.join(config_columns)}")
     ids = [row_id(flat_config(record), spec) for record in df.to_dict("records")]
-    df = df.assign(**{ROW: pd.Series(ids, index=df.index, dtype=object), "_col": df[col_key] if col_key else 0})
+    extra = pd.DataFrame({ROW: pd.Series(ids, index=df.index, dtype=object),
+                          "_col": df[col_key] if col_key else 0}, index=df.index)
+    df = pd.concat([df.drop(columns=[c for c in extra.columns if c in df.columns]), extra], axis=1)
     row_keys = {k for part in spec.parts for k in part["key"].split("+")}
     varying_ok = {SEED_KEY, col_key, *row_keys}
     compared = [c for c in config_columns if c not in varying_ok
