@@ -44,33 +44,56 @@ def _results(args: argparse.Namespace, suite) -> Path:
     return suite.results_dir if suite.profile == "full" else _runs(args) / "results" / suite.name
 
 
+def _require_writable(path: Path, what: str) -> None:
+    """A folder we are about to write into (or create) really can be: checked before any work."""
+    import os
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder; pick a folder (it is created if missing)")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{what} {path} cannot be written ({existing} is not a writable folder); "
+                        f"pick a folder you can write to")
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from ambient_bench.engine.compute import estimate
-    from ambient_bench.engine.runner import build_graph, check_data, check_requirements, plan_table, \
-        standin_datasets
+    from ambient_bench.engine.runner import build_graph, check_data, check_requirements, find_corrupt, \
+        plan_table, standin_datasets
     from ambient_bench.engine.store import RunStore
 
     suite = _load(args)
     check_data(suite)
     graph = build_graph(suite)
     runs = _runs(args)
-    rows = plan_table(graph, RunStore(runs))
+    store = RunStore(runs)
+    corrupt = find_corrupt(graph, store, full=args.verify)
+    rows = plan_table(graph, store)
+    for row, stage in zip(rows, graph.stages):
+        if (stage.kind, stage.key) in corrupt:
+            row["state"] = "corrupt"
     args.gpu = args.gpu.lower()
     work, summary = estimate(graph.stages, args.gpu)
     for row, (amount, hours) in zip(rows, work):
         row["work"] = amount.text
         row[f"{args.gpu}-h"] = "–" if hours == 0 else ("unknown" if hours is None else f"{hours:,.1f}")
-    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "partial", "missing")}
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "partial", "missing", "corrupt")}
     _print(f"suite {suite.name}: {len(suite.cells)} cells, {len(rows)} stages "
-           f"({counts['done']} done, {counts['partial']} partial, {counts['missing']} missing); runs in {runs}/"
+           f"({counts['done']} done, {counts['partial']} partial, {counts['missing']} missing"
+           + (f", {counts['corrupt']} corrupt" if counts["corrupt"] else "") + f"); runs in {runs}/"
            + (f"; profile {suite.profile}" if suite.profile != "full" else ""))
     if suite.description:
         _print(suite.description)
     _print(tabulate(rows, headers="keys", tablefmt="simple"))
     for line in summary:
         _print(line)
+    for (kind, key), problem in corrupt.items():
+        _print(f"corrupt: stage {kind} {key[:16]}: {problem}; `run` recomputes it and what reads it")
     standins = standin_datasets(suite)
     if standins:
         _print(f"note: stand-in data (synthetic images in the real file formats) for {', '.join(standins)}; "
@@ -97,6 +120,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UserError(f"{', '.join(standins)}: the data folder holds stand-in data (synthetic, written by "
                         f"`python -m ambient_bench standins`); a full-profile run refuses it: add --profile tiny, "
                         f"or point AMBIENT_BENCH_DATA (or the dataset's root) at the real data")
+    _require_writable(_runs(args), "--runs")
+    _require_writable(_results(args, suite), "--results" if args.results else "results folder")
     store = RunStore(_runs(args))
     graph = build_graph(suite)
     distributed.init_from_env()  # under torchrun; see training/distributed.py
@@ -111,16 +136,25 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print(f"--expect-cached: {len(missing)} stages are not done, e.g. {missing[0].kind} "
                    f"{missing[0].key[:16]} ({missing[0].describe})")
             return 1
-    report = execute(graph, store, log=_print)
+    report = execute(graph, store, log=_print, keep_going=not args.fail_fast)
     results_dir = _results(args, suite)
     frame = collect(suite, graph, store)
-    written = [write_results(frame, results_dir)] + render_all(frame, suite.tables, results_dir)
-    figures = export_figures(suite, graph, store, results_dir)
-    written += [figures] if figures else []
-    _print(f"ran {report['ran']} stages, reused {report['skipped']}; wrote " + ", ".join(map(str, written)))
+    written = []
+    if len(frame) or not report["failed"]:  # when every cell failed there is nothing to write
+        written = [write_results(frame, results_dir)] + render_all(frame, suite.tables, results_dir)
+        figures = export_figures(suite, graph, store, results_dir)
+        written += [figures] if figures else []
+    _print(f"ran {report['ran']} stages, reused {report['skipped']}"
+           + ("; wrote " + ", ".join(map(str, written)) if written else ""))
     for path in written:
-        if path.suffix == ".md" and path != figures:
+        if path.suffix == ".md" and path.name != "figures.md":
             _print("\n" + path.read_text(encoding="utf-8"))
+    if report["failed"]:
+        _print(f"{len(report['failed'])} stages failed ({report['blocked']} more not run because they read one); "
+               f"their cells are missing from the results; fix and re-run the same command to resume:")
+        for stage, line in report["failed"].items():
+            _print(f"  {stage}: {line}")
+        return 1
     return 0
 
 
@@ -133,6 +167,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     if not (results_dir / "results.csv").is_file():
         raise UserError(f"no stored results at {results_dir}/results.csv; run "
                         f"`python -m ambient_bench run {args.suite}` first")
+    if not args.check:
+        _require_writable(results_dir, "--results" if args.results else "results folder")
     paths = render_all(read_results(results_dir), suite.tables, results_dir, check=args.check)
     if args.check:
         stale = [p for p in paths if isinstance(p, Path)]
@@ -247,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--results", help="results directory (default: the suite's results_dir)")
             p.add_argument("--expect-cached", action="store_true",
                            help="run nothing and exit 1 unless every stage is already done (for CI)")
+            p.add_argument("--fail-fast", action="store_true",
+                           help="stop at the first failed stage (default: run every stage that does not read it)")
+        if name == "plan":
+            p.add_argument("--verify", action="store_true",
+                           help="also compare the sha256 of every done stage's outputs with its done marker")
     p = sub.add_parser("list", help="registered components and their parameters")
     p.add_argument("kind", nargs="?", help=f"one of {', '.join(KINDS)}")
     p = sub.add_parser("tables", help="re-render a suite's tables from its stored results")

@@ -1,28 +1,58 @@
-"""Atomic file writes: a reader (or a re-run after a kill) never sees a half-written file."""
+"""File writes and reads we can trust.
+
+Writes are atomic (a reader, or a re-run after a kill, never sees a half-written file),
+readable as the umask says (a shared cluster's group can read results), and byte-for-byte
+deterministic (identical tensors give identical files, so content hashes mean something).
+Reads of stored tensors never run code: ``torch.load(weights_only=True)`` admits tensors,
+numbers, strings and containers only.
+"""
 from __future__ import annotations
 
+import io
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ambient_bench.errors import UserError
+
+TEMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_orphan_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (not below it); those removed."""
+    removed = []
+    for path in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_text(path: Path, text: str) -> None:
@@ -34,8 +64,24 @@ def write_json(path: Path, obj: Any) -> None:
 
 
 def torch_save(path: Path, obj: Any) -> None:
-    atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))
+    """Deterministic bytes: saved through a file object, torch names the archive 'archive' instead of
+    after the (random) temporary file."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
-def torch_load(path: Path) -> Any:
-    return torch.load(path, map_location="cpu", weights_only=False)
+def torch_load(path: Path, what: str = "stored file") -> Any:
+    """A ``.pt`` we wrote (or a weights file a user named): tensors and plain containers only, never
+    code. A file that is not one (truncated, or a pickle asking for anything else) is a UserError
+    naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{what} {path} is missing; delete its stage folder (or re-run) to recompute it") from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            reason = "it asks to load objects other than tensors and plain data, so it is not loaded"
+        raise UserError(f"{what} {path} cannot be read safely ({reason[:200]}); "
+                        f"delete it (a stage recomputes it) or replace it with a genuine file") from None

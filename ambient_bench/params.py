@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
 REQUIRED: Any = object()  # sentinel: the parameter has no default
+MAX_INT = 2**31 - 1  # no count, size or seed of ours comes near it; larger ones are typos (1e20)
 
 
 class ParamError(Exception):
@@ -55,6 +56,7 @@ class Param:
     # Left out of stage keys while at its default: for parameters added after results were stored
     # whose default reproduces the old behaviour, so that adding them recomputes nothing.
     omit_default: bool = False
+    allow_inf: bool = False  # float parameters are finite unless this is set (or the default is infinite)
 
     def describe(self) -> str:
         kind = getattr(self.kind, "__name__", None) or str(self.kind)
@@ -71,6 +73,17 @@ class Param:
         if self.choices:
             bits.append("one of " + "/".join(map(str, self.choices)))
         return ", ".join(bits)
+
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def check_name(value: Any) -> str | None:
+    """A name that becomes a file or folder name (suite, table id): never a path."""
+    if not value or set(value) - _NAME_CHARS or value.startswith(".") or len(value) > 128:
+        return (f"'{value}' is not a name: use letters, digits, '_', '-' and '.' (not first), at most 128 "
+                f"characters; it names a folder or file, so it cannot be a path")
+    return None
 
 
 def _coerce_scalar(value: Any, kind: Any, key: tuple) -> Any:
@@ -99,6 +112,11 @@ def _coerce_scalar(value: Any, kind: Any, key: tuple) -> Any:
     raise TypeError(f"unsupported parameter kind {kind!r}")
 
 
+def _name(key: tuple) -> str:
+    names = [str(k) for k in key if isinstance(k, str)]
+    return names[-1] if names else "value"
+
+
 def validate_value(param: Param, value: Any, key: tuple) -> Any:
     """Coerce and check one value against its declaration."""
     if value is None:
@@ -119,6 +137,11 @@ def validate_value(param: Param, value: Any, key: tuple) -> Any:
     if isinstance(out, (int, float)) and not isinstance(out, bool):
         if isinstance(out, float) and math.isnan(out):
             raise ParamError(key, "may not be NaN")
+        if isinstance(out, float) and math.isinf(out) and not (
+                param.allow_inf or (isinstance(param.default, float) and math.isinf(param.default))):
+            raise ParamError(key, f"{_name(key)} must be a finite number, got {out!r}")
+        if isinstance(out, int) and abs(out) > MAX_INT:
+            raise ParamError(key, f"{_name(key)} {out} is beyond any sensible size (at most {MAX_INT:,})")
         for ok, text, bound in (
             (param.ge is None or out >= param.ge, "≥", param.ge),
             (param.gt is None or out > param.gt, ">", param.gt),
@@ -126,7 +149,7 @@ def validate_value(param: Param, value: Any, key: tuple) -> Any:
             (param.lt is None or out < param.lt, "<", param.lt),
         ):
             if not ok:
-                raise ParamError(key, f"must be {text} {bound}, got {out!r}")
+                raise ParamError(key, f"{_name(key)} must be {text} {bound}, got {out!r}")
     if param.choices is not None and out not in param.choices:
         raise ParamError(key, f"must be one of {', '.join(map(repr, param.choices))}, got {out!r}"
                          + suggest(str(out), map(str, param.choices)))

@@ -58,14 +58,41 @@ class Component(ABC):
         return None
 
     @classmethod
+    def unused_params(cls, values: dict[str, Any]) -> dict[str, str]:
+        """Parameters that these values leave unread → the setting that makes them so ("annotate: fixed").
+        They never enter a stage key, and setting one explicitly is an error."""
+        return {}
+
+    @classmethod
+    def key_version(cls) -> int | list[int]:
+        """The versions of this class and of every component class it derives from (the base's code
+        runs too, so bumping its version must change the subclass's keys); a plain int when only
+        the class itself declares one."""
+        versions = [klass.__dict__["version"] for klass in cls.__mro__
+                    if "version" in klass.__dict__ and klass is not Component]
+        return versions[0] if len(versions) == 1 else versions
+
+    @classmethod
+    def key_params(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The parameters that enter a stage key: semantic and read with these values."""
+        unused = cls.unused_params(values)
+        return semantic_view(cls.params, {k: v for k, v in values.items() if k not in unused})
+
+    @classmethod
     def summary(cls) -> str:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    def content_identity(self) -> dict[str, Any]:
+        """What this component reads from disk that its parameters do not pin down, as content (the
+        sha256 of a weights file, never its path); enters stage keys. {} = nothing."""
+        return {}
+
     def spec(self) -> dict[str, Any]:
         """What identifies this component's behaviour: enters stage keys."""
-        return {"name": self.name, "version": self.version,
-                "params": semantic_view(self.params, self.values)}
+        spec = {"name": self.name, "version": self.key_version(), "params": self.key_params(self.values)}
+        content = self.content_identity()
+        return {**spec, "content": content} if content else spec
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.values.items())

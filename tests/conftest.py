@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -48,3 +49,7 @@ grid:
   method: [clean_only, all_data, {{name: ambient_o, sigma_min: 1.0}}]
   train.seed: [0, 1]
 """
+
+
+# content fingerprints of data folders are cached per user (datasets/manifest.py); tests keep theirs apart
+os.environ.setdefault("AMBIENT_BENCH_CACHE", tempfile.mkdtemp(prefix="ambient_bench_cache_"))

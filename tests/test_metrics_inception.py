@@ -83,8 +83,9 @@ def test_flags_and_params():
     kid = METRICS.build({"name": "kid"})
     assert (kid.p.subsets, kid.p.subset_size) == (100, 1000)
     assert METRICS.build({"name": "precision"}).p.neighborhood == 3
-    # device and batch leave stage keys alone; weights and KID subsets do not
-    assert set(kid.spec()["params"]) == {"weights", "subsets", "subset_size"}
+    # device and batch leave stage keys alone; KID subsets do not; the weights enter as their content
+    assert set(kid.spec()["params"]) == {"subsets", "subset_size"}
+    assert set(kid.spec()["content"]) == {"weights_sha256"}
 
 
 def test_score_functions_match_torch_fidelity(patches):

@@ -152,8 +152,8 @@ CLASSIFIER_SECTION = Section("classifier", {
     "dropout": Param(None, "dropout probability", ge=0, lt=1, nullable=True),
     "augment_p": Param(0.0, "EDM non-leaky augmentation probability (paper: the diffusion recipe's 0.12, 0.15 at "
                             "64 px); > 0 adds the 9 augmentation-label inputs", ge=0, le=1, omit_default=True),
-    "duration_kimg": Param(20.0, "training length in thousands of images (paper: ~15 Mimg)", gt=0),
-    "batch": Param(128, "images per step (paper: 512)", kind=int, ge=1),
+    "duration_kimg": Param(20.0, "training length in thousands of images (paper: ~15 Mimg)", gt=0, le=1e7),
+    "batch": Param(128, "images per step (paper: 512)", kind=int, ge=1, le=1 << 20),
     "lr": Param(1e-3, "Adam learning rate (paper: 1e-4 noise, 1e-3 crops)", gt=0),
     "warmup_kimg": Param(0.0, "linear learning-rate warm-up (paper: 10 Mimg)", ge=0),
     "ema_halflife_kimg": Param(2.0, "EMA half-life (paper: 500 kimg)", gt=0),

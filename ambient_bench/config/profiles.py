@@ -90,7 +90,10 @@ def tiny(cell: dict[str, Any], factor: float) -> dict[str, Any]:
         cell["evaluate"]["snapshot_range_kimg"] = None
     cell["train"] = train
     method = cell["method"]
+    unused = REGISTRIES["method"].get(method["name"]).unused_params(method)
     for key, value in list(method.items()):
+        if key in unused:  # left at its default: it never enters a key, and setting it is an error
+            continue
         if isinstance(value, dict) and "duration_kimg" in value:
             method[key] = {**_shrink_recipe(value, factor), "min_auc": 0.0}
         elif key == "max_dropped_fraction":

@@ -33,6 +33,12 @@ class Section:
         return semantic_view(self.params, value)
 
 
+def _default(param: Param, key: tuple) -> Any:
+    if param.default is not None and hasattr(param.kind, "resolve"):
+        return param.kind.resolve(param.default, key)
+    return param.default
+
+
 class ComponentRef:
     """A registered component: ``name`` or ``{name: ..., **params}``."""
 
@@ -56,12 +62,19 @@ class ComponentRef:
         problem = cls.check_params(resolved)
         if problem:
             raise ParamError(key + (problem[0],), problem[1])
+        unused = cls.unused_params(resolved)
+        for name in params:  # a value equal to the default changes nothing (a resolved cell resolves again)
+            if name in unused and resolved[name] != _default(cls.params[name], key + (name,)):
+                raise ParamError(key + (name,), f"{self.kind} '{cls.name}' does not read {name} with {unused[name]}; "
+                                                f"remove it (or change {unused[name].split(':')[0]})")
         return {"name": value["name"], **resolved}
 
     def semantic(self, value: dict[str, Any]) -> dict[str, Any]:
         cls = REGISTRIES[self.kind].get(value["name"])
         params = {k: v for k, v in value.items() if k != "name"}
-        return {"name": value["name"], "version": cls.version, "params": semantic_view(cls.params, params)}
+        spec = {"name": value["name"], "version": cls.key_version(), "params": cls.key_params(params)}
+        content = cls(**params).content_identity()
+        return {**spec, "content": content} if content else spec
 
 
 class ComponentList:
@@ -155,8 +168,8 @@ NETWORK = Section("network", {
 
 TRAIN = Section("train", {
     "seed": Param(0, "training seed (noise levels, noise, data order, init)", kind=int, ge=0),
-    "batch": Param(128, "images per step", kind=int, ge=1),
-    "duration_kimg": Param(help="training length in thousands of images", gt=0),
+    "batch": Param(128, "images per step", kind=int, ge=1, le=1 << 20),
+    "duration_kimg": Param(help="training length in thousands of images", gt=0, le=1e7),
     "lr": Param(2e-3, "Adam learning rate", gt=0),
     "warmup_kimg": Param(0.0, "linear learning-rate warm-up length", ge=0),
     "ema_halflife_kimg": Param(10.0, "EMA half-life in thousands of images", gt=0),
@@ -180,7 +193,7 @@ TRAIN = Section("train", {
 })
 
 SAMPLE = Section("sample", {
-    "num": Param(1000, "images generated per model", kind=int, ge=2),
+    "num": Param(1000, "images generated per model", kind=int, ge=2, le=10_000_000),
     "seed": Param(0, "image i starts from the noise of seed (seed, i)", kind=int, ge=0),
     "steps": Param(18, "Heun steps (2·steps - 1 network evaluations)", kind=int, ge=1),
     "sigma_min": Param(0.002, "lowest noise level of the schedule", gt=0),

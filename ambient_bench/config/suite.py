@@ -22,7 +22,7 @@ from ambient_bench.config import yamlio
 from ambient_bench.config.profiles import apply_profile, check_distinct
 from ambient_bench.config.schema import SECTION_NAMES, resolve_cell, spec_label
 from ambient_bench.errors import UserError
-from ambient_bench.params import Param, ParamError, resolve_params, suggest
+from ambient_bench.params import Param, ParamError, check_name, resolve_params, suggest
 from ambient_bench.registry import import_plugin
 
 class _GridKind:
@@ -42,7 +42,7 @@ class _GridKind:
 
 
 TOP_LEVEL = {
-    "suite": Param(help="suite name (results go to results/<suite>)", kind=str),
+    "suite": Param(help="suite name (results go to results/<suite>)", kind=str, check=check_name),
     "description": Param("", "one line shown by `plan`", kind=str),
     "defaults": Param({}, "base configuration of every cell", kind=dict),
     "grid": Param({}, "dotted key → list of values; cells are the cartesian product (a list of such "
@@ -62,6 +62,14 @@ class Cell:
 
     config: dict[str, Any]
     axes: dict[str, Any]  # grid axis → the value this cell took
+    where: dict[tuple, str] = field(default_factory=dict)  # key path → "file:line" (or the CLI override)
+
+    def locate(self, path: tuple) -> str | None:
+        """Where the value at ``path`` (or the nearest enclosing key) was set."""
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.where:
+                return self.where[path[:n]]
+        return None
 
     @property
     def label(self) -> str:
@@ -217,19 +225,22 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
     def excluded(config: dict[str, Any]) -> bool:
         return any(all(_matches(_get(config, p), v) for p, v in ex.items()) for ex in excludes)
 
-    candidates = []
+    candidates, used = [], set()  # used: exclude entries that dropped an invalid combination
     for axes in products:
         for combo in itertools.product(*[a[2] for a in axes]) if axes else [()]:
             tree = _Tree(copy.deepcopy(defaults.data), dict(defaults.where))
             for (key, grid_path, _), (value, where) in zip(axes, combo):
                 tree.assign(grid_path, value, where)
             try:
-                candidates.append((resolve_cell(tree.data), {a[0]: v for a, (v, _) in zip(axes, combo)}))
+                candidates.append((resolve_cell(tree.data), {a[0]: v for a, (v, _) in zip(axes, combo)},
+                                   tree.where))
             except ParamError as err:
                 if excluded(tree.data):  # an excluded combination may be an invalid one
+                    used.update(i for i, ex in enumerate(excludes)
+                                if all(_matches(_get(tree.data, p), v) for p, v in ex.items()))
                     continue
                 raise UserError(f"{tree.locate(err.key, source)}: {err.message}") from None
-    known = {k for config, _ in candidates for k in flatten(config)}
+    known = {k for config, _, _ in candidates for k in flatten(config)}
     for i, entry in enumerate(excludes):
         for p in entry:
             key = ".".join(p)
@@ -237,13 +248,18 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
                 raise UserError(f"{at(('exclude', i, key))}: exclude key '{key}' is not a key of any cell"
                                 + suggest(key, known))
 
+    for i, entry in enumerate(excludes):  # an entry that drops nothing is a typo in its values
+        if i not in used and not any(all(_matches(_get(config, p), v) for p, v in entry.items())
+                                     for config, _, _ in candidates):
+            raise UserError(f"{at(('exclude', i))}: exclude entry {i + 1} matches no cell of the grid; "
+                            f"fix its values or remove it")
     cells, seen = [], set()
-    for config, axes_taken in candidates:
+    for config, axes_taken, where in candidates:
         identity = json.dumps(config, sort_keys=True, default=str)
         if excluded(config) or identity in seen:
             continue
         seen.add(identity)
-        cells.append(Cell(config=config, axes=axes_taken))
+        cells.append(Cell(config=config, axes=axes_taken, where=where))
     if not cells:
         raise UserError(f"{source}: the grid and exclusions leave no cell to run")
     if profile != "full":
@@ -271,4 +287,4 @@ def _with_profile(cells: list[Cell], profile: str, source: str) -> list[Cell]:
                         f"{err.message}") from None
     check_distinct([json.dumps(c.config, sort_keys=True, default=str) for c in cells],
                    [json.dumps(c, sort_keys=True, default=str) for c in shrunk], [c.label for c in cells], profile)
-    return [Cell(config=config, axes=cell.axes) for cell, config in zip(cells, shrunk)]
+    return [Cell(config=config, axes=cell.axes, where=cell.where) for cell, config in zip(cells, shrunk)]

@@ -22,9 +22,33 @@ BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_bat
 OFFICIAL_SIZES = {"train": 50_000, "test": 10_000}
 
 
+# What the official batches (and numpy's own array pickles) ask for; anything else, e.g. os.system
+# planted in a crafted file, is refused before it can run.
+_ALLOWED_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+                    ("numpy._core.multiarray", "scalar"), ("_codecs", "encode")}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only the arrays, lists, numbers and strings a CIFAR-10 batch contains."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"it asks for {module}.{name}, which a CIFAR-10 batch never contains")
+
+
 def _unpickle(path: Path) -> dict:
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")  # the official files; pickle runs no code of ours
+    try:
+        with open(path, "rb") as f:
+            batch = _BatchUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as err:
+        raise UserError(f"cifar10: {path} is not a CIFAR-10 python batch ({err}); nothing in it was run; "
+                        f"re-download {URL}") from None
+    if not isinstance(batch, dict):
+        raise UserError(f"cifar10: {path} is not a CIFAR-10 python batch (a {type(batch).__name__}, not a dict); "
+                        f"re-download {URL}")
+    return batch
 
 
 def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -34,8 +58,12 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     the red, green and blue 32×32 planes one after the other (so a reshape gives C×H×W).
     """
     batch = _unpickle(path)
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    try:
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[b"labels"], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as err:
+        raise UserError(f"cifar10: {path} is not a CIFAR-10 python batch (no usable b'data' / b'labels': {err}); "
+                        f"re-download {URL}") from None
     if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
         raise UserError(f"cifar10: {path} is not a CIFAR-10 python batch (data {data.shape}, "
                         f"{len(labels)} labels); re-download {URL}")

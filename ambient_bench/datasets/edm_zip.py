@@ -5,12 +5,14 @@ import io
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ambient_bench.components import Dataset, ImageSet
+from ambient_bench.datasets import manifest
 from ambient_bench.datasets._paths import EXTENSIONS_TEXT, first, is_image_name, limit_param, prepare, user_path
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param
@@ -57,7 +59,8 @@ class EDMZip(Dataset):
     version = 1
     needs_files = True
     params = {
-        "path": Param(help="the .zip file (relative to the current directory; ~ allowed)", kind=str),
+        # where the zip lives is not what it holds: the key holds its sha256 (fingerprint())
+        "path": Param(help="the .zip file (relative to the current directory; ~ allowed)", kind=str, semantic=False),
         "resolution": Param(None, "output size (square); null = as stored", kind=int, ge=8, nullable=True),
         "limit": limit_param(),
     }
@@ -88,6 +91,11 @@ class EDMZip(Dataset):
     def count(self) -> int | None:
         with self._open() as archive:  # reads the zip's directory only
             return len(self._names(archive))
+
+    def fingerprint(self) -> dict[str, Any]:
+        self.check()
+        path = user_path(self.p.path)
+        return {"content": manifest.file_hashes(path.parent, [path])[0][:16]}
 
     def load(self) -> ImageSet:
         path = user_path(self.p.path)

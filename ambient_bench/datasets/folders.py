@@ -12,6 +12,7 @@ import torch
 
 from ambient_bench.components import (HIGH_QUALITY, LOW_QUALITY, OUT_OF_DISTRIBUTION, Dataset,
                                       ImageSet)
+from ambient_bench.datasets import manifest
 from ambient_bench.datasets._paths import (first, limit_param, list_images, load_images, require_images,
                                            root_or_default, standin_fingerprint, user_path)
 from ambient_bench.errors import UserError
@@ -65,7 +66,8 @@ class ImageFolder(Dataset):
     version = 1
     needs_files = True
     params = {
-        "path": Param(help="the folder (relative to the current directory; ~ allowed)", kind=str),
+        # where the images live is not what they are: the key holds their content (fingerprint())
+        "path": Param(help="the folder (relative to the current directory; ~ allowed)", kind=str, semantic=False),
         "resolution": _resolution(),
         "channels": _channels(),
         "labels_from_subfolders": Param(False, "label = index of the first-level subfolder", kind=bool),
@@ -83,6 +85,9 @@ class ImageFolder(Dataset):
 
     def count(self) -> int | None:
         return len(self._paths())
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {"content": manifest.fingerprint(user_path(self.p.path), self._paths())}
 
     def load(self) -> ImageSet:
         folder = user_path(self.p.path)
@@ -200,9 +205,11 @@ class UserFolders(Dataset):
     needs_files = True
     provides_sources = True
     params = {
-        "high_quality": Param(help="folder of good images", kind=str),
-        "low_quality": Param(help="folders of low-quality images", kind=list, item=str),
-        "out_of_distribution": Param([], "folders of out-of-distribution images", kind=list, item=str),
+        # folders are where, not what: the key holds their content (fingerprint())
+        "high_quality": Param(help="folder of good images", kind=str, semantic=False),
+        "low_quality": Param(help="folders of low-quality images", kind=list, item=str, semantic=False),
+        "out_of_distribution": Param([], "folders of out-of-distribution images", kind=list, item=str,
+                                     semantic=False),
         "resolution": _resolution(),
         "channels": _channels(),
         "labels_from_subfolders": Param(False, "label = name of the first-level subfolder", kind=bool),
@@ -224,6 +231,11 @@ class UserFolders(Dataset):
     def count(self) -> int | None:
         self.check()
         return sum(len(list_images(folder)) for _, folder, _ in self._groups())
+
+    def fingerprint(self) -> dict[str, Any]:
+        self.check()
+        return {"content": [[key, source, manifest.fingerprint(folder, list_images(folder))]
+                            for key, folder, source in self._groups()]}
 
     def load(self) -> ImageSet:
         self.check()

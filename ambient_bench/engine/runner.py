@@ -5,7 +5,7 @@ import re
 
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from ambient_bench.config.suite import Suite
 from ambient_bench.engine.cells import Stage, cell_stages
@@ -13,6 +13,7 @@ from ambient_bench.engine.stages import WORK, Context
 from ambient_bench.engine.keys import canonical_json
 from ambient_bench.engine.store import RunStore
 from ambient_bench.config.schema import brief_label
+from ambient_bench.datasets import manifest
 from ambient_bench.errors import UserError
 from ambient_bench.registry import DATASETS, METHODS, METRICS
 from ambient_bench.training import distributed
@@ -30,6 +31,7 @@ class Graph:
 
 
 def build_graph(suite: Suite) -> Graph:
+    manifest.forget()  # data fingerprints are taken afresh for every graph
     ordered: list[Stage] = []
     seen: dict[tuple[str, str], Stage] = {}
     users: dict[tuple[str, str], int] = {}
@@ -54,11 +56,19 @@ def build_graph(suite: Suite) -> Graph:
 
 def _datasets(suite: Suite) -> list[dict]:
     """Every dataset spec a suite reads (training data, out-of-distribution sources, references), once."""
-    seen: dict[str, dict] = {}
+    return [spec for spec, _ in _located_datasets(suite)]
+
+
+def _located_datasets(suite: Suite) -> list[tuple[dict, str | None]]:
+    """(dataset spec, the suite's file:line that names it), each spec once."""
+    seen: dict[str, tuple[dict, str | None]] = {}
     for cell in suite.cells:
         heldout = cell.config["evaluate"]["heldout_reference"]
-        for spec in [cell.config["dataset"], *cell.config["mix"]["ood"], *([heldout] if heldout else [])]:
-            seen.setdefault(canonical_json(spec), spec)
+        located = [(cell.config["dataset"], ("dataset",))]
+        located += [(spec, ("mix", "ood", i)) for i, spec in enumerate(cell.config["mix"]["ood"])]
+        located += [(heldout, ("evaluate", "heldout_reference"))] if heldout else []
+        for spec, path in located:
+            seen.setdefault(canonical_json(spec), (spec, cell.locate(path)))
     return list(seen.values())
 
 
@@ -78,12 +88,13 @@ def check_data(suite: Suite) -> None:
     """Every dataset a suite reads is on disk (or needs none): otherwise one UserError line naming
     each missing file and where to get it."""
     problems = []
-    for spec in _datasets(suite):
+    for spec, where in _located_datasets(suite):
         try:
             DATASETS.build(spec).check()
         except UserError as err:
-            if str(err) not in problems:
-                problems.append(str(err))
+            line = f"{where}: {err}" if where else str(err)
+            if line not in problems:
+                problems.append(line)
     _one_line(problems)
 
 
@@ -122,30 +133,112 @@ def _duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
 
 
-def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print) -> dict[str, int]:
-    """Run every stage that is not done; returns counts of ran / skipped stages.
+def _descendants(graph: Graph, roots: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """The stages that read (directly or not) any of ``roots``, roots included."""
+    found = set(roots)
+    for stage in graph.stages:  # dependencies come first, so one pass suffices
+        if any((dep.kind, dep.key) in found for dep in stage.deps.values()):
+            found.add((stage.kind, stage.key))
+    return found
 
-    Under torchrun (see training/distributed.py) rank 0 runs every stage; the other ranks run
-    only the training stages beside it, and every rank waits for the others after each stage.
+
+def find_corrupt(graph: Graph, store: RunStore, full: bool) -> dict[tuple[str, str], str]:
+    """Done stages whose outputs no longer match their done marker → the problem (naming the file).
+    Sizes are always compared; ``full`` compares hashes too."""
+    found = {}
+    for stage in graph.stages:
+        if store.state(stage.kind, stage.key) == "corrupt":
+            found[(stage.kind, stage.key)] = store.problem(stage.kind, stage.key)
+        elif full and store.state(stage.kind, stage.key) == "done":
+            problem = store.verify(stage.kind, stage.key)
+            if problem:
+                found[(stage.kind, stage.key)] = problem
+    return found
+
+
+def _read_by_this_run(graph: Graph, store: RunStore) -> list[Stage]:
+    """Done stages whose outputs this run will read: upstreams of stages to run, and evaluate stages
+    (their summaries fill the results); the first use in this process, so their hashes are checked."""
+    todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
+    read = {id(dep): dep for s in todo for dep in s.deps.values()}
+    read.update({id(s): s for s in graph.stages if s.kind == "evaluate"})
+    return [s for s in read.values() if store.state(s.kind, s.key) == "done"]
+
+
+def recompute_corrupt(graph: Graph, store: RunStore, log: Callable[[str], None]) -> int:
+    """Discard every corrupt stage and every stage downstream of one, saying so in one line each; the count."""
+    corrupt = find_corrupt(graph, store, full=False)
+    for stage in _read_by_this_run(graph, store):
+        problem = store.verify(stage.kind, stage.key)
+        if problem:
+            corrupt[(stage.kind, stage.key)] = problem
+    if not corrupt:
+        return 0
+    affected = _descendants(graph, set(corrupt))
+    for (kind, key), problem in corrupt.items():
+        below = len(_descendants(graph, {(kind, key)})) - 1
+        log(f"corrupt: stage {kind} {key[:16]}: {problem}; recomputing it"
+            + (f" and the {below} stages that read it" if below else ""))
+    for stage in graph.stages:
+        if (stage.kind, stage.key) in affected and store.state(stage.kind, stage.key) != "missing":
+            store.discard(stage.kind, stage.key)
+    return len(affected)
+
+
+def _failure_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}"
+
+
+def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
+            keep_going: bool = True) -> dict[str, Any]:
+    """Run every stage that is not done; returns counts of ran / skipped stages and the failures.
+
+    A stage that raises is recorded as failed (its status.json keeps the traceback); with
+    ``keep_going`` every stage that does not depend on it still runs, otherwise the error is
+    raised. Under torchrun (see training/distributed.py) rank 0 runs every stage; the other ranks
+    run only the training stages beside it, and every rank waits for the others after each stage
+    (a failure there stops every rank).
     """
     ctx = Context(store=store, log=log)
+    distributed_run = distributed.world_size() > 1
+    if not distributed_run:
+        recompute_corrupt(graph, store, log)
     todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
-    if distributed.world_size() > 1:
+    if distributed_run:
         distributed.barrier()  # every rank has its to-do list before rank 0 changes the store
         if not distributed.is_main():
             for stage in todo:
                 if stage.kind == "train":
                     WORK[stage.kind](stage, store.dir(stage.kind, stage.key), Context(store=store, log=_quiet))
                 distributed.barrier()
-            return {"ran": len(todo), "skipped": len(graph.stages) - len(todo)}
+            return {"ran": len(todo), "skipped": len(graph.stages) - len(todo), "failed": {}}
     log(f"{len(graph.stages)} stages: {len(graph.stages) - len(todo)} done, {len(todo)} to run")
+    failed: dict[tuple[str, str], str] = {}   # (kind, key) → one line
+    blocked: set[tuple[str, str]] = set()
     for n, stage in enumerate(todo, 1):
+        ident = (stage.kind, stage.key)
+        upstream_failed = [dep for dep in stage.deps.values() if (dep.kind, dep.key) in set(failed) | blocked]
+        if upstream_failed:
+            blocked.add(ident)
+            log(f"[{n}/{len(todo)}] {stage.kind} {stage.key[:16]} skipped: it reads the failed stage "
+                f"{upstream_failed[0].kind} {upstream_failed[0].key[:16]}")
+            continue
         state = store.state(stage.kind, stage.key)
         log(f"[{n}/{len(todo)}] {stage.kind} {stage.key[:16]} ({stage.describe})"
             + (" — resuming" if state == "partial" else ""))
         started = time.perf_counter()
-        store.execute(stage.kind, stage.key, stage.material, stage.runtime,
-                      lambda out, stage=stage: WORK[stage.kind](stage, out, ctx))
+        try:
+            store.execute(stage.kind, stage.key, stage.material, stage.runtime,
+                          lambda out, stage=stage: WORK[stage.kind](stage, out, ctx))
+        except Exception as err:  # noqa: BLE001 — recorded, reported in one line, the rest goes on
+            if distributed_run or not keep_going:
+                raise
+            failed[ident] = _failure_line(err)
+            log(f"      FAILED: {failed[ident]} (details: {store.dir(stage.kind, stage.key) / 'status.json'})")
+            continue
         log(f"      done in {_duration(time.perf_counter() - started)}")
         distributed.barrier()
-    return {"ran": len(todo), "skipped": len(graph.stages) - len(todo)}
+    return {"ran": len(todo) - len(failed) - len(blocked), "skipped": len(graph.stages) - len(todo),
+            "failed": {f"{kind} {key[:16]}": line for (kind, key), line in failed.items()},
+            "blocked": len(blocked)}

@@ -32,6 +32,10 @@ REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shar
 PER_SAMPLE = "per_sample.npz"  # per-sample scores an evaluate stage keeps (see _save_per_sample)
 
 
+class SamplingFailed(RuntimeError):
+    """The network produced non-finite samples."""
+
+
 class StageIncomplete(RuntimeError):
     """The stage stopped before finishing (its partial outputs are kept for resuming)."""
 
@@ -177,6 +181,7 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log, init=init):
         raise StageIncomplete("training stopped before its duration; re-run to resume")
     return {"seconds_this_session": round(time.perf_counter() - started, 1),
+            "torch_threads": torch.get_num_threads(),  # CPU results depend on it at float level
             "duration_kimg": stage.runtime["train"]["duration_kimg"], "num_train_images": len(data["images"])}
 
 
@@ -201,6 +206,10 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             onehot = torch.nn.functional.one_hot(classes, net.label_dim).float().to(device)
             denoiser = lambda x, s, onehot=onehot: net(x, s, class_labels=onehot)  # noqa: E731
         x = heun_sample(denoiser, latents.to(device), cfg["steps"], cfg["sigma_min"], cfg["sigma_max"], cfg["rho"])
+        if not bool(torch.isfinite(x).all()):  # uint8 conversion would turn NaN into plausible pixels
+            first = seeds[int(torch.nonzero(~torch.isfinite(x.flatten(1)).all(dim=1))[0])]
+            raise SamplingFailed(f"sample {first} has non-finite pixels: the network outputs NaN or inf "
+                                 f"(see its training's stats.jsonl); no metric is computed on it")
         images.append(model_to_uint8(x.cpu()))
     samples = torch.cat(images)
     fileio.torch_save(out / "samples.pt", {"images": samples})

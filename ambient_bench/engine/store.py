@@ -1,52 +1,140 @@
-"""The run store: one directory per stage key, with a status file and an atomic done marker.
+"""The run store: one directory per stage key, with a status file and a done marker that vouches
+for every output.
 
 Layout::
 
     runs/<stage kind>/<first 16 hex digits of the key>/
         stage.json     the key, what it hashes ("reads") and the full resolved configuration
-        status.json    running / failed / interrupted / done, pid, host, times, error
+        status.json    running / failed / interrupted / done, pid, host, threads, times, error
         summary.json   the stage's result summary (written before DONE)
-        DONE           written last, atomically: its presence means every output is complete
+        DONE           written last, atomically: the key and the size and sha256 of every output
         ...            the stage's own outputs (checkpoints, tensors, images, metrics)
+
+A done stage whose files no longer match its marker (a file cut short, emptied, removed or
+edited after completion) is *corrupt*: sizes are compared whenever the state is asked for,
+hashes by ``verify`` (``plan --verify``, and before a run reads a stage's outputs). A corrupt
+stage is recomputed from scratch, never served.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
+import shutil
 import socket
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
+
 from ambient_bench import fileio
 from ambient_bench.errors import UserError
 
-DONE, STATUS, SUMMARY, STAGE = "DONE", "status.json", "summary.json", "stage.json"
+DONE, STATUS, SUMMARY, STAGE, LOCK = "DONE", "status.json", "summary.json", "stage.json", ".lock"
+_NOT_OUTPUTS = {DONE, STATUS, LOCK}  # bookkeeping that changes after completion (status) or is the marker
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _outputs(d: Path) -> list[Path]:
+    return sorted(p for p in d.rglob("*") if p.is_file() and p.relative_to(d).as_posix() not in _NOT_OUTPUTS
+                  and not p.name.endswith(fileio.TEMP_SUFFIX))
 
 
 class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._verified: set[Path] = set()  # stage folders whose hashes matched in this process
 
     def dir(self, kind: str, key: str) -> Path:
         return self.root / kind / key[:16]
 
-    def state(self, kind: str, key: str) -> str:
-        """'done', 'partial' (started, not finished) or 'missing'."""
+    def _marker(self, d: Path, key: str) -> dict[str, Any] | None:
+        """The done marker's record; None when there is none; {"problem": ...} when it is damaged."""
+        try:
+            text = (d / DONE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as err:
+            return {"problem": f"its done marker {d / DONE} cannot be read ({err})"}
+        if text == key + "\n":  # written before markers listed their files: nothing to compare
+            return {"files": {}}
+        try:
+            record = json.loads(text)
+        except ValueError:
+            return {"problem": f"its done marker {d / DONE} is damaged"}
+        if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("files"), dict):
+            return {"problem": f"its done marker {d / DONE} is damaged or belongs to another stage"}
+        return record
+
+    def problem(self, kind: str, key: str, full: bool = False) -> str | None:
+        """Why a done stage cannot be trusted (naming the file), or None. ``full`` also compares hashes."""
         d = self.dir(kind, key)
-        if (d / DONE).is_file():
-            return "done"
+        record = self._marker(d, key)
+        if record is None:
+            return None
+        if "problem" in record:
+            return record["problem"]
+        for name, (size, digest) in record["files"].items():
+            path = d / name
+            if not path.is_file():
+                return f"{path} is missing"
+            if path.stat().st_size != size:
+                return f"{path} has {path.stat().st_size} bytes, {size} when the stage finished"
+            if full and d not in self._verified and _sha256(path) != digest:
+                return f"{path} changed after the stage finished (sha256 differs)"
+        if full:
+            self._verified.add(d)
+        return None
+
+    def state(self, kind: str, key: str) -> str:
+        """'done', 'corrupt' (done, but an output no longer matches), 'partial' (started, not finished)
+        or 'missing'."""
+        d = self.dir(kind, key)
+        if (d / DONE).exists():
+            return "corrupt" if self.problem(kind, key) else "done"
         return "partial" if d.exists() else "missing"
 
+    def verify(self, kind: str, key: str) -> str | None:
+        """Hash check of a done stage (once per process): the problem, or None."""
+        return self.problem(kind, key, full=True)
+
+    def discard(self, kind: str, key: str) -> None:
+        """Remove a stage's outputs so that it runs from scratch (a corrupt stage, or one that read one)."""
+        d = self.dir(kind, key)
+        if d.exists():
+            trash = d.with_name(f".discarded-{d.name}-{os.getpid()}")
+            os.replace(d, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        self._verified.discard(d)
+
     def summary(self, kind: str, key: str) -> dict[str, Any]:
-        return json.loads((self.dir(kind, key) / SUMMARY).read_text())
+        path = self.dir(kind, key) / SUMMARY
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UserError(f"stage {kind} {key[:16]}: {path} cannot be read ({type(err).__name__}); "
+                            f"re-run the suite to recompute the stage") from None
 
     def _status(self, d: Path, state: str, **extra: Any) -> None:
         status = {"state": state, "pid": os.getpid(), "host": socket.gethostname(),
+                  "torch_threads": torch.get_num_threads(),  # float results depend on it
                   "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra}
         fileio.write_json(d / STATUS, status)
+
+    def _seal(self, d: Path, key: str) -> None:
+        files = {p.relative_to(d).as_posix(): [p.stat().st_size, _sha256(p)] for p in _outputs(d)}
+        fileio.write_json(d / DONE, {"key": key, "files": files})
+        self._verified.add(d)
 
     def execute(self, kind: str, key: str, material: dict[str, Any], resolved: dict[str, Any],
                 work: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
@@ -57,14 +145,16 @@ class RunStore:
         """
         d = self.dir(kind, key)
         d.mkdir(parents=True, exist_ok=True)
-        with open(d / ".lock", "w") as lock:
+        with open(d / LOCK, "w") as lock:
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 raise UserError(f"stage {kind} {key[:16]} is being run by another process ({d}); "
                                 f"wait for it to finish or stop it") from None
-            if (d / DONE).is_file():  # finished by another process while we waited
+            if self.state(kind, key) == "done":  # finished by another process while we waited
                 return self.summary(kind, key)
+            for orphan in [p for p in d.rglob(f".*{fileio.TEMP_SUFFIX}") if p.is_file()]:
+                orphan.unlink(missing_ok=True)  # left by a killed writer; we hold the lock
             fileio.write_json(d / STAGE, {"kind": kind, "key": key, "reads": material, "resolved": resolved})
             started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self._status(d, "running", started=started)
@@ -78,6 +168,6 @@ class RunStore:
                              traceback=traceback.format_exc())
                 raise
             fileio.write_json(d / SUMMARY, summary)
-            fileio.write_text(d / DONE, key + "\n")
+            self._seal(d, key)
             self._status(d, "done", started=started)
             return summary

@@ -58,7 +58,7 @@ class AmbientO(Method):
         "sigma_min": Param(None, "fixed: sigma_min of every corrupted sample; quality: of every image outside "
                                  "the top fraction", ge=0, nullable=True),
         "s_max": Param(4.0, "buffer: corrupted samples only where sigma²/(sigma²-sigma_min²) < s_max "
-                            "(.inf = no buffer)", gt=1),
+                            "(.inf = no buffer)", gt=1, allow_inf=True),
         # the loss ablations of the paper's Table 6 (with s_max above: the buffer)
         "ambient_weight": Param("full", "loss weight of corrupted samples: full = lambda_amb = "
                                         "sigma⁴/(sigma²-sigma_min²)² (paper), none = 1", kind=str,
@@ -114,6 +114,21 @@ class AmbientO(Method):
         if values["ambient_weight"] == "none" and values["weight_clip"] is not None:
             return "weight_clip", "ambient_weight: none has no weight to clip; remove weight_clip"
         return None
+
+    @classmethod
+    def unused_params(cls, values: dict[str, Any]) -> dict[str, str]:
+        by_annotation = {"classifier": ("classifier", "classifier_pool", "num_sigmas", "trials", "ema_span", "epsilon",
+                                        "annotate_seed", "annotate_batch", "annotate_compile"),
+                         "quality": tuple(name for name in cls.params if name.startswith("quality_"))}
+        why = f"annotate: {values['annotate']}"
+        unused = {name: why for annotate, names in by_annotation.items() if values["annotate"] != annotate
+                  for name in names}
+        if values["annotate"] == "quality" and not values["quality_patch_sizes"]:
+            unused.update(dict.fromkeys(("quality_patch_top_fraction", "quality_patch_table"),
+                                        "quality_patch_sizes: []"))
+        if values["ambient_weight"] == "none":
+            unused["weight_clip"] = "ambient_weight: none"
+        return unused
 
     def check(self) -> None:
         if self.p.annotate == "quality":  # missing CLIP weights fail at plan time, not after the mixing

@@ -38,7 +38,7 @@ from ambient_bench.components import ImageSet, Metric
 from ambient_bench.errors import UserError
 from ambient_bench.metrics import features
 from ambient_bench.metrics.fd_dinov2 import EXTRACTOR as DINOV2, PREPROCESSING, dinov2_protocol, require_weights, \
-    weights_sha256
+    weights_path, weights_sha256
 from ambient_bench.params import Param
 from ambient_bench.registry import register_metric
 
@@ -96,7 +96,7 @@ class FeatureMetric(Metric):
         "features": Param(DINOV2, "torch-fidelity feature extractor", kind=str),
         "weights": Param(None, "weights file of the extractor (null: its default; for "
                                f"{DINOV2}: $TORCH_HOME/hub/checkpoints/dinov2_vitl14_pretrain.pth)",
-                         kind=str, nullable=True),
+                         kind=str, nullable=True, semantic=False),  # its sha256 enters keys instead
         "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
         "batch": Param(64, "images per forward pass", kind=int, ge=1, semantic=False),
     }
@@ -110,6 +110,13 @@ class FeatureMetric(Metric):
             require_weights(self.p.weights, "vitl14")
         elif self.p.weights:
             features.require_file(Path(self.p.weights), f"{self.name} ({self.p.features})", "its source")
+
+    def content_identity(self) -> dict[str, Any]:
+        path = (Path(self.p.weights).expanduser() if self.p.weights else
+                weights_path(None, "vitl14") if self.p.features == DINOV2 else None)
+        if path is None:
+            return {}
+        return {"weights_sha256": weights_sha256(path) if path.is_file() else "missing"}
 
     def _weights(self) -> str | None:
         if self.p.features == DINOV2:  # a resolved path: the extractor never guesses a default on its own

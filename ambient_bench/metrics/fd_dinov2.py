@@ -210,13 +210,17 @@ class FDDinoV2(Metric):
         "arch": Param(PAPER_ARCH, "DINOv2 backbone; only vitl14 is the paper's FD_DINOv2", kind=str,
                       choices=tuple(ARCHS)),
         "weights": Param(None, "original DINOv2 checkpoint (null: $TORCH_HOME/hub/checkpoints/"
-                               "dinov2_<arch>_pretrain.pth)", kind=str, nullable=True),
+                               "dinov2_<arch>_pretrain.pth)", kind=str, nullable=True, semantic=False),
         "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
         "batch": Param(64, "images per forward pass", kind=int, ge=1, semantic=False),
     }
 
     def check(self) -> None:
         require_weights(self.p.weights, self.p.arch)
+
+    def content_identity(self) -> dict[str, Any]:
+        path = weights_path(self.p.weights, self.p.arch)
+        return {"weights_sha256": weights_sha256(path) if path.is_file() else "missing"}
 
     def compute(self, samples: torch.Tensor, reference: ImageSet, setup_dir: Path,
                 cache_dir: Path) -> dict[str, float]:

@@ -58,6 +58,22 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
+def require_safe_weights(path: Path) -> Path:
+    """``path`` once it has loaded as tensors only (``weights_only``); a file that asks to run code, or
+    is not a checkpoint, is a UserError naming it. For weights a library then loads without that
+    guard (torch-fidelity's Inception). Remembered per (path, size, mtime)."""
+    stat = Path(path).stat()
+    _check_safe(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return Path(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _check_safe(path: str, size: int, mtime_ns: int) -> None:
+    from ambient_bench import fileio
+
+    fileio.torch_load(Path(path), what="weights file")
+
+
 _LAST: dict[tuple, np.ndarray] = {}  # the last extraction: FID and KID of one sample set share it
 
 

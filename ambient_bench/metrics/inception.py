@@ -66,8 +66,9 @@ COMMON = {
     "device": Param("auto", "where the extractor runs: auto = CUDA when present", kind=str,
                     choices=("auto", "cpu", "cuda"), semantic=False),
     "batch": Param(64, "images per extractor batch", kind=int, ge=1, semantic=False),
+    # the file's sha256 enters keys (content_identity), not where it lies
     "weights": Param(None, f"path of {WEIGHTS_FILE}; default $TORCH_HOME/hub/checkpoints/{WEIGHTS_FILE}",
-                     kind=str, nullable=True),
+                     kind=str, nullable=True, semantic=False),
 }
 
 
@@ -82,10 +83,14 @@ class InceptionMetric(Metric):
     def check(self) -> None:
         require_weights(self.weights_path(), f"metric '{self.name}'", explicit=bool(self.p.weights))
 
+    def content_identity(self) -> dict[str, Any]:
+        path = self.weights_path()
+        return {"weights_sha256": weights_sha256(path) if path.is_file() else "missing"}
+
     def features(self, samples: torch.Tensor, reference: ImageSet, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         """(generated, reference) N×2048 pool3 features; the reference side through the cache."""
         self.check()
-        path = self.weights_path()
+        path = features.require_safe_weights(self.weights_path())  # torch-fidelity loads it unguarded
         device = features.resolve_metric_device(self.p.device)
         # an explicit path: torch-fidelity never downloads; verbose=False: no "Creating feature extractor" lines
         kwargs = {"feature_extractor_weights_path": str(path), "verbose": False}

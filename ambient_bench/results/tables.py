@@ -24,7 +24,7 @@ import pandas as pd
 from ambient_bench.config import yamlio
 from ambient_bench.config.schema import Section
 from ambient_bench.errors import UserError
-from ambient_bench.params import Param, ParamError, resolve_params
+from ambient_bench.params import Param, ParamError, check_name, resolve_params
 from ambient_bench.results.reference import RefTable, canonical, reference_table
 
 VALUE = Section("values entry", {
@@ -47,7 +47,7 @@ _PART = {
 PARAM_COLUMN = Section("params entry", {
     **_PART, "before": Param(False, "show this column before the row label", kind=bool)})
 SPEC = {
-    "id": Param(help="file name of the rendered table", kind=str),
+    "id": Param(help="file name of the rendered table", kind=str, check=check_name),
     "title": Param(help="caption", kind=str),
     "rows": Param(kind=Section("rows", {
         **_PART,

@@ -32,6 +32,28 @@ from ambient_bench.training.stream import AdmissibleStream
 CHECKPOINT, NETWORK = "checkpoint.pt", "network.pt"
 
 
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient or weight: the stage stops (its message is the one-line reason)."""
+
+
+def check_finite_loss(per_sample: torch.Tensor, sigma: torch.Tensor, step: int) -> None:
+    """Stop at the first step whose loss is not finite, naming the noise level of the sample."""
+    flat = per_sample.detach().reshape(len(per_sample), -1).float().sum(dim=1)
+    bad = ~torch.isfinite(flat)
+    if bool(bad.any()):
+        where = int(torch.nonzero(bad)[0])
+        raise TrainingDiverged(f"training diverged at step {step}: the loss is {float(flat[where])} for a sample at "
+                               f"σ = {float(sigma[where]):.4g}; lower train.lr, or set train.grad_clip")
+
+
+def check_finite_weights(net: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
+    for what, module in (("weight", net), ("EMA weight", ema)):
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise TrainingDiverged(f"training diverged by step {step}: {what} {name} is not finite; "
+                                       f"lower train.lr, or set train.grad_clip")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -108,15 +130,18 @@ def save_checkpoint(run_dir: Path, step: int, net: torch.nn.Module, ema: torch.n
 
 def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
                    cfg: dict[str, Any], step: int) -> float:
-    """One update: warm-up learning rate, non-finite gradients zeroed, optional clipping, EMA; returns the lr."""
+    """One update: warm-up learning rate, optional clipping, EMA; returns the lr. A non-finite gradient stops
+    training (TrainingDiverged): zeroing it, as EDM does, would hide a diverged run behind finite numbers."""
     lr = learning_rate(cfg, step * cfg["batch"])
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad(set_to_none=True)
     loss.backward()
-    for p in net.parameters():
-        if p.grad is not None:
-            torch.nan_to_num_(p.grad, nan=0.0, posinf=0.0, neginf=0.0)
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+        name = next(n for n, p in net.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
+        raise TrainingDiverged(f"training diverged at step {step}: the gradient of {name} is not finite "
+                               f"(lr {lr:g}); lower train.lr or set train.grad_clip")
     if cfg["grad_clip"] is not None:
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
     opt.step()
@@ -255,7 +280,9 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 loss = ambient_edm_loss(lambda x, s: forward(x, s, augment_labels=labels, class_labels=onehot),
                                         x0.contiguous(memory_format=layout), z_all[idx],
                                         sigma.float().to(device), sigma_n.float().to(device), eps.to(device),
-                                        cfg["sigma_data"], weight_clip=weight_clip).mean()
+                                        cfg["sigma_data"], weight_clip=weight_clip)
+            check_finite_loss(loss, sigma, step)
+            loss = loss.mean()
             lr = optimizer_step(net, ema, opt, loss.float(), cfg, step)
 
             step += 1
@@ -269,6 +296,8 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                     stats_file.write(json.dumps(stats) + "\n")
                     stats_file.flush()
                 progress.set_postfix(loss=f"{stats['loss']:.3f}")
+            if step in snapshots or step % ckpt_every == 0 or step == total or step == stop_at_step:
+                check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
             if step in snapshots and main:
                 fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
                                   _network_record(ema, net_cfg, channels, cfg=cfg, resolution=resolution, steps=step))
