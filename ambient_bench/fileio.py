@@ -8,6 +8,7 @@ numbers, strings and containers only.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -45,10 +46,19 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise
 
 
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def remove_orphan_temps(folder: Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in ``folder`` (not below it); those removed."""
+    """Delete the temporary files a killed writer left in ``folder`` and below; those removed. Only for a
+    folder no live writer uses (a stage folder under its lock)."""
     removed = []
-    for path in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+    for path in Path(folder).rglob(f".*{TEMP_SUFFIX}"):
         if path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)

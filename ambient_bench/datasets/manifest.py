@@ -30,14 +30,6 @@ def forget() -> None:
     _MEMO.clear()
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def file_hashes(root: Path, files: Sequence[Path]) -> list[str]:
     """sha256 of each file (all under ``root``), re-read only when its size or mtime changed."""
     root = Path(root).absolute()
@@ -53,7 +45,7 @@ def file_hashes(root: Path, files: Sequence[Path]) -> list[str]:
         stat = Path(path).stat()
         entry = cached.get(rel)
         if not (isinstance(entry, list) and len(entry) == 3 and entry[:2] == [stat.st_size, stat.st_mtime_ns]):
-            entry = [stat.st_size, stat.st_mtime_ns, _sha256(Path(path))]
+            entry = [stat.st_size, stat.st_mtime_ns, fileio.sha256_file(Path(path))]
         fresh[rel] = entry
         hashes.append(entry[2])
     if fresh != {k: cached.get(k) for k in fresh}:

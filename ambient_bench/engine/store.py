@@ -18,7 +18,6 @@ stage is recomputed from scratch, never served.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -35,14 +34,6 @@ from ambient_bench.errors import UserError
 
 DONE, STATUS, SUMMARY, STAGE, LOCK = "DONE", "status.json", "summary.json", "stage.json", ".lock"
 _NOT_OUTPUTS = {DONE, STATUS, LOCK}  # bookkeeping that changes after completion (status) or is the marker
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _outputs(d: Path) -> list[Path]:
@@ -90,7 +81,7 @@ class RunStore:
                 return f"{path} is missing"
             if path.stat().st_size != size:
                 return f"{path} has {path.stat().st_size} bytes, {size} when the stage finished"
-            if full and d not in self._verified and _sha256(path) != digest:
+            if full and d not in self._verified and fileio.sha256_file(path) != digest:
                 return f"{path} changed after the stage finished (sha256 differs)"
         if full:
             self._verified.add(d)
@@ -132,7 +123,7 @@ class RunStore:
         fileio.write_json(d / STATUS, status)
 
     def _seal(self, d: Path, key: str) -> None:
-        files = {p.relative_to(d).as_posix(): [p.stat().st_size, _sha256(p)] for p in _outputs(d)}
+        files = {p.relative_to(d).as_posix(): [p.stat().st_size, fileio.sha256_file(p)] for p in _outputs(d)}
         fileio.write_json(d / DONE, {"key": key, "files": files})
         self._verified.add(d)
 
@@ -153,8 +144,7 @@ class RunStore:
                                 f"wait for it to finish or stop it") from None
             if self.state(kind, key) == "done":  # finished by another process while we waited
                 return self.summary(kind, key)
-            for orphan in [p for p in d.rglob(f".*{fileio.TEMP_SUFFIX}") if p.is_file()]:
-                orphan.unlink(missing_ok=True)  # left by a killed writer; we hold the lock
+            fileio.remove_orphan_temps(d)  # left by a killed writer; we hold the lock
             fileio.write_json(d / STAGE, {"kind": kind, "key": key, "reads": material, "resolved": resolved})
             started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self._status(d, "running", started=started)
