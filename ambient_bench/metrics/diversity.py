@@ -121,6 +121,8 @@ class FeatureMetric(Metric):
     def _weights(self) -> str | None:
         if self.p.features == DINOV2:  # a resolved path: the extractor never guesses a default on its own
             return str(require_weights(self.p.weights, "vitl14"))
+        if self.p.weights:  # torch-fidelity's own extractors load their weights unguarded
+            features.require_safe_weights(Path(self.p.weights).expanduser())
         return self.p.weights
 
     def _layer(self) -> str:

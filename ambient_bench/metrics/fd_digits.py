@@ -111,6 +111,8 @@ class FDDigits(Metric):
                 cache_dir: Path) -> dict[str, float]:
         weights = setup_dir / CLASSIFIER
         cache_name = f"ref-{reference.content_hash()[:16]}-w{features.file_sha256(weights)[:16]}"
+        for cached in Path(cache_dir).glob(f"{cache_name}*.pt"):  # torch-fidelity loads its cache unguarded
+            features.require_safe_weights(cached)
         result = torch_fidelity.calculate_metrics(
             input1=features.TensorImages(samples), input2=features.TensorImages(reference.images), fid=True, cuda=False,
             feature_extractor=EXTRACTOR, feature_extractor_weights_path=str(weights),
