@@ -1,4 +1,4 @@
-"""Command line: ``python -m ambient_bench {run,plan,list,tables,show,standins,index} ...``.
+"""Command line: ``python -m ambient_bench {run,plan,status,list,tables,show,standins,index} ...``.
 
 Bad input (a typo in a suite, an unknown component, a missing file) prints one line
 ``error: ...`` and exits with code 2 before anything is written.
@@ -6,6 +6,7 @@ Bad input (a typo in a suite, an unknown component, a missing file) prints one l
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -17,8 +18,12 @@ from ambient_bench.errors import UserError
 KINDS = ("corruption", "dataset", "method", "metric")
 
 
+_PREFIX = ""  # "[w1] " in a worker of `run --workers N`, so their interleaved lines can be told apart
+
+
 def _print(*args: object) -> None:
-    print(*args, flush=True)
+    text = " ".join(map(str, args))
+    print("\n".join(_PREFIX + line for line in text.split("\n")) if _PREFIX else text, flush=True)
 
 
 def _load(args: argparse.Namespace):
@@ -136,7 +141,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print(f"--expect-cached: {len(missing)} stages are not done, e.g. {missing[0].kind} "
                    f"{missing[0].key[:16]} ({missing[0].describe})")
             return 1
-    report = execute(graph, store, log=_print, keep_going=not args.fail_fast)
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: needs at least 1 worker")
+    if args.worker:  # one of --workers N: execute only; the parent writes the results
+        report = execute(graph, store, log=_print, keep_going=not args.fail_fast)
+        return 1 if report["failed"] else 0
+    if args.workers > 1:
+        report = _run_workers(args, graph, store)
+    else:
+        report = execute(graph, store, log=_print, keep_going=not args.fail_fast)
     results_dir = _results(args, suite)
     frame = collect(suite, graph, store)
     written = []
@@ -156,6 +169,97 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print(f"  {stage}: {line}")
         return 1
     return 0
+
+
+def _run_workers(args: argparse.Namespace, graph, store) -> dict:
+    """``run --workers N``: N worker processes on the same run store (each with 1/N of the CPU threads,
+    or one GPU each when CUDA_VISIBLE_DEVICES lists several); the report of what they did together."""
+    import os
+    import subprocess
+    import time
+
+    from ambient_bench.engine.runner import failures_since
+
+    began = time.time()
+    before = {(s.kind, s.key) for s in graph.stages if store.state(s.kind, s.key) == "done"}
+    gpus = [g for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    threads = max(1, (os.cpu_count() or 1) // args.workers)
+    command = [sys.executable, "-m", "ambient_bench", "run", args.suite, *args.overrides, "--runs", args.runs,
+               "--profile", args.profile, "--worker", *(["--fail-fast"] if args.fail_fast else [])]
+    procs = []
+    for i in range(args.workers):
+        env = {**os.environ, "AMBIENT_BENCH_THREADS": str(threads), "AMBIENT_BENCH_WORKER": str(i)}
+        if len(gpus) > 1:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        procs.append(subprocess.Popen(command, env=env))
+    _print(f"started {args.workers} workers ({threads} CPU threads each"
+           + (f", one GPU each of {','.join(gpus)}" if len(gpus) > 1 else "") + ")")
+    try:
+        for proc in procs:
+            proc.wait()
+    except KeyboardInterrupt:
+        for proc in procs:
+            proc.wait()
+        raise
+    failed, blocked = failures_since(graph, store, began)
+    now = {(s.kind, s.key) for s in graph.stages if store.state(s.kind, s.key) == "done"}
+    return {"ran": len(now - before), "skipped": len(before), "failed": failed, "blocked": blocked}
+
+
+def _progress(stage, store) -> str:
+    """How far a running stage is, where it says (training: kimg of its stats.jsonl)."""
+    import json
+
+    stats = store.dir(stage.kind, stage.key) / "stats.jsonl"
+    if stage.kind != "train" or not stats.is_file():
+        return ""
+    lines = stats.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    try:
+        kimg = json.loads(lines[-1])["kimg"] if lines else 0.0
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f", {kimg:g} of {stage.runtime['train']['duration_kimg']:g} kimg"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    from tabulate import tabulate
+
+    from ambient_bench.engine.locks import describe
+    from ambient_bench.engine.runner import build_graph
+    from ambient_bench.engine.store import RunStore
+
+    suite = _load(args)
+    store = RunStore(_runs(args))
+    rows, counts = [], {}
+    for stage in build_graph(suite).stages:
+        state, status, holder = store.state(stage.kind, stage.key), {}, None
+        detail = ""
+        if state != "done":
+            status = store.status(stage.kind, stage.key)
+            holder = store.holder(stage.kind, stage.key)
+        if state == "done":
+            detail = ""
+        elif holder is not None:
+            state, detail = "running", describe(holder) + _progress(stage, store)
+        elif status.get("job_id") and status.get("state") == "queued":
+            state, detail = "queued", f"job {status['job_id']}, log {status.get('log', '?')}"
+        elif status.get("state") == "failed":
+            state = "failed"
+            detail = (status.get("line") or status.get("error", ""))[:160]
+            detail += f" (log {status['log']})" if status.get("log") else \
+                f" ({store.dir(stage.kind, stage.key) / 'status.json'})"
+        elif state == "partial":
+            since = status.get("updated", "?")
+            detail = f"stopped ({status.get('state', 'unknown')}) at {since}; `run` resumes it"
+        counts[state] = counts.get(state, 0) + 1
+        rows.append({"stage": stage.kind, "key": stage.key[:16], "state": state, "what": stage.describe,
+                     "detail": detail})
+    _print(f"suite {suite.name}: {len(rows)} stages; runs in {store.root}/ ({time.strftime('%H:%M:%S')})")
+    _print(tabulate(rows, headers="keys", tablefmt="simple"))
+    _print("totals: " + ", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
+    return 0 if counts.get("done", 0) == len(rows) else 1
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
@@ -283,11 +387,23 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--results", help="results directory (default: the suite's results_dir)")
             p.add_argument("--expect-cached", action="store_true",
                            help="run nothing and exit 1 unless every stage is already done (for CI)")
-            p.add_argument("--fail-fast", action="store_true",
-                           help="stop at the first failed stage (default: run every stage that does not read it)")
+            policy = p.add_mutually_exclusive_group()
+            policy.add_argument("--keep-going", action="store_true",
+                                help="after a failed stage, run every stage that does not read it (the default)")
+            policy.add_argument("--fail-fast", action="store_true", help="stop at the first failed stage")
+            p.add_argument("--workers", type=int, default=1,
+                           help="worker processes sharing the run store (each 1/N of the CPU threads, or one GPU "
+                                "each of CUDA_VISIBLE_DEVICES); other `run` commands on the same store join in too")
+            p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
         if name == "plan":
             p.add_argument("--verify", action="store_true",
                            help="also compare the sha256 of every done stage's outputs with its done marker")
+    p = sub.add_parser("status", help="per stage: done / running (where, since when, progress) / queued / "
+                                      "failed (reason, log) / missing; exit 0 only when every stage is done")
+    p.add_argument("suite")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--runs", default="runs", help="run store directory (default: runs)")
+    p.add_argument("--profile", default="full", choices=PROFILES)
     p = sub.add_parser("list", help="registered components and their parameters")
     p.add_argument("kind", nargs="?", help=f"one of {', '.join(KINDS)}")
     p = sub.add_parser("tables", help="re-render a suite's tables from its stored results")
@@ -323,8 +439,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.overrides = [*args.overrides, *extra]
     retain_freed_memory()  # CPU forward passes would otherwise page-fault their activations in each time
-    handler = {"run": cmd_run, "plan": cmd_plan, "list": cmd_list, "tables": cmd_tables, "show": cmd_show,
-               "standins": cmd_standins, "index": cmd_index}[args.command]
+    threads = os.environ.get("AMBIENT_BENCH_THREADS")
+    if threads:  # a worker of `run --workers N` gets its share of the cores
+        import torch
+
+        torch.set_num_threads(int(threads))
+    worker = os.environ.get("AMBIENT_BENCH_WORKER")
+    if worker is not None and getattr(args, "worker", False):
+        global _PREFIX
+        _PREFIX = f"[w{worker}] "
+    handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "list": cmd_list, "tables": cmd_tables,
+               "show": cmd_show, "standins": cmd_standins, "index": cmd_index}[args.command]
     try:
         return handler(args)
     except UserError as err:

@@ -11,7 +11,7 @@ from ambient_bench.config.suite import Suite
 from ambient_bench.engine.cells import Stage, cell_stages
 from ambient_bench.engine.stages import WORK, Context
 from ambient_bench.engine.keys import canonical_json
-from ambient_bench.engine.store import RunStore
+from ambient_bench.engine.store import RunStore, StageBusy
 from ambient_bench.config.schema import brief_label
 from ambient_bench.datasets import manifest
 from ambient_bench.errors import UserError
@@ -190,55 +190,120 @@ def _failure_line(err: BaseException) -> str:
     return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}"
 
 
+POLL_SECONDS = 2.0  # how often a worker with nothing ready looks again
+
+
 def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
             keep_going: bool = True) -> dict[str, Any]:
     """Run every stage that is not done; returns counts of ran / skipped stages and the failures.
 
-    A stage that raises is recorded as failed (its status.json keeps the traceback); with
-    ``keep_going`` every stage that does not depend on it still runs, otherwise the error is
-    raised. Under torchrun (see training/distributed.py) rank 0 runs every stage; the other ranks
-    run only the training stages beside it, and every rank waits for the others after each stage
-    (a failure there stops every rank).
+    Any number of processes may run this on the same graph and store at once (``run --workers``,
+    or several ``run`` commands, on one machine or several sharing the filesystem): each takes
+    the next stage whose inputs are done and that no live process holds, waits only when nothing
+    is ready, and returns when every stage is done or cannot run. A stage that raises is recorded
+    as failed (its status.json keeps the traceback, so every worker sees it); with ``keep_going``
+    every stage that does not read it still runs, otherwise the error is raised.
+
+    Under torchrun (training/distributed.py) rank 0 runs every stage in order and the other ranks
+    join the training stages; a failure there stops every rank.
     """
+    if distributed.world_size() > 1:
+        return _execute_ranks(graph, store, log)
+    began = time.time()
+    recompute_corrupt(graph, store, log)
     ctx = Context(store=store, log=log)
-    distributed_run = distributed.world_size() > 1
-    if not distributed_run:
-        recompute_corrupt(graph, store, log)
-    todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
-    if distributed_run:
-        distributed.barrier()  # every rank has its to-do list before rank 0 changes the store
-        if not distributed.is_main():
-            for stage in todo:
-                if stage.kind == "train":
-                    WORK[stage.kind](stage, store.dir(stage.kind, stage.key), Context(store=store, log=_quiet))
-                distributed.barrier()
-            return {"ran": len(todo), "skipped": len(graph.stages) - len(todo), "failed": {}}
-    log(f"{len(graph.stages)} stages: {len(graph.stages) - len(todo)} done, {len(todo)} to run")
+    pending = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
+    skipped = len(graph.stages) - len(pending)
+    log(f"{len(graph.stages)} stages: {skipped} done, {len(pending)} to run")
     failed: dict[tuple[str, str], str] = {}   # (kind, key) → one line
     blocked: set[tuple[str, str]] = set()
-    for n, stage in enumerate(todo, 1):
-        ident = (stage.kind, stage.key)
-        upstream_failed = [dep for dep in stage.deps.values() if (dep.kind, dep.key) in set(failed) | blocked]
-        if upstream_failed:
-            blocked.add(ident)
-            log(f"[{n}/{len(todo)}] {stage.kind} {stage.key[:16]} skipped: it reads the failed stage "
-                f"{upstream_failed[0].kind} {upstream_failed[0].key[:16]}")
-            continue
-        state = store.state(stage.kind, stage.key)
-        log(f"[{n}/{len(todo)}] {stage.kind} {stage.key[:16]} ({stage.describe})"
-            + (" — resuming" if state == "partial" else ""))
+    ran, waiting_since = 0, None
+    while pending:
+        progressed = False
+        for stage in list(pending):
+            ident = (stage.kind, stage.key)
+            if store.state(stage.kind, stage.key) == "done":  # done by another worker
+                pending.remove(stage)
+                continue
+            bad = [dep for dep in stage.deps.values() if (dep.kind, dep.key) in set(failed) | blocked]
+            if bad:
+                blocked.add(ident)
+                pending.remove(stage)
+                log(f"[{stage.kind} {stage.key[:16]}] not run: it reads the failed stage "
+                    f"{bad[0].kind} {bad[0].key[:16]}")
+                continue
+            if any(store.state(dep.kind, dep.key) != "done" for dep in stage.deps.values()):
+                continue  # not ready yet (another worker is on its inputs)
+            status = store.status(stage.kind, stage.key)
+            if status.get("state") == "failed" and float(status.get("failed_at", 0)) >= began:
+                failed[ident] = status.get("line") or status.get("error", "failed")  # failed in another worker
+                pending.remove(stage)
+                continue
+            if store.holder(stage.kind, stage.key) is not None:
+                continue  # another live worker has it
+            resuming = store.state(stage.kind, stage.key) == "partial"
+            started = time.perf_counter()
+            try:
+                store.execute(stage.kind, stage.key, stage.material, stage.runtime,
+                              lambda out, stage=stage, resuming=resuming: _announce(stage, resuming, log) or
+                              WORK[stage.kind](stage, out, ctx))
+            except StageBusy:
+                continue  # taken by another worker between our look and our lock
+            except Exception as err:  # noqa: BLE001 — recorded, reported in one line, the rest goes on
+                if not keep_going:
+                    raise
+                failed[ident] = _failure_line(err)
+                log(f"      FAILED: {failed[ident]} (details: {store.dir(stage.kind, stage.key) / 'status.json'})")
+            else:
+                ran += 1
+                log(f"      done in {_duration(time.perf_counter() - started)}")
+            pending.remove(stage)
+            progressed = True
+            break  # look again from the start: the stages this one unblocked come first
+        if pending and not progressed:
+            if waiting_since is None:
+                waiting_since = time.perf_counter()
+                log(f"waiting: {len(pending)} stages are held by other workers or wait for their inputs")
+            time.sleep(POLL_SECONDS)
+        elif progressed:
+            waiting_since = None
+    return {"ran": ran, "skipped": skipped, "blocked": len(blocked),
+            "failed": {f"{kind} {key[:16]}": line for (kind, key), line in failed.items()}}
+
+
+def failures_since(graph: Graph, store: RunStore, began: float) -> tuple[dict[str, str], int]:
+    """Stages that failed since ``began`` (any worker) → their one line; and how many stages are not
+    done because they read one."""
+    failed = {(s.kind, s.key): store.status(s.kind, s.key) for s in graph.stages
+              if store.state(s.kind, s.key) != "done"}
+    failed = {ident: st.get("line") or st.get("error", "failed") for ident, st in failed.items()
+              if st.get("state") == "failed" and float(st.get("failed_at", 0)) >= began}
+    below = _descendants(graph, set(failed)) - set(failed)
+    blocked = sum(1 for s in graph.stages if (s.kind, s.key) in below and store.state(s.kind, s.key) != "done")
+    return {f"{kind} {key[:16]}": line for (kind, key), line in failed.items()}, blocked
+
+
+def _announce(stage: Stage, resuming: bool, log: Callable[[str], None]) -> None:
+    log(f"[{stage.kind} {stage.key[:16]}] {stage.describe}" + (" — resuming" if resuming else ""))
+
+
+def _execute_ranks(graph: Graph, store: RunStore, log: Callable[[str], None]) -> dict[str, Any]:
+    """Under torchrun: rank 0 runs every stage in order, the others join the training stages, and every
+    rank waits for the others after each stage."""
+    todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
+    distributed.barrier()  # every rank has its to-do list before rank 0 changes the store
+    if not distributed.is_main():
+        for stage in todo:
+            if stage.kind == "train":
+                WORK[stage.kind](stage, store.dir(stage.kind, stage.key), Context(store=store, log=_quiet))
+            distributed.barrier()
+        return {"ran": len(todo), "skipped": len(graph.stages) - len(todo), "failed": {}, "blocked": 0}
+    ctx = Context(store=store, log=log)
+    log(f"{len(graph.stages)} stages: {len(graph.stages) - len(todo)} done, {len(todo)} to run")
+    for stage in todo:
         started = time.perf_counter()
-        try:
-            store.execute(stage.kind, stage.key, stage.material, stage.runtime,
-                          lambda out, stage=stage: WORK[stage.kind](stage, out, ctx))
-        except Exception as err:  # noqa: BLE001 — recorded, reported in one line, the rest goes on
-            if distributed_run or not keep_going:
-                raise
-            failed[ident] = _failure_line(err)
-            log(f"      FAILED: {failed[ident]} (details: {store.dir(stage.kind, stage.key) / 'status.json'})")
-            continue
+        store.execute(stage.kind, stage.key, stage.material, stage.runtime,
+                      lambda out, stage=stage: _announce(stage, False, log) or WORK[stage.kind](stage, out, ctx))
         log(f"      done in {_duration(time.perf_counter() - started)}")
         distributed.barrier()
-    return {"ran": len(todo) - len(failed) - len(blocked), "skipped": len(graph.stages) - len(todo),
-            "failed": {f"{kind} {key[:16]}": line for (kind, key), line in failed.items()},
-            "blocked": len(blocked)}
+    return {"ran": len(todo), "skipped": len(graph.stages) - len(todo), "failed": {}, "blocked": 0}

@@ -17,7 +17,6 @@ stage is recomputed from scratch, never served.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -30,10 +29,17 @@ from typing import Any, Callable
 import torch
 
 from ambient_bench import fileio
+from ambient_bench.engine.locks import StageLock, describe
 from ambient_bench.errors import UserError
 
 DONE, STATUS, SUMMARY, STAGE, LOCK = "DONE", "status.json", "summary.json", "stage.json", ".lock"
-_NOT_OUTPUTS = {DONE, STATUS, LOCK}  # bookkeeping that changes after completion (status) or is the marker
+ATTEMPTS = "attempts.log"  # one line per start and end of the stage's work: which worker ran it, when
+# bookkeeping that changes after completion (status, attempts), the lock, or the marker itself
+_NOT_OUTPUTS = {DONE, STATUS, LOCK, ATTEMPTS}
+
+
+class StageBusy(UserError):
+    """Another live process holds the stage's lock."""
 
 
 def _outputs(d: Path) -> list[Path]:
@@ -99,14 +105,23 @@ class RunStore:
         """Hash check of a done stage (once per process): the problem, or None."""
         return self.problem(kind, key, full=True)
 
-    def discard(self, kind: str, key: str) -> None:
-        """Remove a stage's outputs so that it runs from scratch (a corrupt stage, or one that read one)."""
+    def discard(self, kind: str, key: str) -> bool:
+        """Remove a stage's outputs so that it runs from scratch (a corrupt stage, or one that read one),
+        under its lock; False when another live worker holds it (and so is already on it)."""
         d = self.dir(kind, key)
-        if d.exists():
+        if not d.exists():
+            return True
+        lock = StageLock(d / LOCK)
+        if not lock.acquire():
+            return False
+        try:
             trash = d.with_name(f".discarded-{d.name}-{os.getpid()}")
-            os.replace(d, trash)
+            os.replace(d, trash)  # the lock file goes with it
             shutil.rmtree(trash, ignore_errors=True)
+        finally:
+            lock.release()
         self._verified.discard(d)
+        return True
 
     def summary(self, kind: str, key: str) -> dict[str, Any]:
         path = self.dir(kind, key) / SUMMARY
@@ -136,28 +151,54 @@ class RunStore:
         """
         d = self.dir(kind, key)
         d.mkdir(parents=True, exist_ok=True)
-        with open(d / LOCK, "w") as lock:
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UserError(f"stage {kind} {key[:16]} is being run by another process ({d}); "
-                                f"wait for it to finish or stop it") from None
+        lock = StageLock(d / LOCK)
+        if not lock.acquire():
+            holder = lock.holder() or {}
+            raise StageBusy(f"stage {kind} {key[:16]} is being run by {describe(holder)} ({d}); "
+                            f"wait for it to finish or stop it")
+        try:
             if self.state(kind, key) == "done":  # finished by another process while we waited
                 return self.summary(kind, key)
             fileio.remove_orphan_temps(d)  # left by a killed writer; we hold the lock
             fileio.write_json(d / STAGE, {"kind": kind, "key": key, "reads": material, "resolved": resolved})
             started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self._status(d, "running", started=started)
+            self._attempt(d, "start")
             try:
                 summary = work(d)
             except KeyboardInterrupt:
                 self._status(d, "interrupted", started=started)
+                self._attempt(d, "interrupted")
                 raise
             except BaseException as err:
-                self._status(d, "failed", started=started, error=f"{type(err).__name__}: {err}",
-                             traceback=traceback.format_exc())
+                line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                self._status(d, "failed", started=started, error=f"{type(err).__name__}: {err}", line=line,
+                             failed_at=time.time(), traceback=traceback.format_exc())
+                self._attempt(d, "failed")
                 raise
             fileio.write_json(d / SUMMARY, summary)
             self._seal(d, key)
             self._status(d, "done", started=started)
+            self._attempt(d, "done")
             return summary
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _attempt(d: Path, event: str) -> None:
+        with open(d / ATTEMPTS, "a", encoding="utf-8") as f:  # appends of one short line do not interleave
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {event} {socket.gethostname()} {os.getpid()}\n")
+
+    def status(self, kind: str, key: str) -> dict[str, Any]:
+        """The stage's status.json ({} when there is none or it cannot be read)."""
+        try:
+            status = json.loads((self.dir(kind, key) / STATUS).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return status if isinstance(status, dict) else {}
+
+    def holder(self, kind: str, key: str) -> dict[str, Any] | None:
+        """Who holds the stage's lock now, if a live process does."""
+        lock = StageLock(self.dir(kind, key) / LOCK)
+        holder = lock.holder()
+        return None if holder is None or lock.stale(holder) else holder
