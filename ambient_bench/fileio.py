@@ -81,12 +81,26 @@ def torch_save(path: Path, obj: Any) -> None:
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
+def _numpy_array_globals() -> list[Any]:
+    """What a pickled numpy array asks for (torch-fidelity stores its statistics so); an object array's
+    items still pass through the same restricted unpickler."""
+    import numpy as np
+
+    multiarray = getattr(np, "_core", None) or np.core
+    return [multiarray.multiarray._reconstruct, np.ndarray, np.dtype,
+            *[type(np.dtype(t)) for t in ("f4", "f8", "f2", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")]]
+
+
+_NUMPY_ARRAYS = _numpy_array_globals()
+
+
 def torch_load(path: Path, what: str = "stored file") -> Any:
     """A ``.pt`` we wrote (or a weights file a user named): tensors and plain containers only, never
     code. A file that is not one (truncated, or a pickle asking for anything else) is a UserError
     naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_NUMPY_ARRAYS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{what} {path} is missing; delete its stage folder (or re-run) to recompute it") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
