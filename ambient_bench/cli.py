@@ -143,6 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: needs at least 1 worker")
+    if args.launcher != "none":
+        return _launch(args, suite, graph, store)
     if args.worker:  # one of --workers N: execute only; the parent writes the results
         report = execute(graph, store, log=_print, keep_going=not args.fail_fast)
         return 1 if report["failed"] else 0
@@ -169,6 +171,33 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print(f"  {stage}: {line}")
         return 1
     return 0
+
+
+def _launch(args: argparse.Namespace, suite, graph, store) -> int:
+    """``run --launcher slurm|local``: one submitit job per stage (engine/launch.py)."""
+    from ambient_bench.engine.launch import SLURM_DIR, dry_run, submit
+
+    if args.dry_run:
+        if args.launcher != "slurm":
+            raise UserError("--dry-run writes sbatch scripts: use it with --launcher slurm")
+        script = dry_run(graph, store, suite.resources, args.suite, args.overrides, args.profile,
+                         store.root / SLURM_DIR / f"dry-run-{suite.name}", _print)
+        _print(f"wrote the sbatch scripts and {script}; nothing submitted (run it to submit)")
+        return 0
+    jobs = submit(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.launcher, _print)
+    if args.launcher == "slurm":
+        _print(f"submitted {len(jobs)} jobs; follow them with `python -m ambient_bench status {args.suite}`, then "
+               f"`python -m ambient_bench run {args.suite}` writes the results (every stage done: nothing re-runs)")
+        return 0
+    failures = 0
+    for job in jobs:  # the local executor: wait here, then write the results as a run would
+        try:
+            job.result()
+        except Exception:  # noqa: BLE001 — the stage's status.json and the job's log say why
+            failures += 1
+    _print(f"{len(jobs)} local jobs finished, {failures} failed")
+    args.launcher = "none"
+    return cmd_run(args)
 
 
 def _run_workers(args: argparse.Namespace, graph, store) -> dict:
@@ -221,7 +250,15 @@ def _progress(stage, store) -> str:
     return f", {kimg:g} of {stage.runtime['train']['duration_kimg']:g} kimg"
 
 
+def cmd_stage(args: argparse.Namespace) -> int:
+    from ambient_bench.engine.launch import run_stage
+
+    run_stage(args.suite, args.overrides, args.profile, args.runs, args.stage)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    import json
     import time
 
     from tabulate import tabulate
@@ -248,8 +285,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         elif status.get("state") == "failed":
             state = "failed"
             detail = (status.get("line") or status.get("error", ""))[:160]
-            detail += f" (log {status['log']})" if status.get("log") else \
-                f" ({store.dir(stage.kind, stage.key) / 'status.json'})"
+            job = store.dir(stage.kind, stage.key) / "slurm.json"
+            log = json.loads(job.read_text()).get("log") if job.is_file() else None
+            detail += f" (job log {log})" if log else f" ({store.dir(stage.kind, stage.key) / 'status.json'})"
         elif state == "partial":
             since = status.get("updated", "?")
             detail = f"stopped ({status.get('state', 'unknown')}) at {since}; `run` resumes it"
@@ -395,9 +433,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="worker processes sharing the run store (each 1/N of the CPU threads, or one GPU "
                                 "each of CUDA_VISIBLE_DEVICES); other `run` commands on the same store join in too")
             p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
+            p.add_argument("--launcher", default="none", choices=("none", "slurm", "local"),
+                           help="slurm: one submitit job per stage with the suite's resources and afterok "
+                                "dependencies; local: the same jobs on this machine (submitit's local executor)")
+            p.add_argument("--dry-run", action="store_true",
+                           help="with --launcher slurm: write the sbatch scripts and submit.sh, submit nothing")
         if name == "plan":
             p.add_argument("--verify", action="store_true",
                            help="also compare the sha256 of every done stage's outputs with its done marker")
+    p = sub.add_parser("stage", help=argparse.SUPPRESS)  # one stage: the body of a job (engine/launch.py)
+    p.add_argument("suite")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--profile", default="full", choices=PROFILES)
+    p.add_argument("--stage", required=True, help="kind:key (the first 16 hex digits, as `plan` shows)")
     p = sub.add_parser("status", help="per stage: done / running (where, since when, progress) / queued / "
                                       "failed (reason, log) / missing; exit 0 only when every stage is done")
     p.add_argument("suite")
@@ -448,8 +497,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if worker is not None and getattr(args, "worker", False):
         global _PREFIX
         _PREFIX = f"[w{worker}] "
-    handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "list": cmd_list, "tables": cmd_tables,
-               "show": cmd_show, "standins": cmd_standins, "index": cmd_index}[args.command]
+    handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "stage": cmd_stage, "list": cmd_list,
+               "tables": cmd_tables, "show": cmd_show, "standins": cmd_standins, "index": cmd_index}[args.command]
     try:
         return handler(args)
     except UserError as err:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ambient_bench.config import yamlio
 from ambient_bench.config.profiles import apply_profile, check_distinct
+from ambient_bench.config.resources import resolve_resources
 from ambient_bench.config.schema import SECTION_NAMES, resolve_cell, spec_label
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, check_name, resolve_params, suggest
@@ -53,6 +54,8 @@ TOP_LEVEL = {
                          nullable=True),
     "plugins": Param([], "modules or .py files (relative to the suite) that register components",
                      kind=list, item=str),
+    "resources": Param({}, "SLURM resources per stage kind (run --launcher slurm; see config/resources.py)",
+                       kind=dict),
 }
 
 
@@ -86,6 +89,7 @@ class Suite:
     results_dir: Path
     axes: list[str] = field(default_factory=list)
     profile: str = "full"
+    resources: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage kind → SLURM settings
 
 
 class _Tree:
@@ -197,11 +201,22 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
             axes.append((key, grid_path, located))
         products.append(axes)
 
+    resources = copy.deepcopy(top["resources"])
     for text in overrides:
         where = f"command-line override '{text}'"
         key, sep, value_text = text.partition("=")
         if not sep:
             raise UserError(f"{where}: expected key=value, e.g. train.duration_kimg=2")
+        if key.strip().startswith("resources."):  # resources.train.gpus=4
+            parts = key.strip().split(".")
+            if len(parts) != 3 or not all(parts):
+                raise UserError(f"{where}: expected resources.<stage kind>.<setting>=value, "
+                                f"e.g. resources.train.gpus=4")
+            section = resources.setdefault(parts[1], {})
+            if not isinstance(section, dict):
+                raise UserError(f"{where}: resources.{parts[1]} in the suite is not a mapping")
+            section[parts[2]] = yamlio.parse_scalar(value_text)
+            continue
         opath = _dotted(key.strip(), where)
         value = yamlio.parse_scalar(value_text)
         if any(a[1] == opath for axes in products for a in axes):  # a grid axis: replaced in every grid
@@ -272,10 +287,16 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
             raise UserError(f"{at(('tables', i))}: table spec '{table}' not found (paths are relative to "
                             f"the suite file)")
         tables.append(table_path)
+    try:
+        resolved_resources = resolve_resources(resources)
+    except ParamError as err:
+        raise UserError(f"{at(err.key) if err.key[:2] in lines or err.key[:1] in lines else source}: "
+                        f"{'.'.join(map(str, err.key))}: {err.message}") from None
     results_dir = Path(top["results_dir"] or f"results/{top['suite']}")
     axis_names = list(dict.fromkeys(a[0] for axes in products for a in axes))
     return Suite(name=top["suite"], path=path, description=top["description"], cells=cells,
-                 tables=tables, results_dir=results_dir, axes=axis_names, profile=profile)
+                 tables=tables, results_dir=results_dir, axes=axis_names, profile=profile,
+                 resources=resolved_resources)
 
 
 def _with_profile(cells: list[Cell], profile: str, source: str) -> list[Cell]:

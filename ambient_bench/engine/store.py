@@ -34,8 +34,9 @@ from ambient_bench.errors import UserError
 
 DONE, STATUS, SUMMARY, STAGE, LOCK = "DONE", "status.json", "summary.json", "stage.json", ".lock"
 ATTEMPTS = "attempts.log"  # one line per start and end of the stage's work: which worker ran it, when
-# bookkeeping that changes after completion (status, attempts), the lock, or the marker itself
-_NOT_OUTPUTS = {DONE, STATUS, LOCK, ATTEMPTS}
+JOB = "slurm.json"  # the job that runs the stage under --launcher (engine/launch.py)
+# bookkeeping that changes after completion (status, attempts, job), the lock, or the marker itself
+_NOT_OUTPUTS = {DONE, STATUS, LOCK, ATTEMPTS, JOB}
 
 
 class StageBusy(UserError):

@@ -1,0 +1,42 @@
+"""What each kind of stage asks a SLURM cluster for (the suite's ``resources:`` section).
+
+Training gets the most (a node of GPUs, one task per GPU under torch.distributed); classifier
+training, annotation, sampling and evaluation one GPU; mixing none. A suite overrides any of it
+per stage kind, and so does the command line (``resources.train.gpus=4``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ambient_bench.params import Param, ParamError, resolve_params
+
+STAGE_KINDS = ("mix", "classifier", "annotate", "train", "sample", "metric_setup", "evaluate")
+
+
+def _params(gpus: int, cpus: int, mem_gb: int, time_min: int) -> dict[str, Param]:
+    return {
+        "gpus": Param(gpus, "GPUs per node (training: one task per GPU)", kind=int, ge=0, le=64),
+        "nodes": Param(1, "nodes (training across nodes when > 1)", kind=int, ge=1, le=1024),
+        "cpus": Param(cpus, "CPUs per task", kind=int, ge=1, le=1024),
+        "mem_gb": Param(mem_gb, "memory per node, GB", kind=int, ge=1, le=65536),
+        "time_min": Param(time_min, "time limit in minutes", kind=int, ge=1, le=525600),
+        "partition": Param(None, "SLURM partition", kind=str, nullable=True),
+        "account": Param(None, "SLURM account", kind=str, nullable=True),
+        "constraint": Param(None, "SLURM constraint (e.g. a GPU type)", kind=str, nullable=True),
+        "qos": Param(None, "SLURM quality of service", kind=str, nullable=True),
+    }
+
+
+DEFAULTS = {"mix": _params(0, 8, 64, 120), "classifier": _params(1, 8, 64, 1440),
+            "annotate": _params(1, 8, 64, 720), "train": _params(8, 8, 480, 2880),
+            "sample": _params(1, 8, 64, 720), "metric_setup": _params(1, 8, 64, 240),
+            "evaluate": _params(1, 8, 64, 240)}
+
+
+def resolve_resources(given: Any, key: tuple = ("resources",)) -> dict[str, dict[str, Any]]:
+    """The suite's ``resources:`` mapping (stage kind → settings) with every default filled in."""
+    if not isinstance(given, dict):
+        raise ParamError(key, f"expected a mapping of stage kind → settings, got {given!r}")
+    resolve_params({kind: Param({}, kind=dict) for kind in STAGE_KINDS}, given, key, what="'resources'")
+    return {kind: resolve_params(DEFAULTS[kind], given.get(kind) or {}, key + (kind,), what=f"resources of {kind}")
+            for kind in STAGE_KINDS}
