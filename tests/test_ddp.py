@@ -73,3 +73,42 @@ def test_suite_under_torchrun_and_filter_finetune_reuses_the_all_data_model(tmp_
     # two train stages for two cells: the all-data model is filter_finetune's starting point
     assert [(t[2], t[3]) for t in trains] == [("done", "2"), ("done", "1")], plan.stdout
     assert "from the pretrained model" in plan.stdout
+
+
+SAMPLING_SUITE = """
+suite: split_sampling
+defaults:
+  dataset: {name: digits, resolution: 8}
+  mix: {clean_fraction: 1.0}
+  method: clean_only
+  network: {model_channels: 8, channel_mult: [1], num_blocks: 1}
+  train: {batch: 16, duration_kimg: 0.064, checkpoint_kimg: 0.064}
+  sample: {num: 70, steps: 3, batch: 16}
+  evaluate:
+    metrics: [{name: fd_digits, epochs: 1}]
+"""
+
+
+def test_sampling_is_split_across_ranks_and_equals_one_rank(tmp_path):
+    import shutil
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(SAMPLING_SUITE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AMBIENT_BENCH_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "one"),
+                          "--results", str(tmp_path / "r1")], capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    for kind in ("sample", "evaluate"):  # the trained model is kept: only sampling and evaluation run again
+        shutil.rmtree(tmp_path / "two" / kind)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "two"),
+                          "--results", str(tmp_path / "r2")], capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    # 5 batches of 16 seeds (the last of 6): rank 0 takes batches 0, 2, 4 and rank 1 batches 1, 3
+    assert "rank 0 of 2: sampled 38 images (3 of 5 batches)" in two.stdout
+    assert "rank 1 of 2: sampled 32 images (2 of 5 batches)" in two.stdout
+    a = next((tmp_path / "one" / "sample").glob("*/samples.pt")).read_bytes()
+    b = next((tmp_path / "two" / "sample").glob("*/samples.pt")).read_bytes()
+    assert a == b  # bit-identical samples, in seed order
+    assert (tmp_path / "r1" / "results.csv").read_text() == (tmp_path / "r2" / "results.csv").read_text()

@@ -191,6 +191,7 @@ def _failure_line(err: BaseException) -> str:
 
 
 POLL_SECONDS = 2.0  # how often a worker with nothing ready looks again
+SPLIT_KINDS = ("train", "sample")  # stages every rank works on under torchrun
 
 
 def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
@@ -205,7 +206,7 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     every stage that does not read it still runs, otherwise the error is raised.
 
     Under torchrun (training/distributed.py) rank 0 runs every stage in order and the other ranks
-    join the training stages; a failure there stops every rank.
+    join the training and sampling stages; a failure there stops every rank.
     """
     if distributed.world_size() > 1:
         return _execute_ranks(graph, store, log)
@@ -288,13 +289,13 @@ def _announce(stage: Stage, resuming: bool, log: Callable[[str], None]) -> None:
 
 
 def _execute_ranks(graph: Graph, store: RunStore, log: Callable[[str], None]) -> dict[str, Any]:
-    """Under torchrun: rank 0 runs every stage in order, the others join the training stages, and every
+    """Under torchrun: rank 0 runs every stage in order, the others join the training and sampling stages, and every
     rank waits for the others after each stage."""
     todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
     distributed.barrier()  # every rank has its to-do list before rank 0 changes the store
     if not distributed.is_main():
         for stage in todo:
-            if stage.kind == "train":
+            if stage.kind in SPLIT_KINDS:  # rank 0 writes; the others compute their share beside it
                 WORK[stage.kind](stage, store.dir(stage.kind, stage.key), Context(store=store, log=_quiet))
             distributed.barrier()
         return {"ran": len(todo), "skipped": len(graph.stages) - len(todo), "failed": {}, "blocked": 0}

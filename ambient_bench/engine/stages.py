@@ -26,6 +26,7 @@ from ambient_bench.engine.store import RunStore
 from ambient_bench.errors import UserError
 from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
+from ambient_bench.training import distributed
 from ambient_bench.training.loop import resolve_device
 
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
@@ -194,8 +195,14 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     device = resolve_device(cfg["device"])
     kimg = stage.runtime.get("snapshot_kimg")
     net = load_network(ctx.dir(stage.deps["train"]) / (snapshot_name(kimg) if kimg else NETWORK), device)
+    # Under torchrun every rank samples every world-th batch of seeds (the batches are those of one
+    # process, so each image is computed exactly as there) and rank 0 gathers them in seed order.
+    rank, world = distributed.rank(), distributed.world_size()
+    started = time.perf_counter()
+    starts = list(range(0, cfg["num"], cfg["batch"]))
+    mine = starts[rank::world]
     images = []
-    for start in bar(range(0, cfg["num"], cfg["batch"]), desc="sample", unit="batch"):
+    for start in bar(mine, desc="sample", unit="batch", disable=rank != 0):
         seeds = range(start, min(start + cfg["batch"], cfg["num"]))
         latents = torch.stack([torch.randn(net.image_shape, generator=torch_generator("sample", cfg["seed"], i))
                                for i in seeds])
@@ -211,11 +218,21 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             raise SamplingFailed(f"sample {first} has non-finite pixels: the network outputs NaN or inf "
                                  f"(see its training's stats.jsonl); no metric is computed on it")
         images.append(model_to_uint8(x.cpu()))
+    if world > 1:
+        print(f"rank {rank} of {world}: sampled {sum(len(i) for i in images)} images "
+              f"({len(mine)} of {len(starts)} batches)", flush=True)
+        gathered = [None] * world if rank == 0 else None
+        distributed.gather_to_main(dict(zip(mine, images)), gathered)
+        if rank != 0:
+            return {}
+        by_start = {k: v for part in gathered for k, v in part.items()}
+        images = [by_start[start] for start in starts]
     samples = torch.cat(images)
     fileio.torch_save(out / "samples.pt", {"images": samples})
     export_samples(samples, out, cfg["export"])
     save_grid(out / "samples.png", samples[:64], columns=8)
-    return {"num": len(samples), "steps": cfg["steps"], "nfe": 2 * cfg["steps"] - 1}
+    return {"num": len(samples), "steps": cfg["steps"], "nfe": 2 * cfg["steps"] - 1, "ranks": world,
+            "seconds_sampling": round(time.perf_counter() - started, 3)}
 
 
 def export_samples(samples: torch.Tensor, out: Path, form: str) -> None:

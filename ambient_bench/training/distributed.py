@@ -3,8 +3,9 @@
     torchrun --nproc_per_node=8 -m ambient_bench run benchmarks/<suite>.yaml
 
 Every rank runs the CLI. Rank 0 runs every stage and writes every file; the other ranks join
-only the training stages, where each computes the gradient of its slice of the global batch
-and DistributedDataParallel averages them. All ranks draw the whole global batch (indices,
+the training stages, where each computes the gradient of its slice of the global batch and
+DistributedDataParallel averages them, and the sampling stages, where each samples every
+world-th batch of seeds and rank 0 gathers them. All ranks draw the whole global batch (indices,
 noise levels, noise) from the (seed, step) stream and keep their slice, so the sample order
 and the checkpoint do not depend on the number of processes: a checkpoint written by two
 ranks resumes in one process, and the other way round.
@@ -68,3 +69,8 @@ def mean_over_ranks(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return float(t) / world_size()
+
+
+def gather_to_main(obj: object, gathered: list | None) -> None:
+    """Rank 0 receives every rank's ``obj`` into ``gathered`` (a list of world_size; None elsewhere)."""
+    dist.gather_object(obj, gathered, dst=0)
