@@ -190,7 +190,7 @@ def _failure_line(err: BaseException) -> str:
     return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}"
 
 
-POLL_SECONDS = 2.0  # how often a worker with nothing ready looks again
+POLL_SECONDS = 0.5  # how often a worker with nothing ready looks again
 SPLIT_KINDS = ("train", "sample")  # stages every rank works on under torchrun
 
 
