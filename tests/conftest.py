@@ -32,6 +32,21 @@ def write_suite(tmp_path: Path):
     return write
 
 
+# one small cell (digits 8×8, seconds to run); {name} and {results} to fill in
+TINY_CELL = """
+suite: {name}
+results_dir: {results}
+defaults:
+  dataset: {{name: digits, resolution: 8}}
+  mix: {{clean_fraction: 0.5, corruption: {{name: gaussian_blur, sigma: 0.6}}}}
+  method: clean_only
+  network: {{model_channels: 8, channel_mult: [1], num_blocks: 1}}
+  train: {{batch: 32, duration_kimg: 0.2, checkpoint_kimg: 0.1}}
+  sample: {{num: 32, steps: 4}}
+  evaluate: {{metrics: [{{name: fd_digits, epochs: 1}}]}}
+"""
+
+
 TINY_SUITE = """
 suite: tiny
 results_dir: {results}

@@ -6,24 +6,13 @@ import re
 
 import pytest
 
-from conftest import run_cli
+from conftest import TINY_CELL, run_cli
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("submitit")
 
-SUITE = """
-suite: launch
-results_dir: {results}
-resources:
+SUITE = TINY_CELL + """resources:
   train: {{gpus: 0, cpus: 2, mem_gb: 4, time_min: 30, partition: debug}}
-defaults:
-  dataset: {{name: digits, resolution: 8}}
-  mix: {{clean_fraction: 0.5, corruption: {{name: gaussian_blur, sigma: 0.6}}}}
-  method: clean_only
-  network: {{model_channels: 8, channel_mult: [1], num_blocks: 1}}
-  train: {{batch: 32, duration_kimg: 0.2, checkpoint_kimg: 0.1}}
-  sample: {{num: 32, steps: 4}}
-  evaluate: {{metrics: [{{name: fd_digits, epochs: 1}}]}}
 grid:
   method: [clean_only, all_data]
 """
@@ -53,7 +42,7 @@ def test_dry_run_writes_sbatch_scripts_with_resources_and_dependencies(tmp_path)
 
 def test_local_executor_jobs_give_the_sequential_results(tmp_path):
     suite = tmp_path / "suite.yaml"
-    suite.write_text(SUITE.format(results=tmp_path / "jobs"))
+    suite.write_text(SUITE.format(name="launch", results=tmp_path / "jobs"))
     jobs = run_cli("run", str(suite), "--runs", str(tmp_path / "runs"), "--launcher", "local")
     assert jobs.returncode == 0, jobs.stdout[-2000:] + jobs.stderr[-2000:]
     assert "11 local jobs finished, 0 failed" in jobs.stdout

@@ -17,19 +17,8 @@ from ambient_bench import UserError, cli, fileio
 from ambient_bench.config.suite import load_suite
 from ambient_bench.engine.runner import build_graph
 from ambient_bench.registry import METHODS
+from conftest import TINY_CELL as CELL
 
-CELL = """
-suite: {name}
-results_dir: {results}
-defaults:
-  dataset: {{name: digits, resolution: 8}}
-  mix: {{clean_fraction: 0.5, corruption: {{name: gaussian_blur, sigma: 0.6}}}}
-  method: clean_only
-  network: {{model_channels: 8, channel_mult: [1], num_blocks: 1}}
-  train: {{batch: 32, duration_kimg: 0.2, checkpoint_kimg: 0.1}}
-  sample: {{num: 32, steps: 4}}
-  evaluate: {{metrics: [{{name: fd_digits, epochs: 1}}]}}
-"""
 
 
 def _cli(capsys, *args: str) -> tuple[int, str, str]:
