@@ -136,7 +136,7 @@ def validate_value(param: Param, value: Any, key: tuple) -> Any:
         out = _coerce_scalar(value, kind, key)
     if isinstance(out, (int, float)) and not isinstance(out, bool):
         if isinstance(out, float) and math.isnan(out):
-            raise ParamError(key, "may not be NaN")
+            raise ParamError(key, f"{_name(key)} may not be NaN")
         if isinstance(out, float) and math.isinf(out) and not (
                 param.allow_inf or (isinstance(param.default, float) and math.isinf(param.default))):
             raise ParamError(key, f"{_name(key)} must be a finite number, got {out!r}")
