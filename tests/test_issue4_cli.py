@@ -85,8 +85,11 @@ def test_quality_annotation_without_clip_weights_fails_at_plan_time(write_suite,
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # piq looks for its CLIP files under $HOME/.cache/clip
     text = SUITE.replace("name: ambient_o_crops\n    annotate: classifier",
                          "name: ambient_o\n    annotate: quality\n    sigma_min: 1.0")
+    # the classifier's settings go too: a quality annotation does not read them (setting them is an error)
     suite = write_suite(text.replace("    crop_sizes: [2, 4]\n", "")
-                        .replace(f"    crops_classifier: {json.dumps(TINY)}\n", ""))
+                        .replace(f"    crops_classifier: {json.dumps(TINY)}\n", "")
+                        .replace("    num_sigmas: 32\n    trials: 1\n", "")
+                        .replace(f"    classifier: {json.dumps(TINY)}\n", ""))
     for command in ("plan", "run"):
         result = run_cli(command, str(suite), "--runs", str(tmp_path / "runs"))
         assert result.returncode == 2, result.stdout + result.stderr

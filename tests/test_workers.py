@@ -59,7 +59,8 @@ def test_two_runs_at_once_share_the_work(tmp_path):
 def test_workers_flag_and_a_killed_worker_taken_over(tmp_path, monkeypatch):
     monkeypatch.setenv("AMBIENT_BENCH_THREADS", "1")  # every process alike: float results depend on threads
     suite = tmp_path / "suite.yaml"
-    suite.write_text(SUITE.format(kimg=16, ckpt=0.8).replace("  train.seed: [0, 1]\n", ""))
+    # one cell: the heir's two workers both wait on the victim's training, so killing it must hand it over
+    suite.write_text(SUITE.format(kimg=48, ckpt=0.8).split("grid:")[0])
     runs = tmp_path / "runs"
     victim = _start("run", str(suite), "--runs", str(runs), "--results", str(tmp_path / "v"))
     deadline = time.time() + 600
@@ -74,6 +75,7 @@ def test_workers_flag_and_a_killed_worker_taken_over(tmp_path, monkeypatch):
     assert status.returncode == 1 and f"pid {victim.pid}" in status.stdout  # running, where and since when
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    assert not (checkpoint.parent / "DONE").exists(), "the victim finished training before it was killed"
     out = heir.communicate(timeout=900)[0]
     assert heir.returncode == 0, out[-3000:]
     assert "— resuming" in out and "[w0]" in out and "[w1]" in out
