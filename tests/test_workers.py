@@ -75,6 +75,7 @@ def test_workers_flag_and_a_killed_worker_taken_over(tmp_path, monkeypatch):
     assert status.returncode == 1 and f"pid {victim.pid}" in status.stdout  # running, where and since when
     victim.send_signal(signal.SIGKILL)
     victim.wait()
+    victim.stdout.close()
     assert not (checkpoint.parent / "DONE").exists(), "the victim finished training before it was killed"
     out = heir.communicate(timeout=900)[0]
     assert heir.returncode == 0, out[-3000:]
