@@ -24,10 +24,14 @@ from ambient_bench.errors import UserError
 TEMP_SUFFIX = ".tmp"
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# read once: setting the umask to read it would, for that moment, affect files other threads create
+_UMASK = _read_umask()
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -37,7 +41,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     try:
         write(Path(tmp))
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a plain open() would honour the umask
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a plain open() would honour the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)

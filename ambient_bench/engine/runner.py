@@ -235,9 +235,9 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
                 continue
             if any(store.state(dep.kind, dep.key) != "done" for dep in stage.deps.values()):
                 continue  # not ready yet (another worker is on its inputs)
-            status = store.status(stage.kind, stage.key)
-            if status.get("state") == "failed" and float(status.get("failed_at", 0)) >= began:
-                failed[ident] = status.get("line") or status.get("error", "failed")  # failed in another worker
+            line = _failed_since(store.status(stage.kind, stage.key), began)
+            if line is not None:  # failed in another worker
+                failed[ident] = line
                 pending.remove(stage)
                 continue
             if store.holder(stage.kind, stage.key) is not None:
@@ -272,13 +272,19 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
             "failed": {f"{kind} {key[:16]}": line for (kind, key), line in failed.items()}}
 
 
+def _failed_since(status: dict[str, Any], began: float) -> str | None:
+    """The one-line reason of a stage that failed (in any worker) at or after ``began``, else None."""
+    if status.get("state") == "failed" and float(status.get("failed_at", 0)) >= began:
+        return status.get("line") or status.get("error", "failed")
+    return None
+
+
 def failures_since(graph: Graph, store: RunStore, began: float) -> tuple[dict[str, str], int]:
     """Stages that failed since ``began`` (any worker) → their one line; and how many stages are not
     done because they read one."""
-    failed = {(s.kind, s.key): store.status(s.kind, s.key) for s in graph.stages
-              if store.state(s.kind, s.key) != "done"}
-    failed = {ident: st.get("line") or st.get("error", "failed") for ident, st in failed.items()
-              if st.get("state") == "failed" and float(st.get("failed_at", 0)) >= began}
+    lines = {(s.kind, s.key): _failed_since(store.status(s.kind, s.key), began) for s in graph.stages
+             if store.state(s.kind, s.key) != "done"}
+    failed = {ident: line for ident, line in lines.items() if line is not None}
     below = _descendants(graph, set(failed)) - set(failed)
     blocked = sum(1 for s in graph.stages if (s.kind, s.key) in below and store.state(s.kind, s.key) != "done")
     return {f"{kind} {key[:16]}": line for (kind, key), line in failed.items()}, blocked

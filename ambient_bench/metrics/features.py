@@ -51,11 +51,9 @@ def file_sha256(path: Path) -> str:
 
 @functools.lru_cache(maxsize=32)
 def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from ambient_bench import fileio
+
+    return fileio.sha256_file(Path(path))
 
 
 def require_safe_weights(path: Path) -> Path:
