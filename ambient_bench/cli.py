@@ -115,7 +115,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ambient_bench.results.collect import collect, export_figures, write_results
     from ambient_bench.results.render import render_all
 
-    from ambient_bench.training import distributed
+    from ambient_bench import distributed
 
     suite = _load(args)
     check_data(suite)
@@ -129,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _require_writable(_results(args, suite), "--results" if args.results else "results folder")
     store = RunStore(_runs(args))
     graph = build_graph(suite)
-    distributed.init_from_env()  # under torchrun; see training/distributed.py
+    distributed.init_from_env()  # under torchrun; see ambient_bench/distributed.py
     if not distributed.is_main():
         execute(graph, store)
         return 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from ambient_bench.training import distributed  # noqa: E402
+from ambient_bench import distributed  # noqa: E402
 from ambient_bench.training.loop import train  # noqa: E402
 from test_ddp import CFG, NET  # noqa: E402
 from test_training import training_set  # noqa: E402

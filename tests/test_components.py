@@ -1,6 +1,8 @@
 """Contract tests run over every registered component with its tiny test parameters."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import scipy.ndimage
@@ -9,6 +11,7 @@ import torch
 from ambient_bench import CORRUPTIONS, DATASETS, METHODS, METRICS, AnnotationContext, ImageSet, MixedData, UserError
 from ambient_bench.annotation.classifier_training import train_classifier
 from ambient_bench.corruptions.blur import gaussian_kernel1d
+from ambient_bench.metrics import features
 from ambient_bench.seeding import numpy_rng
 
 
@@ -145,6 +148,7 @@ def test_fd_digits_separates_blur_and_caches_reference(tmp_path):
     same = metric.compute(reference.images[:900], reference, tmp_path / "setup", tmp_path / "cache")["fd_digits"]
     worse = metric.compute(blurred[:900], reference, tmp_path / "setup", tmp_path / "cache")["fd_digits"]
     assert worse > 5 * same
-    names = {p.name.split("-digits-cnn")[0] for p in (tmp_path / "cache").glob("ref-*")}
-    assert len(names) == 1  # one cached reference, named by the content hashes of data and weights
-    assert names.pop().startswith(f"ref-{reference.content_hash()[:16]}-w")
+    [entry] = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("features-*.json")]
+    # one cached reference, keyed by the content hashes of data and weights
+    assert entry["content_hash"] == reference.content_hash()
+    assert entry["weights_sha256"] == features.file_sha256(tmp_path / "setup" / "classifier.pt")

@@ -1,10 +1,13 @@
-"""torchrun (gloo, CPU): two ranks train a tiny stage; one process resumes their checkpoint."""
+"""torchrun (gloo, CPU): two ranks train, sample, annotate and evaluate as one process does."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import numpy as np
+import pytest
 
 from ambient_bench import fileio
 from ambient_bench.training.loop import CHECKPOINT, NETWORK, train
@@ -99,7 +102,7 @@ def test_sampling_is_split_across_ranks_and_equals_one_rank(tmp_path):
                           "--results", str(tmp_path / "r1")], capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0, one.stderr[-3000:]
     shutil.copytree(tmp_path / "one", tmp_path / "two")
-    for kind in ("sample", "evaluate"):  # the trained model is kept: only sampling and evaluation run again
+    for kind in ("sample", "evaluate", "_refstats"):  # the trained model is kept: sampling and evaluation run again
         shutil.rmtree(tmp_path / "two" / kind)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "two"),
@@ -108,7 +111,69 @@ def test_sampling_is_split_across_ranks_and_equals_one_rank(tmp_path):
     # 5 batches of 16 seeds (the last of 6): rank 0 takes batches 0, 2, 4 and rank 1 batches 1, 3
     assert "rank 0 of 2: sampled 38 images (3 of 5 batches)" in two.stdout
     assert "rank 1 of 2: sampled 32 images (2 of 5 batches)" in two.stdout
+    # evaluation too: the 1,797 reference digits in 8 batches of 256 for fd_digits' features
+    assert "rank 0 of 2: features of 1797 images: 4 of 8 batches" in two.stdout
+    assert "rank 1 of 2: features of 1797 images: 4 of 8 batches" in two.stdout
     a = next((tmp_path / "one" / "sample").glob("*/samples.pt")).read_bytes()
     b = next((tmp_path / "two" / "sample").glob("*/samples.pt")).read_bytes()
     assert a == b  # bit-identical samples, in seed order
     assert (tmp_path / "r1" / "results.csv").read_text() == (tmp_path / "r2" / "results.csv").read_text()
+
+
+def test_annotation_and_evaluation_work_is_split_across_ranks_and_equals_one_process(tmp_path):
+    worker = str(Path(__file__).parent / "split_worker.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, worker, str(tmp_path / "one.npz")], capture_output=True, text=True,
+                         env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert "rank" not in one.stdout  # one process: nothing split
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          worker, str(tmp_path / "two.npz")], capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    for line in ("features of 300 images: {} of 5 batches", "classifier on 10 images: 4 of 8 batches",
+                 "crops classifier on 40 tiles: 3 of 6 batches", "laplacian_sharpness on 300 images: {} of 5 batches",
+                 "laplacian_sharpness on 160 tiles: {} of 5 batches"):
+        for rank, share in ((0, 3), (1, 2)):  # every rank works
+            assert f"rank {rank} of 2: {line.format(share)}" in two.stdout, two.stdout
+    a, b = np.load(tmp_path / "one.npz"), np.load(tmp_path / "two.npz")
+    assert sorted(a) == sorted(b) == ["curves", "features", "patches", "quality", "tiles"]
+    for name in a:
+        assert np.array_equal(a[name], b[name]), name  # bit-identical: each batch computed as in one process
+
+
+ANNOTATION_SUITE = """
+suite: split_annotation
+defaults:
+  dataset: {name: digits, resolution: 8}
+  mix: {clean_fraction: 0.5, corruption: {name: gaussian_blur, sigma: 1.0}}
+  method: {name: ambient_o, annotate: classifier, num_sigmas: 64, trials: 2, annotate_batch: 512,
+           max_dropped_fraction: 1.0, classifier: {duration_kimg: 2, batch: 64, model_channels: 8}}
+  network: {model_channels: 8, channel_mult: [1], num_blocks: 1}
+  train: {batch: 16, duration_kimg: 0.032}
+  sample: {num: 16, steps: 2}
+  evaluate: {metrics: [{name: fd_digits, epochs: 1}]}
+"""
+
+
+@pytest.mark.slow
+def test_classifier_annotation_stage_under_torchrun_equals_one_process(tmp_path):
+    import shutil
+
+    suite = tmp_path / "s.yaml"
+    suite.write_text(ANNOTATION_SUITE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "AMBIENT_BENCH_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "one"),
+                          "--results", str(tmp_path / "r1")], capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
+    shutil.copytree(tmp_path / "one", tmp_path / "two")
+    shutil.rmtree(tmp_path / "two" / "annotate")  # only the annotation runs again, on two ranks
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "two"),
+                          "--results", str(tmp_path / "r2")], capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    assert "ran 1 stages" in two.stdout
+    for rank in (0, 1):
+        assert f"rank {rank} of 2: classifier on " in two.stdout
+    [a], [b] = ((tmp_path / run / "annotate").glob("*/annotations.csv") for run in ("one", "two"))
+    assert a.read_bytes() == b.read_bytes()
+    assert sorted(p.name for p in b.parent.iterdir()) == sorted(p.name for p in a.parent.iterdir())

@@ -121,17 +121,20 @@ def test_planted_pickles_run_nothing_and_name_the_file(tmp_path):
     with pytest.raises(UserError, match="network.pt"):
         features.require_safe_weights(tmp_path / "network.pt")  # e.g. a planted Inception weights file
     assert not marker.exists()
-    # torch-fidelity's reference cache in the shared runs folder is checked before it loads it
+    # cached reference features in the shared runs folder load as plain arrays only
+    import numpy as np
     from ambient_bench.components import ImageSet
     from ambient_bench.metrics.fd_digits import FDDigits
     metric = FDDigits(epochs=1)
     reference = ImageSet(images=torch.randint(0, 255, (40, 1, 8, 8), dtype=torch.uint8), labels=torch.arange(40) % 10)
     metric.setup(reference, tmp_path)
-    weights_hash = features.file_sha256(tmp_path / "classifier.pt")[:16]
     cache = tmp_path / "cache"
     cache.mkdir()
-    torch.save({"mu": _Payload(marker)}, cache / f"ref-{reference.content_hash()[:16]}-w{weights_hash}-stats.pt")
-    with pytest.raises(UserError, match="stats.pt"):
+    metric.compute(reference.images, reference, tmp_path, cache)
+    [cached] = cache.glob("features-*.npy")
+    with open(cached, "wb") as f:
+        np.save(f, np.array([_Payload(marker)], dtype=object), allow_pickle=True)
+    with pytest.raises(UserError, match=cached.name):
         metric.compute(reference.images, reference, tmp_path, cache)
     assert not marker.exists()
     # genuine files still load

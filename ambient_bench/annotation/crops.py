@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ambient_bench import distributed
+
 ANNOTATION_SIGMA = 0.001
 # crop size (pixels at 64×64) → sigma_max, the official release's table (training_loop.py);
 # K = 1 is what an image gets when no crop size passes the threshold.
@@ -75,15 +77,19 @@ def tile_probabilities(classifier: torch.nn.Module, images: torch.Tensor, crop: 
     n, t = canvases.shape[:2]
     flat = canvases.reshape(n * t, *canvases.shape[2:])
     forward_batch = forward_batch or auto_batch(classifier, tuple(flat.shape[1:]), flat.device)
-    probs = []
-    for start in range(0, len(flat), batch):
-        chunk = flat[start:start + batch]
-        noise = torch.randn(chunk.shape, generator=seed_noise, device=chunk.device)
-        inputs = (chunk + ANNOTATION_SIGMA * noise).contiguous(memory_format=torch.channels_last)
+    starts = range(0, len(flat), batch)
+    # the generator's stream fixes the numbers: every rank draws every block's noise, in order
+    noise = [torch.randn(flat[start:start + batch].shape, generator=seed_noise, device=flat.device) for start in starts]
+
+    def one_block(b: int) -> torch.Tensor:
+        chunk = flat[starts[b]:starts[b] + batch]
+        inputs = (chunk + ANNOTATION_SIGMA * noise[b]).contiguous(memory_format=torch.channels_last)
         sigma = torch.full((len(chunk),), ANNOTATION_SIGMA, device=chunk.device)
-        probs += [torch.sigmoid(classifier(inputs[i:i + forward_batch], sigma[i:i + forward_batch]).float())
-                  for i in range(0, len(inputs), forward_batch)]
-    return torch.cat(probs).reshape(n, t).cpu()
+        return torch.cat([torch.sigmoid(classifier(inputs[i:i + forward_batch], sigma[i:i + forward_batch]).float())
+                          for i in range(0, len(inputs), forward_batch)]).cpu()
+
+    probs = distributed.split_map(one_block, len(starts), what=f"crops classifier on {n * t} tiles")
+    return torch.cat(probs).reshape(n, t) if probs else torch.zeros(n, t)
 
 
 def choose_sigma_max(mean_by_crop: dict[int, np.ndarray], table: dict[int, float], threshold: float) -> np.ndarray:

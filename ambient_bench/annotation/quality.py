@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ambient_bench import distributed
 from ambient_bench.errors import UserError
 from ambient_bench.params import suggest
 
@@ -56,8 +57,11 @@ class QualityScorer(ABC):
         if min(images.shape[-2:]) < self.min_size:
             raise UserError(f"{self.name}: images must be at least {self.min_size}×{self.min_size} pixels, "
                             f"got {tuple(images.shape[-2:])}")
-        out = [self._score_batch(_unit_float(images[i:i + batch]).to(self.device))
-               for i in range(0, len(images), max(1, batch))]
+        batch = max(1, batch)
+        # under torchrun each rank scores every world-th batch (distributed.split_map)
+        out = distributed.split_map(lambda b: self._score_batch(_unit_float(images[b * batch:(b + 1) * batch])
+                                                                .to(self.device)),
+                                    -(-len(images) // batch), what=f"{self.name} on {len(images)} images")
         return np.concatenate(out).astype(np.float64) if out else np.zeros(0)
 
     @abstractmethod
@@ -203,13 +207,17 @@ def patch_scores(scorer: QualityScorer, images: torch.Tensor, patch: int, batch:
     """
     tiles = image_tiles(images, patch)
     target = scorer.needs_resize_to
-    scores = []
-    for start in range(0, len(tiles), max(1, batch)):
-        chunk = tiles[start:start + batch]
+    batch = max(1, batch)
+
+    def one_chunk(b: int) -> np.ndarray:
+        chunk = tiles[b * batch:(b + 1) * batch]
         if target is not None and patch < target:
             chunk = F.interpolate(_unit_float(chunk), size=(target, target), mode=TILE_RESIZE_MODE,
                                   align_corners=False, antialias=True)
-        scores.append(scorer.score(chunk, batch=batch))
+        return scorer.score(chunk, batch=batch)
+
+    # split across ranks here, at the tile stream; scorer.score inside runs whole on its rank
+    scores = distributed.split_map(one_chunk, -(-len(tiles) // batch), what=f"{scorer.name} on {len(tiles)} tiles")
     return np.concatenate(scores).reshape(len(images), -1).mean(axis=1)
 
 

@@ -19,6 +19,7 @@ import scipy.signal
 import scipy.stats
 import torch
 
+from ambient_bench import distributed
 from ambient_bench.seeding import torch_generator
 
 NOISE_BLOCK = 64  # grid levels per noise draw: a fixed constant, so chunking never changes the noise
@@ -110,25 +111,34 @@ def classifier_probabilities(classifier: torch.nn.Module, images: torch.Tensor, 
     m, shape = len(images), tuple(images.shape[1:])
     batch = batch or auto_batch(classifier, shape, device)
     sigma_grid = torch.as_tensor(sigmas, dtype=torch.float32, device=device)
-    out = np.empty((m, len(sigmas)))
     per_image = NOISE_BLOCK * trials
     images_per_pass = max(1, batch // per_image)
-    for block in range(0, (len(sigmas) + NOISE_BLOCK - 1) // NOISE_BLOCK):
+    blocks = (len(sigmas) + NOISE_BLOCK - 1) // NOISE_BLOCK
+    starts = range(0, m, images_per_pass)
+
+    def one_pass(item: int) -> np.ndarray:
+        """Images [start, stop) at the levels of one grid block: n × k mean probabilities."""
+        block, start = divmod(item, len(starts))
+        start = starts[start]
         levels = sigma_grid[block * NOISE_BLOCK:(block + 1) * NOISE_BLOCK]
-        k = len(levels)
-        for start in range(0, m, images_per_pass):
-            stop = min(start + images_per_pass, m)
-            eps = torch.stack([_noise(seed, int(i), block, trials, shape, device)[:k] for i in indices[start:stop]])
-            sig = levels.reshape(1, k, 1, *([1] * len(shape)))
-            x_t = images[start:stop, None, None] + sig * eps             # n × k × T × C × H × W
-            flat_sigma = levels.reshape(1, k, 1).expand(stop - start, k, trials).reshape(-1)
-            inputs = x_t.reshape(-1, *shape)
-            if inputs.dim() == 4:  # the layout load_classifier gives the network; a no-op copy otherwise
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            p = torch.cat([torch.sigmoid(classifier(inputs[i:i + batch], flat_sigma[i:i + batch]).float())
-                           for i in range(0, len(inputs), batch)])
-            out[start:stop, block * NOISE_BLOCK:block * NOISE_BLOCK + k] = \
-                p.reshape(stop - start, k, trials).mean(-1).cpu().double().numpy()
+        k, stop = len(levels), min(start + images_per_pass, m)
+        eps = torch.stack([_noise(seed, int(i), block, trials, shape, device)[:k] for i in indices[start:stop]])
+        sig = levels.reshape(1, k, 1, *([1] * len(shape)))
+        x_t = images[start:stop, None, None] + sig * eps             # n × k × T × C × H × W
+        flat_sigma = levels.reshape(1, k, 1).expand(stop - start, k, trials).reshape(-1)
+        inputs = x_t.reshape(-1, *shape)
+        if inputs.dim() == 4:  # the layout load_classifier gives the network; a no-op copy otherwise
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        p = torch.cat([torch.sigmoid(classifier(inputs[i:i + batch], flat_sigma[i:i + batch]).float())
+                       for i in range(0, len(inputs), batch)])
+        return p.reshape(stop - start, k, trials).mean(-1).cpu().double().numpy()
+
+    # under torchrun each rank takes every world-th pass (distributed.split_map)
+    passes = distributed.split_map(one_pass, blocks * len(starts), what=f"classifier on {m} images")
+    out = np.empty((m, len(sigmas)))
+    for item, p in enumerate(passes):
+        block, start = divmod(item, len(starts))
+        out[starts[start]:starts[start] + len(p), block * NOISE_BLOCK:block * NOISE_BLOCK + p.shape[1]] = p
     return out
 
 

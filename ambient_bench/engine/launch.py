@@ -55,7 +55,7 @@ def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, id
     from ambient_bench.config.suite import load_suite
     from ambient_bench.engine.runner import build_graph
     from ambient_bench.engine.stages import WORK, Context
-    from ambient_bench.training import distributed
+    from ambient_bench import distributed
 
     if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "WORLD_SIZE" not in os.environ:
         from submitit.helpers import TorchDistributedEnvironment

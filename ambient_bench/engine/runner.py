@@ -1,10 +1,12 @@
 """Plan and execute a suite: unique stages in dependency order, skip what is done."""
 from __future__ import annotations
 
+import contextlib
 import re
-
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from ambient_bench.config.suite import Suite
@@ -16,7 +18,7 @@ from ambient_bench.config.schema import brief_label
 from ambient_bench.datasets import manifest
 from ambient_bench.errors import UserError
 from ambient_bench.registry import DATASETS, METHODS, METRICS
-from ambient_bench.training import distributed
+from ambient_bench import distributed
 
 
 def _quiet(message: str) -> None:
@@ -191,7 +193,7 @@ def _failure_line(err: BaseException) -> str:
 
 
 POLL_SECONDS = 0.5  # how often a worker with nothing ready looks again
-SPLIT_KINDS = ("train", "sample")  # stages every rank works on under torchrun
+SPLIT_KINDS = ("train", "sample", "annotate", "evaluate")  # stages every rank works on under torchrun
 
 
 def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
@@ -205,8 +207,8 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     as failed (its status.json keeps the traceback, so every worker sees it); with ``keep_going``
     every stage that does not read it still runs, otherwise the error is raised.
 
-    Under torchrun (training/distributed.py) rank 0 runs every stage in order and the other ranks
-    join the training and sampling stages; a failure there stops every rank.
+    Under torchrun (ambient_bench/distributed.py) rank 0 runs every stage in order and the other ranks
+    join the stages whose work splits (SPLIT_KINDS); a failure there stops every rank.
     """
     if distributed.world_size() > 1:
         return _execute_ranks(graph, store, log)
@@ -295,22 +297,27 @@ def _announce(stage: Stage, resuming: bool, log: Callable[[str], None]) -> None:
 
 
 def _execute_ranks(graph: Graph, store: RunStore, log: Callable[[str], None]) -> dict[str, Any]:
-    """Under torchrun: rank 0 runs every stage in order, the others join the training and sampling stages, and every
-    rank waits for the others after each stage."""
+    """Under torchrun: rank 0 runs every stage in order, the others join the stages whose work splits
+    (SPLIT_KINDS), and every rank waits for the others after each stage."""
     todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
     distributed.barrier()  # every rank has its to-do list before rank 0 changes the store
     if not distributed.is_main():
         for stage in todo:
             if stage.kind in SPLIT_KINDS:  # rank 0 writes; the others compute their share beside it
-                WORK[stage.kind](stage, store.dir(stage.kind, stage.key), Context(store=store, log=_quiet))
+                with distributed.splitting(), tempfile.TemporaryDirectory(prefix="ambient-rank-") as scratch:
+                    # a stage's own folder belongs to rank 0; files the work writes on the way
+                    # (annotation figures) go to a scratch folder here
+                    out = store.dir(stage.kind, stage.key) if stage.kind in ("train", "sample") else Path(scratch)
+                    WORK[stage.kind](stage, out, Context(store=store, log=_quiet))
             distributed.barrier()
         return {"ran": len(todo), "skipped": len(graph.stages) - len(todo), "failed": {}, "blocked": 0}
     ctx = Context(store=store, log=log)
     log(f"{len(graph.stages)} stages: {len(graph.stages) - len(todo)} done, {len(todo)} to run")
     for stage in todo:
         started = time.perf_counter()
-        store.execute(stage.kind, stage.key, stage.material, stage.runtime,
-                      lambda out, stage=stage: _announce(stage, False, log) or WORK[stage.kind](stage, out, ctx))
+        with distributed.splitting() if stage.kind in SPLIT_KINDS else contextlib.nullcontext():
+            store.execute(stage.kind, stage.key, stage.material, stage.runtime,
+                          lambda out, stage=stage: _announce(stage, False, log) or WORK[stage.kind](stage, out, ctx))
         log(f"      done in {_duration(time.perf_counter() - started)}")
         distributed.barrier()
     return {"ran": len(todo), "skipped": len(graph.stages) - len(todo), "failed": {}, "blocked": 0}

@@ -26,7 +26,7 @@ from ambient_bench.engine.store import RunStore
 from ambient_bench.errors import UserError
 from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
-from ambient_bench.training import distributed
+from ambient_bench import distributed
 from ambient_bench.training.loop import resolve_device
 
 REFSTATS_DIR = "_refstats"  # reference statistics, cached by content hash, shared by all stages
@@ -143,6 +143,8 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     classifiers = {name: ctx.dir(dep) / "classifier.pt" for name, dep in deps.items()}
     quality = {name: ctx.store.summary(dep.kind, dep.key).get("quality") for name, dep in deps.items()}
     ann = method.annotate(mixed, AnnotationContext(workdir=out, classifiers=classifiers, classifier_quality=quality))
+    if not distributed.is_main():  # under torchrun the others scored their share of the images; rank 0 writes
+        return {}
     _check_annotation(ann, len(mixed.index), method.name)
     keep = ann.keep.bool()
     train_set = {"images": mixed.images[keep], "noise": mixed.noise[keep], "index": mixed.index[keep],
@@ -267,6 +269,8 @@ def run_evaluate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     cache = ctx.store.root / REFSTATS_DIR
     cache.mkdir(parents=True, exist_ok=True)
     values = metric.compute(samples, reference, ctx.dir(stage.deps["setup"]), cache)
+    if not distributed.is_main():  # under torchrun the others extracted their share of the features
+        return {}
     fileio.write_json(out / "metrics.json", values)
     summary = {"values": values, "protocol": metric.protocol(), "num_samples": len(samples),
                "reference_hash": reference.content_hash()}

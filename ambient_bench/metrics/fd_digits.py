@@ -1,9 +1,10 @@
 """Fréchet distance in the feature space of a digit classifier (the usual "MNIST FID").
 
 This is *not* FID: the features come from a small CNN trained on the clean reference digits,
-not from Inception. The number is computed by torch-fidelity through its feature-extractor
-registry; reference statistics are cached under a name made of the content hashes of the
-reference images and of the classifier weights, so changed data or weights never hit a stale cache.
+not from Inception. Features come from torch-fidelity's feature-extractor registry and
+the number from torch-fidelity's statistics and Fréchet formula; reference features are cached
+under the content hashes of the reference images and of the classifier weights, so changed
+data or weights never hit a stale cache.
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from ambient_bench.registry import register_metric
 from ambient_bench.seeding import numpy_rng, seed_for
 
 EXTRACTOR = "digits-cnn"
+LAYER = "penultimate"
+BATCH = 256  # images per extractor pass (torch-fidelity's calculate_metrics used the same)
 CLASSIFIER = "classifier.pt"
 
 
@@ -47,6 +50,7 @@ class DigitFeatureExtractor(features.Extractor):
     """torch-fidelity adapter: uint8 N×C×H×W → (penultimate features, logits)."""
 
     layers, isc_layer, dummy_shape = ("penultimate", "logits"), "logits", (1, 16, 16)
+    takes_grey = True  # grey samples of a grey dataset as they are; RGB ones are averaged in forward
 
     def __init__(self, name: str, features_list: list[str], feature_extractor_weights_path: str | None = None,
                  **kwargs: Any) -> None:
@@ -109,16 +113,20 @@ class FDDigits(Metric):
 
     def compute(self, samples: torch.Tensor, reference: ImageSet, setup_dir: Path,
                 cache_dir: Path) -> dict[str, float]:
-        weights = setup_dir / CLASSIFIER
-        cache_name = f"ref-{reference.content_hash()[:16]}-w{features.file_sha256(weights)[:16]}"
-        for cached in Path(cache_dir).glob(f"{cache_name}*.pt"):  # torch-fidelity loads its cache unguarded
-            features.require_safe_weights(cached)
-        result = torch_fidelity.calculate_metrics(
-            input1=features.TensorImages(samples), input2=features.TensorImages(reference.images), fid=True, cuda=False,
-            feature_extractor=EXTRACTOR, feature_extractor_weights_path=str(weights),
-            cache=True, cache_root=str(cache_dir), input2_cache_name=cache_name,
-            batch_size=256, save_cpu_ram=True, verbose=False)
-        return {"fd_digits": float(result["frechet_inception_distance"])}
+        from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
+
+        weights = str(setup_dir / CLASSIFIER)
+        # features.extract rather than torch_fidelity.calculate_metrics: the same extractor through
+        # torch-fidelity's registry and the same batches, but split across ranks under torchrun, and
+        # the reference cached by content (torch-fidelity's own cache would load a pickle unguarded)
+        ref, _ = features.reference_features(reference, cache_dir, EXTRACTOR, LAYER, torch.device("cpu"), BATCH,
+                                             identity={"weights_sha256": features.file_sha256(Path(weights))},
+                                             feature_extractor_weights_path=weights)
+        gen = features.extract(samples, EXTRACTOR, LAYER, torch.device("cpu"), BATCH,
+                               feature_extractor_weights_path=weights)
+        # float32 features into torch-fidelity's statistics, exactly as calculate_metrics hands them
+        stats = [fid_features_to_statistics(torch.from_numpy(f.astype("float32"))) for f in (gen, ref)]
+        return {"fd_digits": float(fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"])}
 
     def protocol(self) -> dict[str, Any]:
         return {"feature_extractor": f"{EXTRACTOR}: {self.p.feature_dim}-d penultimate layer of a 3-conv CNN "

@@ -25,6 +25,7 @@ from torch_fidelity.utils import create_feature_extractor
 
 from ambient_bench import fileio
 from ambient_bench.errors import UserError
+from ambient_bench import distributed
 
 
 def resolve_metric_device(name: str) -> torch.device:
@@ -78,7 +79,8 @@ _LAST: dict[tuple, np.ndarray] = {}  # the last extraction: FID and KID of one s
 @torch.no_grad()
 def extract(images: torch.Tensor, extractor: str, layer: str, device: torch.device, batch: int = 256,
             **extractor_kwargs: Any) -> np.ndarray:
-    """float64 N×D features of uint8 N×C×H×W ``images`` (grey images are repeated to RGB).
+    """float64 N×D features of uint8 N×C×H×W ``images`` (grey images are repeated to RGB unless the
+    extractor ``takes_grey``).
 
     The last result is remembered by the images' content and the extractor's identity, so metrics
     on the same features (fid, kid, precision, recall of one sample set) extract them once.
@@ -97,12 +99,14 @@ def extract(images: torch.Tensor, extractor: str, layer: str, device: torch.devi
 
 
 def _extract(images: torch.Tensor, model: torch.nn.Module, device: torch.device, batch: int) -> np.ndarray:
-    out = []
-    for start in range(0, len(images), batch):
-        x = images[start:start + batch]
-        if x.shape[1] == 1:
+    """Batch after batch; under torchrun the batches are split across the ranks (``split_map``)."""
+    def one_batch(b: int) -> torch.Tensor:
+        x = images[b * batch:(b + 1) * batch]
+        if x.shape[1] == 1 and not getattr(model, "takes_grey", False):
             x = x.expand(-1, 3, -1, -1)
-        out.append(model(x.to(device))[0].double().cpu())
+        return model(x.to(device))[0].double().cpu()
+
+    out = distributed.split_map(one_batch, -(-len(images) // batch), what=f"features of {len(images)} images")
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
@@ -134,9 +138,15 @@ def cached_features(cache_dir: Path, content_hash: str, extractor_id: dict[str, 
     count; two references that differ in any of them never share an entry.
     """
     path = Path(cache_dir) / f"features-{cache_key(content_hash, extractor_id)}.npy"
-    if path.is_file():
-        return np.load(path), True
+    if distributed.agree(path.is_file()):  # every rank extracts (its share), or none does
+        try:
+            return np.load(path, allow_pickle=False), True
+        except (ValueError, OSError, EOFError) as err:  # a pickle (object array) or not an array at all
+            raise UserError(f"cached features {path} are not a plain numeric array ({str(err).splitlines()[0]}); "
+                            f"delete the file to recompute it") from None
     features = np.asarray(compute(), dtype=np.float64)
+    if not distributed.is_main():
+        return features, False
     fileio.atomic_write(path, lambda tmp: _save_npy(tmp, features))
     fileio.write_json(path.with_suffix(".json"), {"content_hash": content_hash, **extractor_id,
                                                   "shape": list(features.shape)})
@@ -196,10 +206,12 @@ class Extractor(FeatureExtractorBase):
 
     ``layers``: the feature names ``forward`` can return; the first is the default for every
     metric except Inception Score (``isc_layer``). ``dummy_shape``: C, H, W of the input that
-    torch-fidelity compiles with (we never compile).
+    torch-fidelity compiles with (we never compile). ``takes_grey``: one-channel images go in as
+    they are (otherwise ``extract`` repeats them to RGB).
     """
 
     layers: tuple[str, ...] = ()
+    takes_grey = False
     isc_layer: str | None = None
     dummy_shape: tuple[int, int, int] = (3, 8, 8)
 

@@ -4,7 +4,7 @@ Re-running with the same ``run_dir`` resumes from ``checkpoint.pt``. Every rando
 k (noise levels, noise, augmentation, dropout) is seeded by (seed, k) (dropout also by rank),
 and the sample stream's position is part of the checkpoint, so an interrupted and resumed run
 ends with the same weights as an uninterrupted one; no RNG state needs saving. Under torchrun
-each rank trains on its slice of the global batch (training/distributed.py).
+each rank trains on its slice of the global batch (ambient_bench/distributed.py).
 """
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from ambient_bench.diffusion.augment import AugmentPipe
 from ambient_bench.diffusion.unet import build_unet
 from ambient_bench.progress import bar
 from ambient_bench.seeding import numpy_rng, seed_for, torch_generator
-from ambient_bench.training import distributed
+from ambient_bench import distributed
 from ambient_bench.training.stream import AdmissibleStream
 
 CHECKPOINT, NETWORK = "checkpoint.pt", "network.pt"

@@ -28,7 +28,7 @@ from ambient_bench.allocator import retain_freed_memory
 from ambient_bench.diffusion.edm import EDMPrecond
 from ambient_bench.diffusion.loss import ambient_edm_loss, annotation_noise
 from ambient_bench.diffusion.unet import build_unet, parameter_count
-from ambient_bench.training import distributed
+from ambient_bench import distributed
 from ambient_bench.training.loop import optimizer_step
 from ambient_bench.training.stream import AdmissibleStream
 

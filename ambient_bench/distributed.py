@@ -4,19 +4,25 @@
 
 Every rank runs the CLI. Rank 0 runs every stage and writes every file; the other ranks join
 the training stages, where each computes the gradient of its slice of the global batch and
-DistributedDataParallel averages them, and the sampling stages, where each samples every
-world-th batch of seeds and rank 0 gathers them. All ranks draw the whole global batch (indices,
+DistributedDataParallel averages them, and the stages whose work is a list of independent
+batches (sampling, annotation, evaluation), where each rank computes every world-th batch and
+the results are gathered (``split_map``). All ranks draw the whole global batch (indices,
 noise levels, noise) from the (seed, step) stream and keep their slice, so the sample order
 and the checkpoint do not depend on the number of processes: a checkpoint written by two
 ranks resumes in one process, and the other way round.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from typing import Callable, Iterator, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
+_splitting = False  # inside a stage every rank runs (see ``splitting``)
 
 
 def init_from_env() -> None:
@@ -74,3 +80,51 @@ def mean_over_ranks(value: float) -> float:
 def gather_to_main(obj: object, gathered: list | None) -> None:
     """Rank 0 receives every rank's ``obj`` into ``gathered`` (a list of world_size; None elsewhere)."""
     dist.gather_object(obj, gathered, dst=0)
+
+
+@contextlib.contextmanager
+def splitting() -> Iterator[None]:
+    """Inside, ``split_map`` divides its batches across the ranks. Every rank must enter it around
+    the same stage (the runner does, for the stages every rank joins): the split is a collective,
+    and a rank that computed everything alone while the others waited would never meet them."""
+    global _splitting
+    before, _splitting = _splitting, world_size() > 1
+    try:
+        yield
+    finally:
+        _splitting = before
+
+
+def split_map(work: Callable[[int], T], count: int, what: str = "") -> list[T]:
+    """``[work(0), ..., work(count - 1)]``. Inside ``splitting`` rank r computes the items r, r + world,
+    ... and every rank receives every result, in order; elsewhere one process computes them all.
+
+    Each item is computed exactly as one process computes it, so the gathered list is bit-identical
+    to one rank's when ``work(i)`` depends on ``i`` only. Results must be CPU objects (they are
+    pickled). A ``split_map`` inside ``work`` runs unsplit: only this rank is in it.
+    """
+    global _splitting
+    if not _splitting:
+        return [work(i) for i in range(count)]
+    me, world = rank(), world_size()
+    _splitting = False
+    try:
+        mine = {i: work(i) for i in range(me, count, world)}
+    finally:
+        _splitting = True
+    if what:
+        print(f"rank {me} of {world}: {what}: {len(mine)} of {count} batches", flush=True)
+    gathered: list[dict[int, T] | None] = [None] * world
+    dist.all_gather_object(gathered, mine)
+    merged = {i: result for part in gathered for i, result in part.items()}
+    return [merged[i] for i in range(count)]
+
+
+def agree(value: T) -> T:
+    """Rank 0's ``value`` on every rank inside ``splitting`` (e.g. whether a cache file exists: ranks
+    that decided differently would not meet in the same collectives); ``value`` elsewhere."""
+    if not _splitting:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
