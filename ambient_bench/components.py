@@ -190,6 +190,31 @@ class Dataset(Component):
     def load(self) -> ImageSet:
         """All images of the dataset, in a fixed order."""
 
+    def reader(self) -> "ImageReader | None":
+        """The images one at a time, in ``load()``'s order and bit-identical to it, read from disk on
+        demand; None when the dataset only loads whole (generated or small data). Datasets larger
+        than the in-memory limit are streamed through it (``ambient_bench.data.pool``)."""
+        return None
+
+
+class ImageReader(torch.utils.data.Dataset):
+    """Per-image access to a dataset on disk: ``reader[i]`` is image i as uint8 C×H×W.
+
+    A ``torch.utils.data.Dataset``, so DataLoader workers read in parallel; it must pickle (open
+    files lazily, per process). ``labels`` and ``source`` are as in ``ImageSet``, known without
+    decoding any image.
+    """
+
+    shape: tuple[int, int, int]             # C, H, W of every image
+    labels: torch.Tensor | None = None
+    source: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        raise NotImplementedError
+
 
 class Corruption(Component):
     """A degradation applied to a batch of images."""

@@ -116,6 +116,20 @@ def test_cifar10_missing_files(tmp_path, monkeypatch):
 
 # --- folders --------------------------------------------------------------------------------
 
+def same_as_load(dataset, loaded=None) -> None:
+    """The dataset's per-image reader (for pools streamed from disk) gives load()'s images, labels
+    and sources bit for bit, also through a pickled copy (what a DataLoader worker gets)."""
+    import pickle
+
+    loaded = loaded or dataset.load()
+    reader = pickle.loads(pickle.dumps(dataset.reader()))
+    assert len(reader) == len(loaded) and tuple(reader.shape) == tuple(loaded.images.shape[1:])
+    assert torch.equal(torch.stack([reader[i] for i in range(len(reader))]), loaded.images)
+    for name in ("labels", "source"):
+        ours, theirs = getattr(reader, name), getattr(loaded, name)
+        assert (ours is None and theirs is None) or torch.equal(ours, theirs), name
+
+
 def test_image_folder_order_resize_and_labels(tmp_path, monkeypatch):
     stripes = np.concatenate([solid(10, 10, (255, 0, 0)), solid(10, 10, (0, 255, 0)),
                               solid(10, 10, (0, 0, 255))], axis=1)  # 10×30: centre crop is green
@@ -139,6 +153,7 @@ def test_image_folder_order_resize_and_labels(tmp_path, monkeypatch):
     grey = build("image_folder", path=str(tmp_path / "imgs"), resolution=8, channels=1).load()
     assert grey.images.shape == (4, 1, 8, 8) and grey.labels is None
     assert build("image_folder", path="imgs", resolution=16).load().content_hash() == data.content_hash()
+    same_as_load(build("image_folder", path="imgs", resolution=16, labels_from_subfolders=True), data)
 
 
 def test_image_folder_errors(tmp_path):
@@ -248,6 +263,9 @@ def test_user_folders_sources_and_order(tmp_path):
     assert data.images[:, 0, 0, 0].tolist() == [10, 11, 20, 21, 22, 30, 40, 41]
     assert data.source.dtype == torch.int8
     assert data.source.tolist() == [HIGH_QUALITY] * 2 + [LOW_QUALITY] * 4 + [OUT_OF_DISTRIBUTION] * 2
+    same_as_load(build("user_folders", high_quality=str(tmp_path / "good"),
+                       low_quality=[str(tmp_path / "bad1"), str(tmp_path / "bad2")],
+                       out_of_distribution=[str(tmp_path / "ood")], resolution=8, channels=1), data)
     no_ood = build("user_folders", high_quality=str(tmp_path / "good"), low_quality=[str(tmp_path / "bad2")],
                    resolution=8).load()
     assert no_ood.source.tolist() == [HIGH_QUALITY] * 2 + [LOW_QUALITY]
@@ -287,9 +305,13 @@ def test_edm_zip_labels_order_and_sizes(tmp_path):
     grey = write_zip(tmp_path / "grey.zip", {"a.png": np.full((8, 8), 9), "b.png": np.full((8, 8), 3)})
     loaded = build("edm_zip", path=str(grey)).load()
     assert loaded.images.shape == (2, 1, 8, 8) and loaded.labels is None
+    same_as_load(build("edm_zip", path=str(path)), data)
+    same_as_load(build("edm_zip", path=str(grey)), loaded)
     mixed = write_zip(tmp_path / "mixed.zip", {"a.png": solid(8, 8), "b.png": noise(12, 10, 0),
                                                "__MACOSX/._a.png": solid(2, 2), "readme.txt": solid(1, 1)})
     user_error(build("edm_zip", path=str(mixed)).load, "different sizes", "resolution")
+    user_error(build("edm_zip", path=str(mixed)).reader, "different sizes", "resolution")
+    same_as_load(build("edm_zip", path=str(mixed), resolution=16))
     assert build("edm_zip", path=str(mixed), resolution=16).load().images.shape == (2, 3, 16, 16)
 
 

@@ -190,6 +190,9 @@ TRAIN = Section("train", {
     "checkpoint_kimg": Param(10.0, "checkpoint interval", gt=0, semantic=False),
     "log_every": Param(50, "steps between log lines", kind=int, ge=1, semantic=False),
     "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
+    "loader_workers": Param(None, "DataLoader workers reading a pool streamed from disk (null = "
+                                  "$AMBIENT_BENCH_LOADER_WORKERS, else up to 8 of the cores)", kind=int, ge=0,
+                            nullable=True, semantic=False),
 })
 
 SAMPLE = Section("sample", {

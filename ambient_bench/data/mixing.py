@@ -10,6 +10,7 @@ image gets a fixed Gaussian draw Z_i, used by the ambient loss as x0 + sigma_min
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,6 +41,49 @@ def choose_corruption(seed: int, indices: torch.Tensor, count: int) -> torch.Ten
                         dtype=torch.int8)
 
 
+@dataclass
+class PoolLayout:
+    """Everything about a pool but its pixels: which dataset image or OOD image each row is, and
+    what happens to it. Decided from indices and seeds alone, so a pool streamed from disk
+    (``data/pool.py``) and one built in memory (``mix``) are the same pool."""
+
+    rows: torch.Tensor        # int64: per pool row, its position in the dataset + OOD sources concatenated
+    corrupted: torch.Tensor
+    ood: torch.Tensor
+    corruption: torch.Tensor  # int8, -1 = none
+    labels: torch.Tensor | None
+
+
+def layout(n: int, origin: torch.Tensor, labels: torch.Tensor | None, clean_fraction: float, num_corruptions: int,
+           seed: int, ood_counts: Sequence[int] = (), discard_rest: bool = False) -> PoolLayout:
+    """The pool of a dataset of ``n`` images (``origin``: their sources) and OOD sources of ``ood_counts``."""
+    unlucky = torch.from_numpy(coin(seed, np.arange(n)) < 1.0 - clean_fraction) & (origin == HIGH_QUALITY)
+    keep = ~unlucky if discard_rest else torch.ones(n, dtype=torch.bool)
+    index = torch.arange(n)[keep]
+    corrupted = (unlucky | (origin == LOW_QUALITY))[keep]
+    ood = (origin == OUT_OF_DISTRIBUTION)[keep]
+    which = torch.full((len(index),), -1, dtype=torch.int8)
+    labels = None if labels is None else labels[keep].long()
+    todo = torch.nonzero(unlucky[keep]).flatten()
+    if num_corruptions and len(todo):
+        which[todo] = choose_corruption(seed, index[todo], num_corruptions)
+    for m in ood_counts:
+        index = torch.cat([index, n + torch.arange(m)])
+        corrupted = torch.cat([corrupted, torch.zeros(m, dtype=torch.bool)])
+        ood = torch.cat([ood, torch.ones(m, dtype=torch.bool)])
+        which = torch.cat([which, torch.full((m,), -1, dtype=torch.int8)])
+        if labels is not None:  # no class of the target's label space
+            labels = torch.cat([labels, torch.full((m,), -1, dtype=torch.long)])
+        n += m
+    return PoolLayout(index, corrupted, ood, which, labels)
+
+
+def corrupt(images: torch.Tensor, corruption: Corruption, seed: int, indices: torch.Tensor) -> torch.Tensor:
+    """uint8 images after ``corruption``, each drawing from its own generator (seed, index)."""
+    rngs = [numpy_rng("corruption", seed, int(i)) for i in indices]
+    return to_uint8(corruption.apply(images.float() / 255.0, rngs).clamp(0, 1))
+
+
 def mix(source: ImageSet, clean_fraction: float, corruptions: Sequence[Corruption], seed: int,
         ood_sources: Sequence[ImageSet] = (), discard_rest: bool = False, batch_size: int = 256,
         progress: Callable | None = None) -> MixedData:
@@ -50,39 +94,22 @@ def mix(source: ImageSet, clean_fraction: float, corruptions: Sequence[Corruptio
     'Dogs (10%)' setting).
     """
     n = len(source)
-    origin = source.source if source.source is not None else torch.full((n,), HIGH_QUALITY, dtype=torch.int8)
-    unlucky = torch.from_numpy(coin(seed, np.arange(n)) < 1.0 - clean_fraction) & (origin == HIGH_QUALITY)
-    keep = ~unlucky if discard_rest else torch.ones(n, dtype=torch.bool)
-    index = torch.arange(n)[keep]
-    images = source.images[keep].clone()
-    corrupted = (unlucky | (origin == LOW_QUALITY))[keep]
-    ood = (origin == OUT_OF_DISTRIBUTION)[keep]
-    which = torch.full((len(index),), -1, dtype=torch.int8)
-    labels = None if source.labels is None else source.labels[keep].long()
-    todo = torch.nonzero(unlucky[keep]).flatten()
-    if corruptions and len(todo):
-        which[todo] = choose_corruption(seed, index[todo], len(corruptions))
-        starts = range(0, len(todo), batch_size)
-        for start in (progress(starts, desc="corrupt", unit="batch") if progress else starts):
-            rows = todo[start:start + batch_size]
-            for c, corruption in enumerate(corruptions):
-                rows_c = rows[which[rows] == c]
-                if len(rows_c):
-                    rngs = [numpy_rng("corruption", seed, int(i)) for i in index[rows_c]]
-                    images[rows_c] = to_uint8(corruption.apply(images[rows_c].float() / 255.0, rngs).clamp(0, 1))
     for k, extra in enumerate(ood_sources):
         if extra.images.shape[1:] != source.images.shape[1:]:
             raise UserError(f"out-of-distribution source {k + 1} has images of shape {tuple(extra.images.shape[1:])} "
                             f"but the dataset's are {tuple(source.images.shape[1:])}; set its resolution/channels")
-        m = len(extra)
-        index = torch.cat([index, n + torch.arange(m)])
-        images = torch.cat([images, extra.images])
-        corrupted = torch.cat([corrupted, torch.zeros(m, dtype=torch.bool)])
-        ood = torch.cat([ood, torch.ones(m, dtype=torch.bool)])
-        which = torch.cat([which, torch.full((m,), -1, dtype=torch.int8)])
-        if labels is not None:  # no class of the target's label space
-            labels = torch.cat([labels, torch.full((m,), -1, dtype=torch.long)])
-        n += m
-    noise = fixed_noise(seed, index, tuple(source.images.shape[1:]))
-    return MixedData(images=images, corrupted=corrupted, ood=ood, noise=noise, index=index, corruption=which,
-                     labels=labels)
+    origin = source.source if source.source is not None else torch.full((n,), HIGH_QUALITY, dtype=torch.int8)
+    pool = layout(n, origin, source.labels, clean_fraction, len(corruptions), seed,
+                  [len(extra) for extra in ood_sources], discard_rest)
+    images = torch.cat([source.images, *(extra.images for extra in ood_sources)])[pool.rows]
+    todo = torch.nonzero(pool.corruption >= 0).flatten()
+    starts = range(0, len(todo), batch_size)
+    for start in (progress(starts, desc="corrupt", unit="batch") if progress and len(todo) else starts):
+        rows = todo[start:start + batch_size]
+        for c, corruption in enumerate(corruptions):
+            rows_c = rows[pool.corruption[rows] == c]
+            if len(rows_c):
+                images[rows_c] = corrupt(images[rows_c], corruption, seed, pool.rows[rows_c])
+    noise = fixed_noise(seed, pool.rows, tuple(source.images.shape[1:]))
+    return MixedData(images=images, corrupted=pool.corrupted, ood=pool.ood, noise=noise, index=pool.rows,
+                     corruption=pool.corruption, labels=pool.labels)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from ambient_bench.components import ImageReader
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param
 
@@ -138,3 +139,18 @@ def load_images(paths: Sequence[Path], resolution: int, channels: int) -> torch.
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         arrays = list(pool.map(lambda p: load_image(p, resolution, channels), paths))
     return torch.from_numpy(np.stack(arrays))
+
+
+class FileImages(ImageReader):
+    """Image files read one at a time by ``load_image`` (what ``load_images`` does for all of them)."""
+
+    def __init__(self, paths: Sequence[Path], resolution: int, channels: int, labels: torch.Tensor | None = None,
+                 source: torch.Tensor | None = None) -> None:
+        self.paths, self.resolution, self.channels = list(paths), resolution, channels
+        self.shape, self.labels, self.source = (channels, resolution, resolution), labels, source
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.from_numpy(np.array(load_image(self.paths[i], self.resolution, self.channels)))  # writable

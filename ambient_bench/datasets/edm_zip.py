@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ambient_bench.components import Dataset, ImageSet
+from ambient_bench.components import Dataset, ImageReader, ImageSet
 from ambient_bench.datasets import manifest
 from ambient_bench.datasets._paths import EXTENSIONS_TEXT, first, is_image_name, limit_param, prepare, user_path
 from ambient_bench.errors import UserError
@@ -97,6 +97,25 @@ class EDMZip(Dataset):
         path = user_path(self.p.path)
         return {"content": manifest.file_hashes(path.parent, [path])[0][:16]}
 
+    def reader(self) -> "ZipImages":
+        """Image headers only are read here (mode and size, for load()'s channel and size rules)."""
+        path = user_path(self.p.path)
+        with self._open() as archive:
+            names = self._names(archive)
+            labels = _labels(archive, names, path)
+            headers = []
+            for name in names:
+                with archive.open(name) as member, Image.open(member) as picture:
+                    headers.append((picture.mode, picture.size))
+        channels = 1 if all(mode in ("L", "1") for mode, _ in headers) else 3
+        sizes = {size for _, size in headers}
+        if self.p.resolution is None and len(sizes) > 1:
+            (w1, h1), (w2, h2) = sorted(sizes)[:2]
+            raise UserError(f"edm_zip: images in {path} have different sizes ({w1}×{h1}, {w2}×{h2}, ...); "
+                            f"set resolution: to resize them")
+        side = self.p.resolution or next(iter(sizes))[0]
+        return ZipImages(path, names, self.p.resolution, channels, (channels, side, side), labels)
+
     def load(self) -> ImageSet:
         path = user_path(self.p.path)
         with self._open() as archive:
@@ -112,3 +131,25 @@ class EDMZip(Dataset):
                                 f"set resolution: to resize them")
         images = np.stack([prepare(p, self.p.resolution, channels) for p in pictures])
         return ImageSet(images=torch.from_numpy(images), labels=labels)
+
+
+class ZipImages(ImageReader):
+    """Members of a dataset zip, decoded one at a time; each process opens the zip for itself."""
+
+    def __init__(self, path: Path, names: list[str], resolution: int | None, channels: int,
+                 shape: tuple[int, int, int], labels: torch.Tensor | None) -> None:
+        self.path, self.names, self.resolution, self.channels = path, names, resolution, channels
+        self.shape, self.labels = shape, labels
+        self._archive: zipfile.ZipFile | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_archive": None}  # an open zip does not cross into a worker
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self._archive is None:
+            self._archive = zipfile.ZipFile(self.path)
+        picture = Image.open(io.BytesIO(self._archive.read(self.names[i])))
+        return torch.from_numpy(np.array(prepare(picture, self.resolution, self.channels)))  # writable

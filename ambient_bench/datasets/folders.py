@@ -13,8 +13,8 @@ import torch
 from ambient_bench.components import (HIGH_QUALITY, LOW_QUALITY, OUT_OF_DISTRIBUTION, Dataset,
                                       ImageSet)
 from ambient_bench.datasets import manifest
-from ambient_bench.datasets._paths import (first, limit_param, list_images, load_images, require_images,
-                                           root_or_default, standin_fingerprint, user_path)
+from ambient_bench.datasets._paths import (FileImages, first, limit_param, list_images, load_images,
+                                           require_images, root_or_default, standin_fingerprint, user_path)
 from ambient_bench.errors import UserError
 from ambient_bench.params import REQUIRED, Param
 from ambient_bench.registry import register_dataset
@@ -95,6 +95,12 @@ class ImageFolder(Dataset):
         labels = class_labels(subfolder_names(folder, paths, "image_folder")) if self.p.labels_from_subfolders else None
         return ImageSet(images=load_images(paths, self.p.resolution, self.p.channels), labels=labels)
 
+    def reader(self) -> FileImages:
+        paths = self._paths()
+        labels = (class_labels(subfolder_names(user_path(self.p.path), paths, "image_folder"))
+                  if self.p.labels_from_subfolders else None)
+        return FileImages(paths, self.p.resolution, self.p.channels, labels)
+
 
 @register_dataset("afhq")
 class AFHQ(Dataset):
@@ -148,6 +154,9 @@ class AFHQ(Dataset):
     def load(self) -> ImageSet:
         return ImageSet(images=load_images(self._paths(), self.p.resolution, 3))
 
+    def reader(self) -> FileImages:
+        return FileImages(self._paths(), self.p.resolution, 3)
+
 
 @register_dataset("ffhq")
 class FFHQ(Dataset):
@@ -186,6 +195,9 @@ class FFHQ(Dataset):
 
     def load(self) -> ImageSet:
         return ImageSet(images=load_images(self._paths(), self.p.resolution, 3))
+
+    def reader(self) -> FileImages:
+        return FileImages(self._paths(), self.p.resolution, 3)
 
 
 @register_dataset("user_folders")
@@ -236,6 +248,18 @@ class UserFolders(Dataset):
         self.check()
         return {"content": [[key, source, manifest.fingerprint(folder, list_images(folder))]
                             for key, folder, source in self._groups()]}
+
+    def reader(self) -> FileImages:
+        self.check()
+        paths, sources, names = [], [], []
+        for key, folder, source in self._groups():
+            listed = list_images(folder)
+            paths += listed
+            sources.append(torch.full((len(listed),), source, dtype=torch.int8))
+            if self.p.labels_from_subfolders:
+                names += subfolder_names(folder, listed, f"user_folders: {key}")
+        labels = class_labels(names) if self.p.labels_from_subfolders else None
+        return FileImages(paths, self.p.resolution, self.p.channels, labels, torch.cat(sources))
 
     def load(self) -> ImageSet:
         self.check()

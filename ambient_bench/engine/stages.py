@@ -16,9 +16,10 @@ import numpy as np
 import torch
 
 from ambient_bench import fileio
-from ambient_bench.components import Annotation, AnnotationContext, MixedData
+from ambient_bench.components import HIGH_QUALITY, Annotation, AnnotationContext, MixedData
 from ambient_bench.config.schema import as_list, spec_label
 from ambient_bench.data.images import model_to_uint8, uint8_to_model
+from ambient_bench.data import mixing, pool
 from ambient_bench.data.mixing import mix
 from ambient_bench.engine.cells import Stage
 from ambient_bench.engine.previews import save_grid
@@ -50,8 +51,57 @@ class Context:
         return self.store.dir(stage.kind, stage.key)
 
 
+def _pool_readers(mix_stage: Stage) -> list[Any]:
+    """Readers of the dataset and its OOD sources (None for one that only loads whole)."""
+    datasets = [DATASETS.build(mix_stage.runtime["dataset"])]
+    datasets += [DATASETS.build(d) for d in mix_stage.runtime["mix"]["ood"]]
+    return [d.reader() for d in datasets]
+
+
+def _streamed_pool(mix_stage: Stage, layout: pool.PoolLayout, readers: list[Any] | None = None) -> pool.PoolImages:
+    rt = mix_stage.runtime["mix"]
+    return pool.PoolImages(readers or _pool_readers(mix_stage), [CORRUPTIONS.build(c) for c in as_list(rt["corruption"])],
+                           rt["seed"], layout)
+
+
+def load_mixed(mix_stage: Stage, ctx: Context) -> MixedData:
+    """The mix stage's pool; a streamed one (``data/pool.py``) with images read on demand and no noise."""
+    saved = fileio.torch_load(ctx.dir(mix_stage) / "mixed.pt")
+    if saved["images"] is not None:
+        return MixedData(**saved)
+    layout = pool.PoolLayout(saved["index"], saved["corrupted"], saved["ood"], saved["corruption"], saved["labels"])
+    return MixedData(**{**saved, "images": pool.LazyImages(_streamed_pool(mix_stage, layout))})
+
+
+def _run_mix_streamed(stage: Stage, out: Path, readers: list[Any]) -> dict[str, Any]:
+    """The pool's layout only; its pixels are read from the dataset's files when used."""
+    rt = stage.runtime["mix"]
+    source, ood = readers[0], readers[1:]
+    n = len(source)
+    origin = source.source if source.source is not None else torch.full((n,), HIGH_QUALITY, dtype=torch.int8)
+    layout = mixing.layout(n, origin, source.labels, rt["clean_fraction"], len(as_list(rt["corruption"])), rt["seed"],
+                           [len(r) for r in ood], rt["discard_rest"])
+    fileio.torch_save(out / "mixed.pt", {"images": None, "noise": None, "index": layout.rows,
+                                         "corrupted": layout.corrupted, "ood": layout.ood,
+                                         "corruption": layout.corruption, "labels": layout.labels})
+    images = pool.LazyImages(_streamed_pool(stage, layout, readers))
+    shown = torch.nonzero(layout.corruption >= 0).flatten()[:16]
+    if len(shown):
+        save_grid(out / "preview.png", images[shown], columns=len(shown))
+    per_corruption = {spec_label(c): int((layout.corruption == k).sum())
+                      for k, c in enumerate(as_list(rt["corruption"]))}
+    return {"num_images": len(layout.rows), "num_corrupted": int(layout.corrupted.sum()),
+            "num_ood": int(layout.ood.sum()), "per_corruption": per_corruption, "streamed": True,
+            "dataset_hash": pool.content_hash(source), "ood_hashes": [pool.content_hash(r) for r in ood]}
+
+
 def run_mix(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     rt = stage.runtime["mix"]
+    readers = _pool_readers(stage)
+    if pool.streams(readers):
+        ctx.log(f"      streaming the pool from disk: its pixels exceed ${pool.LIMIT_ENV} "
+                f"({pool.in_memory_limit_bytes() / 2 ** 30:g} GiB)")
+        return _run_mix_streamed(stage, out, readers)
     source = DATASETS.build(stage.runtime["dataset"]).load()
     corruptions = [CORRUPTIONS.build(c) for c in as_list(rt["corruption"])]
     ood = [DATASETS.build(d).load() for d in rt["ood"]]
@@ -77,7 +127,7 @@ def run_classifier(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     from ambient_bench.annotation.classifier_training import CLASSIFIER, load_classifier, train_classifier
     from ambient_bench.annotation.figures import plot_classifier_quality
 
-    mixed = MixedData(**fileio.torch_load(ctx.dir(stage.deps["mix"]) / "mixed.pt"))
+    mixed = load_mixed(stage.deps["mix"], ctx)
     rt, cfg = stage.runtime, stage.runtime["classifier"]
     if rt["pool"] == "target_vs_ood":
         chosen, labels = ~mixed.corrupted, ~mixed.ood        # label 1 = in distribution
@@ -137,7 +187,7 @@ def _annotation_figures(mixed: MixedData, ann: Annotation, corruptions: list[str
 
 
 def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
-    mixed = MixedData(**fileio.torch_load(ctx.dir(stage.deps["mix"]) / "mixed.pt"))
+    mixed = load_mixed(stage.deps["mix"], ctx)
     method = METHODS.build(stage.runtime["method"])
     deps = {name.split(":", 1)[1]: dep for name, dep in stage.deps.items() if name.startswith("classifier:")}
     classifiers = {name: ctx.dir(dep) / "classifier.pt" for name, dep in deps.items()}
@@ -147,7 +197,9 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         return {}
     _check_annotation(ann, len(mixed.index), method.name)
     keep = ann.keep.bool()
-    train_set = {"images": mixed.images[keep], "noise": mixed.noise[keep], "index": mixed.index[keep],
+    streamed = isinstance(mixed.images, pool.LazyImages)  # the pool's rows, not its pixels
+    train_set = {"images": None if streamed else mixed.images[keep], "noise": None if streamed else mixed.noise[keep],
+                 "pool_rows": torch.nonzero(keep).flatten() if streamed else None, "index": mixed.index[keep],
                  "corrupted": mixed.corrupted[keep], "ood": mixed.ood[keep], "sigma_min": ann.sigma_min[keep].float(),
                  "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer),
                  "weight_clip": float(ann.weight_clip),
@@ -179,13 +231,15 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     from ambient_bench.training.loop import CHECKPOINT, train
 
     data = fileio.torch_load(ctx.dir(stage.deps["annotate"]) / "train_set.pt")
+    if data["images"] is None:  # a streamed pool: the loop reads the kept rows from disk
+        data["pool_images"] = load_mixed(stage.deps["annotate"].deps["mix"], ctx).images.source
     init = fileio.torch_load(ctx.dir(stage.deps["pretrain"]) / CHECKPOINT) if "pretrain" in stage.deps else None
     started = time.perf_counter()
     if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log, init=init):
         raise StageIncomplete("training stopped before its duration; re-run to resume")
     return {"seconds_this_session": round(time.perf_counter() - started, 1),
             "torch_threads": torch.get_num_threads(),  # CPU results depend on it at float level
-            "duration_kimg": stage.runtime["train"]["duration_kimg"], "num_train_images": len(data["images"])}
+            "duration_kimg": stage.runtime["train"]["duration_kimg"], "num_train_images": len(data["index"])}
 
 
 def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:

@@ -19,14 +19,15 @@ from typing import Any, Callable
 import torch
 
 from ambient_bench import fileio
-from ambient_bench.data.images import uint8_to_model
 from ambient_bench.diffusion.edm import EDMPrecond
 from ambient_bench.diffusion.loss import ambient_edm_loss, annotation_noise
 from ambient_bench.diffusion.augment import AugmentPipe
 from ambient_bench.diffusion.unet import build_unet
 from ambient_bench.progress import bar
-from ambient_bench.seeding import numpy_rng, seed_for, torch_generator
+from ambient_bench.seeding import seed_for, torch_generator
 from ambient_bench import distributed
+from ambient_bench.data.pool import loader_workers
+from ambient_bench.training import batches
 from ambient_bench.training.stream import AdmissibleStream
 
 CHECKPOINT, NETWORK = "checkpoint.pt", "network.pt"
@@ -120,12 +121,14 @@ def restore_checkpoint(run_dir: Path, net: torch.nn.Module, ema: torch.nn.Module
 
 
 def save_checkpoint(run_dir: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module,
-                    opt: torch.optim.Optimizer, stream: AdmissibleStream) -> None:
-    """Atomic (temp file + rename); only rank 0 writes, the state being the same on every rank."""
+                    opt: torch.optim.Optimizer, stream: AdmissibleStream | dict[str, int]) -> None:
+    """Atomic (temp file + rename); only rank 0 writes, the state being the same on every rank.
+    ``stream``: the sample stream, or its state after step ``step``'s draw (a loader runs ahead)."""
     if not distributed.is_main():
         return
+    state = stream if isinstance(stream, dict) else stream.state_dict()
     fileio.torch_save(run_dir / CHECKPOINT, {"step": step, "net": net.state_dict(), "ema": ema.state_dict(),
-                                             "opt": opt.state_dict(), "stream": stream.state_dict()})
+                                             "opt": opt.state_dict(), "stream": state})
 
 
 def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
@@ -226,10 +229,10 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     seed, batch, rank = cfg["seed"], cfg["batch"], distributed.rank()
     mine = distributed.local_slice(batch)
     layout = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
-    x_all, z_all = uint8_to_model(data["images"]).to(device), data["noise"].float().to(device)
+    streamed = data.get("images") is None  # pixels read from disk (data/pool.py) by training/batches.py
     sigma_min = data["sigma_min"].double()
     weight_clip = float(data.get("weight_clip", math.inf))
-    _, channels, resolution, _ = x_all.shape
+    channels, resolution, _ = data["pool_images"].shape if streamed else data["images"].shape[1:]
     torch.manual_seed(seed_for("init", seed))
     net = build_network(net_cfg, channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
@@ -258,27 +261,34 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
     main = distributed.is_main()
 
+    # the whole global batch is drawn on every rank, so the draws do not depend on the rank count
+    steps = range(step, total if stop_at_step is None else min(total, max(step, stop_at_step)))
+    whole = augment is not None  # augmentation draws per position of the global batch
+    if streamed:
+        draws = batches.streamed(data["pool_images"], data["pool_rows"], stream, cfg, steps, mine, whole, device,
+                                 workers=cfg.get("loader_workers") if cfg.get("loader_workers") is not None
+                                 else loader_workers())
+    else:
+        draws = batches.in_memory(data["images"], data["noise"], stream, cfg, steps, mine, whole, device)
+
     with open(run_dir / "stats.jsonl", "a") if main else contextlib.nullcontext() as stats_file, \
             bar(total=total, initial=step, desc=f"train {run_dir.name[:8]}", unit="step", disable=not main) as progress:
         t_last = time.perf_counter()
-        while step < total and (stop_at_step is None or step < stop_at_step):
-            # the whole global batch is drawn on every rank, so the draws do not depend on the rank count
-            rng = numpy_rng("sigma", seed, step)
-            indices, sigmas = stream.batch(lambda: math.exp(cfg["P_mean"] + cfg["P_std"] * rng.standard_normal()),
-                                           batch)
-            eps = torch.randn((batch, *x_all.shape[1:]), generator=torch_generator("eps", seed, step))[mine]
-            x0, labels = x_all[torch.from_numpy(indices).to(device)], None
+        for drawn in draws:
+            eps = torch.randn((batch, channels, resolution, resolution),
+                              generator=torch_generator("eps", seed, step))[mine]
+            x0, labels = drawn.x0, None
             if augment is not None:  # also on the global batch: its draws are per position in the batch
                 x0, labels = augment(x0, torch_generator("augment", seed, step))
-                labels = labels[mine]
-            x0, indices, sigma = x0[mine], indices[mine], torch.from_numpy(sigmas)[mine]
+                x0, labels = x0[mine], labels[mine]
+            indices, sigma = drawn.indices[mine], torch.from_numpy(drawn.sigmas)[mine]
             idx = torch.from_numpy(indices).to(device)
             sigma_n = annotation_noise(sigma, sigma_min[indices])
             torch.manual_seed(seed_for("dropout", seed, rank, step))
             with autocast:
                 onehot = None if classes is None else classes[idx]
                 loss = ambient_edm_loss(lambda x, s: forward(x, s, augment_labels=labels, class_labels=onehot),
-                                        x0.contiguous(memory_format=layout), z_all[idx],
+                                        x0.contiguous(memory_format=layout), drawn.z,
                                         sigma.float().to(device), sigma_n.float().to(device), eps.to(device),
                                         cfg["sigma_data"], weight_clip=weight_clip)
             check_finite_loss(loss, sigma, step)
@@ -302,7 +312,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
                                   _network_record(ema, net_cfg, channels, cfg=cfg, resolution=resolution, steps=step))
             if step % ckpt_every == 0 or step == total or step == stop_at_step:
-                save_checkpoint(run_dir, step, net, ema, opt, stream)
+                save_checkpoint(run_dir, step, net, ema, opt, drawn.stream_state)
     distributed.barrier()  # rank 0's checkpoint is on disk before any rank returns
     if step < total:
         return False
