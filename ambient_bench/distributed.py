@@ -120,11 +120,17 @@ def split_map(work: Callable[[int], T], count: int, what: str = "") -> list[T]:
     return [merged[i] for i in range(count)]
 
 
-def agree(value: T) -> T:
-    """Rank 0's ``value`` on every rank inside ``splitting`` (e.g. whether a cache file exists: ranks
-    that decided differently would not meet in the same collectives); ``value`` elsewhere."""
-    if not _splitting:
+def from_main(value: T) -> T:
+    """Rank 0's ``value`` on every rank (ranks that decided differently, e.g. whether a file exists,
+    would not meet in the same collectives); ``value`` in one process."""
+    if world_size() == 1:
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def agree(value: T) -> T:
+    """``from_main`` inside ``splitting``, where every rank runs the same code; ``value`` elsewhere
+    (rank 0 alone in a stage the others do not join)."""
+    return from_main(value) if _splitting else value

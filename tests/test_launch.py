@@ -11,8 +11,9 @@ from conftest import TINY_CELL, run_cli
 pytestmark = pytest.mark.slow
 pytest.importorskip("submitit")
 
+# training keeps its default 8 GPUs per node: on a machine without GPUs the local executor runs one task
 SUITE = TINY_CELL + """resources:
-  train: {{gpus: 0, cpus: 2, mem_gb: 4, time_min: 30, partition: debug}}
+  train: {{cpus: 2, mem_gb: 4, time_min: 30, partition: debug}}
 grid:
   method: [clean_only, all_data]
 """
@@ -22,7 +23,7 @@ def test_dry_run_writes_sbatch_scripts_with_resources_and_dependencies(tmp_path)
     runs = tmp_path / "runs"
     proc = run_cli("run", "benchmarks/mini_table2a.yaml", "--runs", str(runs), "--launcher", "slurm", "--dry-run",
                    "resources.train.gpus=4", "resources.train.nodes=2", "resources.train.partition=gpu",
-                   "resources.train.account=lab", "resources.evaluate.time_min=30")
+                   "resources.train.account=lab", "resources.evaluate.time_min=30", "resources.sample.gpus=2")
     assert proc.returncode == 0, proc.stderr
     out = runs / "_slurm" / "dry-run-mini_table2a"
     train = (out / next(p.name for p in out.glob("train_*.sbatch"))).read_text()
@@ -33,6 +34,8 @@ def test_dry_run_writes_sbatch_scripts_with_resources_and_dependencies(tmp_path)
     assert re.search(r"srun .* -m ambient_bench stage .*mini_table2a\.yaml .* --stage train:[0-9a-f]{16}", train)
     evaluate = next(out.glob("evaluate_*.sbatch")).read_text()
     assert "#SBATCH --time=30" in evaluate and "#SBATCH --ntasks-per-node=1" in evaluate
+    sample = next(out.glob("sample_*.sbatch")).read_text()  # sampling splits its seeds across the ranks
+    assert "#SBATCH --gpus-per-node=2" in sample and "#SBATCH --ntasks-per-node=2" in sample
     submit = (out / "submit.sh").read_text().splitlines()
     trains = [line for line in submit if line.startswith("train_")]
     assert trains and all("--dependency=afterok:$annotate_" in line for line in trains)

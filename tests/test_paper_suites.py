@@ -221,3 +221,22 @@ def test_tiny_profile_of_every_paper_suite_end_to_end(standins, tmp_path, monkey
         assert "Tiny profile" in ours and "STAND-IN DATA" in ours and "Δ" not in ours
         assert " paper " in ours.splitlines()[2] and "## The paper's numbers (same layout)" in table
     assert not (REPO / "results" / "table2a_cifar_blur").exists()  # tiny results never land in results/
+
+
+def test_slurm_dry_run_of_the_paper_table2a_suite(data, tmp_path, capsys):
+    pytest.importorskip("submitit")
+    # the tiny profile on stand-ins, and a metric that needs no downloaded weights: the job graph,
+    # resources and dependencies are those of the paper suite's nine cells
+    assert main(["run", str(PAPER / "table2a_cifar_blur.yaml"), "--runs", str(tmp_path / "runs"), "--profile", "tiny",
+                 "--launcher", "slurm", "--dry-run", "evaluate.metrics=[fd_bandpass]",
+                 "resources.train.partition=gpu"]) == 0
+    out = capsys.readouterr().out
+    folder = tmp_path / "runs" / "tiny" / "_slurm" / "dry-run-table2a_cifar_blur"
+    trains = sorted(folder.glob("train_*.sbatch"))
+    assert len(trains) == 9 and "nothing submitted" in out  # the nine trainings of Table 2(a)
+    for script in trains:
+        text = script.read_text()
+        assert "#SBATCH --gpus-per-node=8" in text and "#SBATCH --ntasks-per-node=8" in text
+        assert "#SBATCH --partition=gpu" in text
+    submit = (folder / "submit.sh").read_text()
+    assert submit.count("--dependency=afterok:") >= 9 and not (tmp_path / "runs" / "tiny" / "train").exists()

@@ -14,6 +14,7 @@ their dependencies, and prints the job graph; nothing is submitted.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import sys
@@ -38,9 +39,17 @@ def _submitit():
     return submitit
 
 
-def tasks_per_node(stage: Stage, res: dict[str, Any]) -> int:
-    """Training: one task per GPU (torch.distributed); every other stage: one task."""
-    return max(1, res["gpus"]) if stage.kind == "train" else 1
+def tasks_per_node(stage: Stage, res: dict[str, Any], local: bool = False) -> int:
+    """One task per GPU (torch.distributed) for the stages whose work splits across ranks; one task
+    otherwise. On submitit's local executor, no more tasks than this machine has GPUs (one without)."""
+    from ambient_bench.engine.runner import SPLIT_KINDS
+
+    gpus = res["gpus"]
+    if local:
+        import torch
+
+        gpus = min(gpus, torch.cuda.device_count())
+    return max(1, gpus) if stage.kind in SPLIT_KINDS else 1
 
 
 def stage_command(suite: Path, overrides: list[str], profile: str, runs: Path, stage: Stage) -> list[str]:
@@ -53,11 +62,11 @@ def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, id
     """Execute one stage of a suite (the body of every job): wait for its inputs, join the
     process group when the job has several tasks, run it under its lock."""
     from ambient_bench.config.suite import load_suite
-    from ambient_bench.engine.runner import build_graph
+    from ambient_bench.engine.runner import SPLIT_KINDS, build_graph, work_beside_main
     from ambient_bench.engine.stages import WORK, Context
     from ambient_bench import distributed
 
-    if int(os.environ.get("SLURM_NTASKS", "1")) > 1 and "WORLD_SIZE" not in os.environ:
+    if "WORLD_SIZE" not in os.environ and _job_tasks() > 1:
         from submitit.helpers import TorchDistributedEnvironment
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
@@ -76,23 +85,35 @@ def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, id
         time.sleep(poll_seconds)
     distributed.init_from_env()
     ctx = Context(store=store, log=lambda line: print(line, flush=True))
+    done = distributed.from_main(store.state(stage.kind, stage.key) == "done")  # every rank takes one branch
+    if done:
+        return store.summary(stage.kind, stage.key) if distributed.is_main() else {}
     if not distributed.is_main():
-        if stage.kind == "train":
-            WORK[stage.kind](stage, store.dir(stage.kind, stage.key), ctx)
+        if stage.kind in SPLIT_KINDS:
+            work_beside_main(stage, store)
         distributed.barrier()
         return {}
-    if store.state(stage.kind, stage.key) == "done":
-        summary = store.summary(stage.kind, stage.key)
-    else:
+    with distributed.splitting() if stage.kind in SPLIT_KINDS else contextlib.nullcontext():
         summary = store.execute(stage.kind, stage.key, stage.material, stage.runtime,
                                 lambda out: WORK[stage.kind](stage, out, ctx))
     distributed.barrier()
     return summary
 
 
+def _job_tasks() -> int:
+    """Tasks of this submitit job (SLURM or the local executor); 1 outside a job."""
+    try:
+        import submitit
+
+        return submitit.JobEnvironment().num_tasks
+    except (ImportError, RuntimeError):
+        return 1
+
+
 def _executor_parameters(stage: Stage, res: dict[str, Any], slurm: bool, dependency: str | None) -> dict[str, Any]:
     params = {"name": f"ab-{stage.kind}-{stage.key[:8]}", "timeout_min": res["time_min"], "nodes": res["nodes"],
-              "tasks_per_node": tasks_per_node(stage, res), "cpus_per_task": res["cpus"], "mem_gb": res["mem_gb"]}
+              "tasks_per_node": tasks_per_node(stage, res, local=not slurm), "cpus_per_task": res["cpus"],
+              "mem_gb": res["mem_gb"]}
     if slurm:
         params["gpus_per_node"] = res["gpus"]
         params.update({f"slurm_{k}": res[k] for k in ("partition", "account", "constraint", "qos") if res[k]})

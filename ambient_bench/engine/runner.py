@@ -296,6 +296,15 @@ def _announce(stage: Stage, resuming: bool, log: Callable[[str], None]) -> None:
     log(f"[{stage.kind} {stage.key[:16]}] {stage.describe}" + (" — resuming" if resuming else ""))
 
 
+def work_beside_main(stage: Stage, store: RunStore) -> None:
+    """A rank other than 0 computes its share of a SPLIT_KINDS stage; rank 0 writes the stage's files."""
+    with distributed.splitting(), tempfile.TemporaryDirectory(prefix="ambient-rank-") as scratch:
+        # the training loop and the sampler write nothing off rank 0; files other work writes on
+        # the way (annotation figures) go to a scratch folder here
+        out = store.dir(stage.kind, stage.key) if stage.kind in ("train", "sample") else Path(scratch)
+        WORK[stage.kind](stage, out, Context(store=store, log=_quiet))
+
+
 def _execute_ranks(graph: Graph, store: RunStore, log: Callable[[str], None]) -> dict[str, Any]:
     """Under torchrun: rank 0 runs every stage in order, the others join the stages whose work splits
     (SPLIT_KINDS), and every rank waits for the others after each stage."""
@@ -303,12 +312,8 @@ def _execute_ranks(graph: Graph, store: RunStore, log: Callable[[str], None]) ->
     distributed.barrier()  # every rank has its to-do list before rank 0 changes the store
     if not distributed.is_main():
         for stage in todo:
-            if stage.kind in SPLIT_KINDS:  # rank 0 writes; the others compute their share beside it
-                with distributed.splitting(), tempfile.TemporaryDirectory(prefix="ambient-rank-") as scratch:
-                    # a stage's own folder belongs to rank 0; files the work writes on the way
-                    # (annotation figures) go to a scratch folder here
-                    out = store.dir(stage.kind, stage.key) if stage.kind in ("train", "sample") else Path(scratch)
-                    WORK[stage.kind](stage, out, Context(store=store, log=_quiet))
+            if stage.kind in SPLIT_KINDS:
+                work_beside_main(stage, store)
             distributed.barrier()
         return {"ran": len(todo), "skipped": len(graph.stages) - len(todo), "failed": {}, "blocked": 0}
     ctx = Context(store=store, log=log)
