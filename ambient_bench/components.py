@@ -15,7 +15,7 @@ import math
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
@@ -145,6 +145,8 @@ class AnnotationContext:
     device: str = "auto"
     # request name → the classifier stage's held-out measurement (classifier_quality.measure)
     classifier_quality: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # the mix's corruptions, resolved specs in the order of MixedData.corruption's ids
+    corruptions: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Dataset(Component):
@@ -269,6 +271,35 @@ class Method(Component):
         """Decide per sample whether and at which noise levels it is used.
 
         ``ctx`` is None only for methods that request no classifiers and write no files."""
+
+    def objective(self, annotation: Annotation) -> dict[str, Any]:
+        """The training objective (a resolved ``OBJECTIVES`` spec). Default: the paper's ambient loss
+        with the annotation's weight clip, which is EDM's loss on samples with sigma_min 0."""
+        clip = annotation.weight_clip
+        return {"name": "ambient", "weight_clip": None if math.isinf(clip) else float(clip)}
+
+
+@dataclass
+class TrainBatch:
+    """What a training objective sees of one step's batch (this rank's slice of it)."""
+
+    x0: torch.Tensor         # model-space images as stored: clean, or the corrupted observation
+    z: torch.Tensor          # the fixed Gaussian draw Z_i of each image
+    sigma: torch.Tensor      # float64 [N] (CPU): the training noise level of each sample
+    sigma_min: torch.Tensor  # float64 [N] (CPU): its annotation (0 = clean; a known noise level for Tweedie)
+    eps: torch.Tensor        # fresh N(0, I) noise of this step
+    sigma_data: float = 0.5
+
+
+class Objective(Component):
+    """A training loss: the per-sample loss of a batch, in the manner of EDM's ``loss.py``."""
+
+    kind = "objective"
+
+    @abstractmethod
+    def loss(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+             batch: TrainBatch) -> torch.Tensor:
+        """Per-sample loss [N] (summed over pixels); ``denoiser(x, sigma)`` predicts x0."""
 
 
 class Metric(Component):

@@ -1,4 +1,4 @@
-"""Registries of components (corruptions, datasets, methods, metrics).
+"""Registries of components (corruptions, datasets, methods, metrics, training objectives).
 
 A component is a small class with a ``name``, a ``version`` (bump it whenever outputs
 change: it enters every stage key that uses the component), declared ``params`` and tiny
@@ -220,12 +220,14 @@ CORRUPTIONS: Registry = Registry("corruption", "ambient_bench.components:Corrupt
 DATASETS: Registry = Registry("dataset", "ambient_bench.components:Dataset", "ambient_bench.datasets")
 METHODS: Registry = Registry("method", "ambient_bench.components:Method", "ambient_bench.methods")
 METRICS: Registry = Registry("metric", "ambient_bench.components:Metric", "ambient_bench.metrics")
-REGISTRIES: dict[str, Registry] = {r.kind: r for r in (CORRUPTIONS, DATASETS, METHODS, METRICS)}
+OBJECTIVES: Registry = Registry("objective", "ambient_bench.components:Objective", "ambient_bench.objectives")
+REGISTRIES: dict[str, Registry] = {r.kind: r for r in (CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES)}
 
 register_corruption = CORRUPTIONS.register
 register_dataset = DATASETS.register
 register_method = METHODS.register
 register_metric = METRICS.register
+register_objective = OBJECTIVES.register
 
 # Known built-ins, imported on first use without importing their whole package.
 CORRUPTIONS.add_lazy("gaussian_blur", "ambient_bench.corruptions.blur:GaussianBlur")

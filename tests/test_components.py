@@ -8,7 +8,8 @@ import pytest
 import scipy.ndimage
 import torch
 
-from ambient_bench import CORRUPTIONS, DATASETS, METHODS, METRICS, AnnotationContext, ImageSet, MixedData, UserError
+from ambient_bench import (CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES, AnnotationContext, ImageSet,
+                           MixedData, UserError)
 from ambient_bench.annotation.classifier_training import train_classifier
 from ambient_bench.corruptions.blur import gaussian_kernel1d
 from ambient_bench.metrics import features
@@ -84,18 +85,23 @@ def test_method_contract(name, tmp_path):
         assert train_classifier(data.images, labels, request.config, request.config, out,
                                 crop_size=request.crop_size, log=lambda s: None)
         classifiers[request_name] = out / "classifier.pt"
-    ann = method.annotate(data, AnnotationContext(workdir=tmp_path, classifiers=classifiers))
+    ann = method.annotate(data, AnnotationContext(workdir=tmp_path, classifiers=classifiers, corruptions=NOISE_MIX))
     for field in ("keep", "sigma_min", "sigma_max"):
         assert getattr(ann, field).shape == (n,)
     assert ann.buffer >= 1.0
     clean = ~data.corrupted & ~data.ood
     assert ann.keep[clean].all() and (ann.sigma_min[clean] == 0).all()  # clean samples are always usable
+    assert OBJECTIVES.build(method.objective(ann)).name in OBJECTIVES.names()  # a valid objective spec
+
+
+NOISE_MIX = [{"name": "gaussian_noise", "sigma": 0.1}]  # the corruption of pool()'s corrupted images
 
 
 def pool(corrupted, ood):
     n = len(corrupted)
     return MixedData(images=torch.zeros(n, 1, 4, 4, dtype=torch.uint8), corrupted=corrupted, ood=ood,
-                     noise=torch.zeros(n, 1, 4, 4), index=torch.arange(n), corruption=torch.full((n,), -1))
+                     noise=torch.zeros(n, 1, 4, 4), index=torch.arange(n),
+                     corruption=torch.where(corrupted & ~ood, 0, -1).to(torch.int8))
 
 
 def test_method_semantics():
@@ -152,3 +158,38 @@ def test_fd_digits_separates_blur_and_caches_reference(tmp_path):
     # one cached reference, keyed by the content hashes of data and weights
     assert entry["content_hash"] == reference.content_hash()
     assert entry["weights_sha256"] == features.file_sha256(tmp_path / "setup" / "classifier.pt")
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+def test_objective_contract(name):
+    from ambient_bench import TrainBatch
+
+    cls = OBJECTIVES.get(name)
+    objective = cls(**cls.test_params)
+    g = torch.Generator().manual_seed(0)
+    n = 6
+    x0, z, eps = (torch.randn(n, 1, 4, 4, generator=g) for _ in range(3))
+    sigma = torch.exp(torch.randn(n, generator=g, dtype=torch.float64))
+    denoiser = lambda x, s: 0.5 * x  # noqa: E731
+    clean = objective.loss(denoiser, TrainBatch(x0, z, sigma, torch.zeros(n, dtype=torch.float64), eps))
+    assert clean.shape == (n,) and torch.isfinite(clean).all()
+    # on clean samples (sigma_min 0) every objective here is EDM's loss
+    edm = OBJECTIVES.build({"name": "edm"}).loss(denoiser, TrainBatch(x0, z, sigma, torch.zeros(n), eps))
+    torch.testing.assert_close(clean, edm, rtol=1e-5, atol=1e-5)
+    trusted_above = TrainBatch(x0, z, sigma, sigma / 2, eps)  # every sample above its annotation
+    assert torch.isfinite(objective.loss(denoiser, trusted_above)).all()
+
+
+def test_tweedie_uses_the_observation_and_ambient_adds_the_fixed_draw():
+    from ambient_bench import TrainBatch
+
+    g = torch.Generator().manual_seed(1)
+    n = 4
+    x0, z, eps = (torch.randn(n, 1, 2, 2, generator=g) for _ in range(3))
+    sigma, sigma_min = torch.full((n,), 2.0, dtype=torch.float64), torch.full((n,), 1.0, dtype=torch.float64)
+    seen = []
+    denoiser = lambda x, s: seen.append(x) or x  # noqa: E731
+    OBJECTIVES.build({"name": "ambient_tweedie"}).loss(denoiser, TrainBatch(x0, z, sigma, sigma_min, eps))
+    OBJECTIVES.build({"name": "ambient"}).loss(denoiser, TrainBatch(x0, z, sigma, sigma_min, eps))
+    torch.testing.assert_close(seen[0], x0 + 3 ** 0.5 * eps)           # x_t = x_tn + sqrt(4 - 1)·eps, x_tn = x0
+    torch.testing.assert_close(seen[1], x0 + z + 3 ** 0.5 * eps)       # x_tn = x0 + sigma_min·Z

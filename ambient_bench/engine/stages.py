@@ -192,7 +192,9 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     deps = {name.split(":", 1)[1]: dep for name, dep in stage.deps.items() if name.startswith("classifier:")}
     classifiers = {name: ctx.dir(dep) / "classifier.pt" for name, dep in deps.items()}
     quality = {name: ctx.store.summary(dep.kind, dep.key).get("quality") for name, dep in deps.items()}
-    ann = method.annotate(mixed, AnnotationContext(workdir=out, classifiers=classifiers, classifier_quality=quality))
+    corruptions = as_list(stage.deps["mix"].runtime["mix"]["corruption"])
+    ann = method.annotate(mixed, AnnotationContext(workdir=out, classifiers=classifiers, classifier_quality=quality,
+                                                   corruptions=corruptions))
     if not distributed.is_main():  # under torchrun the others scored their share of the images; rank 0 writes
         return {}
     _check_annotation(ann, len(mixed.index), method.name)
@@ -202,7 +204,7 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
                  "pool_rows": torch.nonzero(keep).flatten() if streamed else None, "index": mixed.index[keep],
                  "corrupted": mixed.corrupted[keep], "ood": mixed.ood[keep], "sigma_min": ann.sigma_min[keep].float(),
                  "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer),
-                 "weight_clip": float(ann.weight_clip),
+                 "weight_clip": float(ann.weight_clip), "objective": method.objective(ann),
                  "labels": None if mixed.labels is None else mixed.labels[keep]}
     fileio.torch_save(out / "train_set.pt", train_set)
     table = {"index": mixed.index, "corrupted": mixed.corrupted.int(), "corruption": mixed.corruption.int(),

@@ -19,11 +19,12 @@ from typing import Any, Callable
 import torch
 
 from ambient_bench import fileio
+from ambient_bench.components import TrainBatch
 from ambient_bench.diffusion.edm import EDMPrecond
-from ambient_bench.diffusion.loss import ambient_edm_loss, annotation_noise
 from ambient_bench.diffusion.augment import AugmentPipe
 from ambient_bench.diffusion.unet import build_unet
 from ambient_bench.progress import bar
+from ambient_bench.registry import OBJECTIVES
 from ambient_bench.seeding import seed_for, torch_generator
 from ambient_bench import distributed
 from ambient_bench.data.pool import loader_workers
@@ -202,6 +203,15 @@ def class_targets(data: dict[str, Any], label_dim: int, device: torch.device) ->
     return torch.nn.functional.one_hot(labels.long(), label_dim).float().to(device)
 
 
+def training_objective(data: dict[str, Any]) -> dict[str, Any]:
+    """The objective the annotate stage chose; a training set written before objectives were
+    components carries only the ambient loss's weight clip."""
+    if data.get("objective"):
+        return data["objective"]
+    clip = float(data.get("weight_clip", math.inf))
+    return {"name": "ambient", "weight_clip": None if math.isinf(clip) else clip}
+
+
 def configure_backends(cfg: dict[str, Any], device: torch.device) -> None:
     """TF32 as the recipe says (it changes the numbers on Ampere and later GPUs); cuDNN autotuning on."""
     if device.type == "cuda":
@@ -231,7 +241,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     layout = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     streamed = data.get("images") is None  # pixels read from disk (data/pool.py) by training/batches.py
     sigma_min = data["sigma_min"].double()
-    weight_clip = float(data.get("weight_clip", math.inf))
+    objective = OBJECTIVES.build(training_objective(data))
     channels, resolution, _ = data["pool_images"].shape if streamed else data["images"].shape[1:]
     torch.manual_seed(seed_for("init", seed))
     net = build_network(net_cfg, channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
@@ -283,14 +293,12 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 x0, labels = x0[mine], labels[mine]
             indices, sigma = drawn.indices[mine], torch.from_numpy(drawn.sigmas)[mine]
             idx = torch.from_numpy(indices).to(device)
-            sigma_n = annotation_noise(sigma, sigma_min[indices])
             torch.manual_seed(seed_for("dropout", seed, rank, step))
             with autocast:
                 onehot = None if classes is None else classes[idx]
-                loss = ambient_edm_loss(lambda x, s: forward(x, s, augment_labels=labels, class_labels=onehot),
-                                        x0.contiguous(memory_format=layout), drawn.z,
-                                        sigma.float().to(device), sigma_n.float().to(device), eps.to(device),
-                                        cfg["sigma_data"], weight_clip=weight_clip)
+                loss = objective.loss(lambda x, s: forward(x, s, augment_labels=labels, class_labels=onehot),
+                                      TrainBatch(x0.contiguous(memory_format=layout), drawn.z, sigma,
+                                                 sigma_min[indices], eps.to(device), cfg["sigma_data"]))
             check_finite_loss(loss, sigma, step)
             loss = loss.mean()
             lr = optimizer_step(net, ema, opt, loss.float(), cfg, step)
