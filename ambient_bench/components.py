@@ -106,6 +106,8 @@ class Annotation:
     weight_clip: float = math.inf
     # per-sample diagnostics written beside the annotation table (e.g. classifier crossings)
     columns: dict[str, torch.Tensor] = field(default_factory=dict)
+    # the data view: per-sample tensors (N×...) the objective reads besides the pixels (e.g. masks)
+    view: dict[str, torch.Tensor] = field(default_factory=dict)
     # scalars for the stage summary (e.g. number of samples whose classifier curve never crossed)
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -145,8 +147,9 @@ class AnnotationContext:
     device: str = "auto"
     # request name → the classifier stage's held-out measurement (classifier_quality.measure)
     classifier_quality: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # the mix's corruptions, resolved specs in the order of MixedData.corruption's ids
+    # the mix's corruptions, resolved specs in the order of MixedData.corruption's ids, and its seed
     corruptions: list[dict[str, Any]] = field(default_factory=list)
+    mix_seed: int = 0
 
 
 class Dataset(Component):
@@ -231,6 +234,12 @@ class Corruption(Component):
     def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
         """Corrupt ``x`` (float32 N×C×H×W in [0, 1]); ``rngs[i]`` is image i's own generator."""
 
+    def dropped(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray | None:
+        """H×W bool: the pixels ``apply`` removes from the image whose generator is ``rng`` (a fresh one,
+        seeded as ``apply``'s was), for methods that train on the observed pixels only; None for a
+        corruption that removes no pixels."""
+        return None
+
 
 class Method(Component):
     """A training method, defined by how it uses clean and corrupted samples."""
@@ -239,6 +248,8 @@ class Method(Component):
     # False when the method never looks at corrupted or out-of-distribution images: its pool
     # is then the clean images alone, shared by every corruption level and OOD source of a suite.
     uses_bad_data: ClassVar[bool] = True
+    # the corruption of the contract test's low-quality images (a method may need a particular kind)
+    test_corruption: ClassVar[dict[str, Any]] = {"name": "gaussian_blur", "sigma": 1.0}
 
     def check(self) -> None:
         """Raise ``UserError`` if something the method will need is missing (e.g. scorer weights).
@@ -272,6 +283,10 @@ class Method(Component):
 
         ``ctx`` is None only for methods that request no classifiers and write no files."""
 
+    def sampler(self, annotation: Annotation) -> dict[str, Any] | None:
+        """How the trained network samples: None = EDM's Heun sampler on the plain network."""
+        return None
+
     def objective(self, annotation: Annotation) -> dict[str, Any]:
         """The training objective (a resolved ``OBJECTIVES`` spec). Default: the paper's ambient loss
         with the annotation's weight clip, which is EDM's loss on samples with sigma_min 0."""
@@ -289,6 +304,7 @@ class TrainBatch:
     sigma_min: torch.Tensor  # float64 [N] (CPU): its annotation (0 = clean; a known noise level for Tweedie)
     eps: torch.Tensor        # fresh N(0, I) noise of this step
     sigma_data: float = 0.5
+    view: dict[str, torch.Tensor] = field(default_factory=dict)  # the annotation's per-sample tensors
 
 
 class Objective(Component):
@@ -300,6 +316,11 @@ class Objective(Component):
     def loss(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
              batch: TrainBatch) -> torch.Tensor:
         """Per-sample loss [N] (summed over pixels); ``denoiser(x, sigma)`` predicts x0."""
+
+    def input_channels(self, channels: int) -> int:
+        """Channels of the network's input (and output) for images of ``channels`` (a mask-conditioned
+        objective feeds its masks beside the pixels)."""
+        return channels
 
 
 class Metric(Component):

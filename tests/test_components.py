@@ -85,7 +85,8 @@ def test_method_contract(name, tmp_path):
         assert train_classifier(data.images, labels, request.config, request.config, out,
                                 crop_size=request.crop_size, log=lambda s: None)
         classifiers[request_name] = out / "classifier.pt"
-    ann = method.annotate(data, AnnotationContext(workdir=tmp_path, classifiers=classifiers, corruptions=NOISE_MIX))
+    ann = method.annotate(data, AnnotationContext(workdir=tmp_path, classifiers=classifiers,
+                                                  corruptions=[cls.test_corruption]))
     for field in ("keep", "sigma_min", "sigma_max"):
         assert getattr(ann, field).shape == (n,)
     assert ann.buffer >= 1.0
@@ -94,14 +95,11 @@ def test_method_contract(name, tmp_path):
     assert OBJECTIVES.build(method.objective(ann)).name in OBJECTIVES.names()  # a valid objective spec
 
 
-NOISE_MIX = [{"name": "gaussian_noise", "sigma": 0.1}]  # the corruption of pool()'s corrupted images
-
-
 def pool(corrupted, ood):
     n = len(corrupted)
     return MixedData(images=torch.zeros(n, 1, 4, 4, dtype=torch.uint8), corrupted=corrupted, ood=ood,
                      noise=torch.zeros(n, 1, 4, 4), index=torch.arange(n),
-                     corruption=torch.where(corrupted & ~ood, 0, -1).to(torch.int8))
+                     corruption=torch.where(corrupted & ~ood, 0, -1).to(torch.int8))  # Method.test_corruption
 
 
 def test_method_semantics():
@@ -171,12 +169,13 @@ def test_objective_contract(name):
     x0, z, eps = (torch.randn(n, 1, 4, 4, generator=g) for _ in range(3))
     sigma = torch.exp(torch.randn(n, generator=g, dtype=torch.float64))
     denoiser = lambda x, s: 0.5 * x  # noqa: E731
-    clean = objective.loss(denoiser, TrainBatch(x0, z, sigma, torch.zeros(n, dtype=torch.float64), eps))
+    whole = {"mask": torch.ones(n, 1, 4, 4), "mask_tilde": torch.ones(n, 1, 4, 4)}  # nothing missing
+    clean = objective.loss(denoiser, TrainBatch(x0, z, sigma, torch.zeros(n, dtype=torch.float64), eps, view=whole))
     assert clean.shape == (n,) and torch.isfinite(clean).all()
-    # on clean samples (sigma_min 0) every objective here is EDM's loss
+    # on clean, whole samples (sigma_min 0, no pixel missing) every objective here is EDM's loss
     edm = OBJECTIVES.build({"name": "edm"}).loss(denoiser, TrainBatch(x0, z, sigma, torch.zeros(n), eps))
     torch.testing.assert_close(clean, edm, rtol=1e-5, atol=1e-5)
-    trusted_above = TrainBatch(x0, z, sigma, sigma / 2, eps)  # every sample above its annotation
+    trusted_above = TrainBatch(x0, z, sigma, sigma / 2, eps, view=whole)  # every sample above its annotation
     assert torch.isfinite(objective.loss(denoiser, trusted_above)).all()
 
 

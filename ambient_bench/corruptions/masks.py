@@ -43,8 +43,11 @@ class PixelMask(Corruption):
     test_params = {"fraction": 0.3}
     gallery = [{"fraction": f} for f in (0.1, 0.25, 0.5, 0.75, 0.9)]
 
+    def dropped(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        return rng.random((height, width)) < self.p.fraction
+
     def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
-        return fill_masked(x, rngs, self.p.fill, lambda rng, h, w: rng.random((h, w)) < self.p.fraction)
+        return fill_masked(x, rngs, self.p.fill, self.dropped)
 
 
 @register_corruption("box_mask")
@@ -66,11 +69,12 @@ class BoxMask(Corruption):
     test_params = {"size": 0.3}
     gallery = [{"size": s} for s in (0.125, 0.25, 0.375, 0.5, 0.625)]
 
+    def dropped(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        side = box_side(self.p.size, height, width)
+        top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
+        drop = np.zeros((height, width), dtype=bool)
+        drop[top:top + side, left:left + side] = True
+        return drop
+
     def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
-        def hole(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-            side = box_side(self.p.size, h, w)
-            top, left = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-            drop = np.zeros((h, w), dtype=bool)
-            drop[top:top + side, left:left + side] = True
-            return drop
-        return fill_masked(x, rngs, self.p.fill, hole)
+        return fill_masked(x, rngs, self.p.fill, self.dropped)

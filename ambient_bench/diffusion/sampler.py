@@ -34,3 +34,17 @@ def heun_sample(denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
             x_next = x + (t_next - t_cur) * 0.5 * (d + slope(x_next, t_next))
         x = x_next
     return x.to(latents.dtype)
+
+
+def fixed_mask_denoiser(net: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], masks: torch.Tensor,
+                        channels: int, clip: bool = True) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Ambient Diffusion's sampler (seed notes §1.4): D(x; sigma) = clip(h([M ⊙ x, M]; sigma)) with one
+    mask M (N×1×H×W, drawn at the training survival rate) per image for the whole trajectory, clipped
+    to the image range [-1, 1] as the official sampler does. A heuristic: E[x0 | M x_t, M] is not
+    E[x0 | x_t], so even an exact network shrinks the variance (tests/test_ambient_diffusion.py)."""
+    from ambient_bench.objectives.masked import masked_input
+
+    def denoise(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        out = net(masked_input(x, masks), sigma)[:, :channels]
+        return out.clamp(-1, 1) if clip else out
+    return denoise

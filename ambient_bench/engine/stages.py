@@ -194,7 +194,8 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     quality = {name: ctx.store.summary(dep.kind, dep.key).get("quality") for name, dep in deps.items()}
     corruptions = as_list(stage.deps["mix"].runtime["mix"]["corruption"])
     ann = method.annotate(mixed, AnnotationContext(workdir=out, classifiers=classifiers, classifier_quality=quality,
-                                                   corruptions=corruptions))
+                                                   corruptions=corruptions,
+                                                   mix_seed=stage.deps["mix"].runtime["mix"]["seed"]))
     if not distributed.is_main():  # under torchrun the others scored their share of the images; rank 0 writes
         return {}
     _check_annotation(ann, len(mixed.index), method.name)
@@ -205,6 +206,7 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
                  "corrupted": mixed.corrupted[keep], "ood": mixed.ood[keep], "sigma_min": ann.sigma_min[keep].float(),
                  "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer),
                  "weight_clip": float(ann.weight_clip), "objective": method.objective(ann),
+                 "view": {name: value[keep] for name, value in ann.view.items()}, "sampler": method.sampler(ann),
                  "labels": None if mixed.labels is None else mixed.labels[keep]}
     fileio.torch_save(out / "train_set.pt", train_set)
     table = {"index": mixed.index, "corrupted": mixed.corrupted.int(), "corruption": mixed.corruption.int(),
@@ -245,7 +247,7 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
-    from ambient_bench.diffusion.sampler import heun_sample
+    from ambient_bench.diffusion.sampler import fixed_mask_denoiser, heun_sample
     from ambient_bench.seeding import torch_generator
     from ambient_bench.training.loop import NETWORK, load_network, resolve_device, snapshot_name
 
@@ -270,6 +272,12 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
                 "sample-class", cfg["seed"], i))) for i in seeds])
             onehot = torch.nn.functional.one_hot(classes, net.label_dim).float().to(device)
             denoiser = lambda x, s, onehot=onehot: net(x, s, class_labels=onehot)  # noqa: E731
+        if net.sampler and net.sampler["name"] == "fixed_mask":  # one mask per seed, at the training survival
+            masks = torch.stack([torch.rand((1, *net.image_shape[1:]), generator=torch_generator(
+                "sample-mask", cfg["seed"], i)) < net.sampler["survival"] for i in seeds]).to(device)
+            denoiser = fixed_mask_denoiser(denoiser, masks, net.image_shape[0])
+        elif net.sampler:
+            raise UserError(f"unknown sampler {net.sampler['name']!r} recorded with the network")
         x = heun_sample(denoiser, latents.to(device), cfg["steps"], cfg["sigma_min"], cfg["sigma_max"], cfg["rho"])
         if not bool(torch.isfinite(x).all()):  # uint8 conversion would turn NaN into plausible pixels
             first = seeds[int(torch.nonzero(~torch.isfinite(x.flatten(1)).all(dim=1))[0])]

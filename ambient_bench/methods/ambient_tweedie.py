@@ -62,6 +62,8 @@ class AmbientTweedie(Method):
                                    "1 = no weight)", gt=0, nullable=True),
     }
 
+    test_corruption = {"name": NOISE, "sigma": 0.1}
+
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         corruptions = ctx.corruptions if ctx is not None else []
         sigma_tn = known_noise_levels(data, corruptions)

@@ -72,7 +72,9 @@ def load_network(path: Path, device: torch.device | str = "cpu") -> EDMPrecond:
     saved = fileio.torch_load(path)
     net = build_network(saved["network_cfg"], saved["img_channels"], saved["resolution"], saved["sigma_data"])
     net.load_state_dict(saved["ema"])
-    net.image_shape = (saved["img_channels"], saved["resolution"], saved["resolution"])
+    # a mask-conditioned network takes its masks beside the pixels: it generates image_channels
+    net.image_shape = (saved.get("image_channels", saved["img_channels"]), saved["resolution"], saved["resolution"])
+    net.sampler = saved.get("sampler")  # None: EDM's Heun sampler on the plain network
     return net.to(device).eval().requires_grad_(False)
 
 
@@ -171,9 +173,11 @@ def total_steps(cfg: dict[str, Any]) -> int:
 
 
 def _network_record(ema: torch.nn.Module, net_cfg: dict[str, Any], channels: int, resolution: int,
-                    cfg: dict[str, Any], steps: int) -> dict[str, Any]:
+                    cfg: dict[str, Any], steps: int, sampling: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``sampling``: for a network that is not a plain denoiser of ``channels`` images, its
+    ``image_channels`` and ``sampler`` (see ``load_network``)."""
     return {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels, "resolution": resolution,
-            "sigma_data": cfg["sigma_data"], "steps": steps, "kimg": steps * cfg["batch"] / 1000}
+            "sigma_data": cfg["sigma_data"], "steps": steps, "kimg": steps * cfg["batch"] / 1000, **(sampling or {})}
 
 
 def snapshot_steps(cfg: dict[str, Any], total: int) -> list[int]:
@@ -243,8 +247,12 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     sigma_min = data["sigma_min"].double()
     objective = OBJECTIVES.build(training_objective(data))
     channels, resolution, _ = data["pool_images"].shape if streamed else data["images"].shape[1:]
+    net_channels = objective.input_channels(channels)
+    sampling = None if net_channels == channels and not data.get("sampler") else \
+        {"image_channels": channels, "sampler": data.get("sampler")}
+    view = data.get("view") or {}
     torch.manual_seed(seed_for("init", seed))
-    net = build_network(net_cfg, channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
+    net = build_network(net_cfg, net_channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
     stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), data["buffer"], seed)
@@ -298,7 +306,9 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 onehot = None if classes is None else classes[idx]
                 loss = objective.loss(lambda x, s: forward(x, s, augment_labels=labels, class_labels=onehot),
                                       TrainBatch(x0.contiguous(memory_format=layout), drawn.z, sigma,
-                                                 sigma_min[indices], eps.to(device), cfg["sigma_data"]))
+                                                 sigma_min[indices], eps.to(device), cfg["sigma_data"],
+                                                 {name: value[torch.from_numpy(indices)].to(device)
+                                                  for name, value in view.items()}))
             check_finite_loss(loss, sigma, step)
             loss = loss.mean()
             lr = optimizer_step(net, ema, opt, loss.float(), cfg, step)
@@ -318,13 +328,15 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
             if step in snapshots and main:
                 fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
-                                  _network_record(ema, net_cfg, channels, cfg=cfg, resolution=resolution, steps=step))
+                                  _network_record(ema, net_cfg, net_channels, cfg=cfg, resolution=resolution, steps=step,
+                                                  sampling=sampling))
             if step % ckpt_every == 0 or step == total or step == stop_at_step:
                 save_checkpoint(run_dir, step, net, ema, opt, drawn.stream_state)
     distributed.barrier()  # rank 0's checkpoint is on disk before any rank returns
     if step < total:
         return False
     if main:
-        fileio.torch_save(run_dir / NETWORK, _network_record(ema, net_cfg, channels, resolution, cfg, total))
+        fileio.torch_save(run_dir / NETWORK, _network_record(ema, net_cfg, net_channels, resolution, cfg, total,
+                                                             sampling))
     distributed.barrier()
     return True
