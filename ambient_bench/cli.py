@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ambient_bench.engine.runner import build_graph, check_data, check_requirements, execute, \
         standin_datasets
     from ambient_bench.engine.store import RunStore
-    from ambient_bench.results.collect import collect, export_figures, write_results
+    from ambient_bench.results.collect import collect, export_figures, read_results, write_results
     from ambient_bench.results.render import render_all
 
     from ambient_bench import distributed
@@ -156,7 +156,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     frame = collect(suite, graph, store)
     written = []
     if len(frame) or not report["failed"]:  # when every cell failed there is nothing to write
-        written = [write_results(frame, results_dir)] + render_all(frame, suite.tables, results_dir)
+        written = [write_results(frame, results_dir)]
+        # tables from the CSV just written, as `tables` renders them: its rounding and dtypes, so
+        # `tables --check` right after a run finds nothing stale
+        written += render_all(read_results(results_dir), suite.tables, results_dir)
         figures = export_figures(suite, graph, store, results_dir)
         written += [figures] if figures else []
     _print(f"ran {report['ran']} stages, reused {report['skipped']}"

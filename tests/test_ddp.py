@@ -92,22 +92,30 @@ defaults:
 """
 
 
-def test_sampling_is_split_across_ranks_and_equals_one_rank(tmp_path):
+def one_process_then_two_ranks(tmp_path: Path, suite_text: str, again: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """Run the suite in one process (runs in tmp_path/one, results in r1), copy its run store to
+    tmp_path/two without the stage kinds in ``again``, and run it there under torchrun with 2 ranks."""
     import shutil
 
     suite = tmp_path / "s.yaml"
-    suite.write_text(SAMPLING_SUITE)
+    suite.write_text(suite_text)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "AMBIENT_BENCH_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "one"),
                           "--results", str(tmp_path / "r1")], capture_output=True, text=True, env=env, timeout=600)
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
     shutil.copytree(tmp_path / "one", tmp_path / "two")
-    for kind in ("sample", "evaluate", "_refstats"):  # the trained model is kept: sampling and evaluation run again
+    for kind in again:
         shutil.rmtree(tmp_path / "two" / kind)
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "two"),
                           "--results", str(tmp_path / "r2")], capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    return two
+
+
+def test_sampling_is_split_across_ranks_and_equals_one_rank(tmp_path):
+    # the trained model is kept: sampling and evaluation run again
+    two = one_process_then_two_ranks(tmp_path, SAMPLING_SUITE, ("sample", "evaluate", "_refstats"))
     # 5 batches of 16 seeds (the last of 6): rank 0 takes batches 0, 2, 4 and rank 1 batches 1, 3
     assert "rank 0 of 2: sampled 38 images (3 of 5 batches)" in two.stdout
     assert "rank 1 of 2: sampled 32 images (2 of 5 batches)" in two.stdout
@@ -157,20 +165,7 @@ defaults:
 
 @pytest.mark.slow
 def test_classifier_annotation_stage_under_torchrun_equals_one_process(tmp_path):
-    import shutil
-
-    suite = tmp_path / "s.yaml"
-    suite.write_text(ANNOTATION_SUITE)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "AMBIENT_BENCH_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "one"),
-                          "--results", str(tmp_path / "r1")], capture_output=True, text=True, env=env, timeout=600)
-    assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-3000:]
-    shutil.copytree(tmp_path / "one", tmp_path / "two")
-    shutil.rmtree(tmp_path / "two" / "annotate")  # only the annotation runs again, on two ranks
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                          "-m", "ambient_bench", "run", str(suite), "--runs", str(tmp_path / "two"),
-                          "--results", str(tmp_path / "r2")], capture_output=True, text=True, env=env, timeout=600)
-    assert two.returncode == 0, two.stdout[-2000:] + two.stderr[-3000:]
+    two = one_process_then_two_ranks(tmp_path, ANNOTATION_SUITE, ("annotate",))  # only the annotation runs again
     assert "ran 1 stages" in two.stdout
     for rank in (0, 1):
         assert f"rank {rank} of 2: classifier on " in two.stdout
