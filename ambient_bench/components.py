@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from abc import abstractmethod
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
@@ -202,7 +202,7 @@ class Dataset(Component):
         return None
 
 
-class ImageReader(torch.utils.data.Dataset):
+class ImageReader(torch.utils.data.Dataset, ABC):
     """Per-image access to a dataset on disk: ``reader[i]`` is image i as uint8 C×H×W.
 
     A ``torch.utils.data.Dataset``, so DataLoader workers read in parallel; it must pickle (open
@@ -214,11 +214,13 @@ class ImageReader(torch.utils.data.Dataset):
     labels: torch.Tensor | None = None
     source: torch.Tensor | None = None
 
+    @abstractmethod
     def __len__(self) -> int:
-        raise NotImplementedError
+        """The number of images."""
 
+    @abstractmethod
     def __getitem__(self, i: int) -> torch.Tensor:
-        raise NotImplementedError
+        """Image i, uint8 C×H×W."""
 
 
 class Corruption(Component):

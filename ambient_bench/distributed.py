@@ -77,11 +77,6 @@ def mean_over_ranks(value: float) -> float:
     return float(t) / world_size()
 
 
-def gather_to_main(obj: object, gathered: list | None) -> None:
-    """Rank 0 receives every rank's ``obj`` into ``gathered`` (a list of world_size; None elsewhere)."""
-    dist.gather_object(obj, gathered, dst=0)
-
-
 @contextlib.contextmanager
 def splitting() -> Iterator[None]:
     """Inside, ``split_map`` divides its batches across the ranks. Every rank must enter it around

@@ -1,7 +1,6 @@
 """Ambient Diffusion (masks with further corruption) against the seed notes' checks (§1.4, §1.7)."""
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest

@@ -91,7 +91,8 @@ SUITE = """
 suite: streamed
 defaults:
   dataset: {{name: image_folder, path: {target}, resolution: 8}}
-  mix: {{clean_fraction: 0.3, corruption: {{name: gaussian_blur, sigma: 1.0}}, ood: [{{name: image_folder, path: {ood}, resolution: 8}}]}}
+  mix: {{clean_fraction: 0.3, corruption: {{name: gaussian_blur, sigma: 1.0}},
+        ood: [{{name: image_folder, path: {ood}, resolution: 8}}]}}
   method: {{name: ambient_o, sigma_min: 1.0, ood_sigma_max: 0.2}}
   network: {{model_channels: 8, channel_mult: [1], num_blocks: 1}}
   train: {{batch: 16, duration_kimg: 0.064, checkpoint_kimg: 0.032}}

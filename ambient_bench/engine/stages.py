@@ -60,8 +60,8 @@ def _pool_readers(mix_stage: Stage) -> list[Any]:
 
 def _streamed_pool(mix_stage: Stage, layout: pool.PoolLayout, readers: list[Any] | None = None) -> pool.PoolImages:
     rt = mix_stage.runtime["mix"]
-    return pool.PoolImages(readers or _pool_readers(mix_stage), [CORRUPTIONS.build(c) for c in as_list(rt["corruption"])],
-                           rt["seed"], layout)
+    corruptions = [CORRUPTIONS.build(c) for c in as_list(rt["corruption"])]
+    return pool.PoolImages(readers or _pool_readers(mix_stage), corruptions, rt["seed"], layout)
 
 
 def load_mixed(mix_stage: Stage, ctx: Context) -> MixedData:
@@ -255,15 +255,17 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     device = resolve_device(cfg["device"])
     kimg = stage.runtime.get("snapshot_kimg")
     net = load_network(ctx.dir(stage.deps["train"]) / (snapshot_name(kimg) if kimg else NETWORK), device)
+    if net.sampler and net.sampler["name"] != "fixed_mask":
+        raise UserError(f"unknown sampler {net.sampler['name']!r} recorded with the network")
     # Under torchrun every rank samples every world-th batch of seeds (the batches are those of one
-    # process, so each image is computed exactly as there) and rank 0 gathers them in seed order.
+    # process, so each image is computed exactly as there; distributed.split_map gathers them in order).
     rank, world = distributed.rank(), distributed.world_size()
     started = time.perf_counter()
     starts = list(range(0, cfg["num"], cfg["batch"]))
-    mine = starts[rank::world]
-    images = []
-    for start in bar(mine, desc="sample", unit="batch", disable=rank != 0):
-        seeds = range(start, min(start + cfg["batch"], cfg["num"]))
+    progress = bar(total=len(starts[rank::world]), desc="sample", unit="batch", disable=rank != 0)
+
+    def sample_batch(b: int) -> torch.Tensor:
+        seeds = range(starts[b], min(starts[b] + cfg["batch"], cfg["num"]))
         latents = torch.stack([torch.randn(net.image_shape, generator=torch_generator("sample", cfg["seed"], i))
                                for i in seeds])
         denoiser = net
@@ -271,28 +273,27 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             classes = torch.tensor([int(torch.randint(net.label_dim, (), generator=torch_generator(
                 "sample-class", cfg["seed"], i))) for i in seeds])
             onehot = torch.nn.functional.one_hot(classes, net.label_dim).float().to(device)
-            denoiser = lambda x, s, onehot=onehot: net(x, s, class_labels=onehot)  # noqa: E731
-        if net.sampler and net.sampler["name"] == "fixed_mask":  # one mask per seed, at the training survival
+            denoiser = lambda x, s: net(x, s, class_labels=onehot)  # noqa: E731
+        if net.sampler:  # fixed_mask: one mask per seed, at the training survival
             masks = torch.stack([torch.rand((1, *net.image_shape[1:]), generator=torch_generator(
                 "sample-mask", cfg["seed"], i)) < net.sampler["survival"] for i in seeds]).to(device)
             denoiser = fixed_mask_denoiser(denoiser, masks, net.image_shape[0])
-        elif net.sampler:
-            raise UserError(f"unknown sampler {net.sampler['name']!r} recorded with the network")
         x = heun_sample(denoiser, latents.to(device), cfg["steps"], cfg["sigma_min"], cfg["sigma_max"], cfg["rho"])
         if not bool(torch.isfinite(x).all()):  # uint8 conversion would turn NaN into plausible pixels
             first = seeds[int(torch.nonzero(~torch.isfinite(x.flatten(1)).all(dim=1))[0])]
             raise SamplingFailed(f"sample {first} has non-finite pixels: the network outputs NaN or inf "
                                  f"(see its training's stats.jsonl); no metric is computed on it")
-        images.append(model_to_uint8(x.cpu()))
+        progress.update(1)
+        return model_to_uint8(x.cpu())
+
+    with progress:
+        images = distributed.split_map(sample_batch, len(starts))
     if world > 1:
-        print(f"rank {rank} of {world}: sampled {sum(len(i) for i in images)} images "
-              f"({len(mine)} of {len(starts)} batches)", flush=True)
-        gathered = [None] * world if rank == 0 else None
-        distributed.gather_to_main(dict(zip(mine, images)), gathered)
+        mine = starts[rank::world]
+        count = sum(min(cfg["batch"], cfg["num"] - start) for start in mine)
+        print(f"rank {rank} of {world}: sampled {count} images ({len(mine)} of {len(starts)} batches)", flush=True)
         if rank != 0:
             return {}
-        by_start = {k: v for part in gathered for k, v in part.items()}
-        images = [by_start[start] for start in starts]
     samples = torch.cat(images)
     fileio.torch_save(out / "samples.pt", {"images": samples})
     export_samples(samples, out, cfg["export"])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from ambient_bench.components import Annotation, AnnotationContext, Method, MixedData

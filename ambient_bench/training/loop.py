@@ -328,8 +328,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
             if step in snapshots and main:
                 fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
-                                  _network_record(ema, net_cfg, net_channels, cfg=cfg, resolution=resolution, steps=step,
-                                                  sampling=sampling))
+                                  _network_record(ema, net_cfg, net_channels, resolution, cfg, step, sampling))
             if step % ckpt_every == 0 or step == total or step == stop_at_step:
                 save_checkpoint(run_dir, step, net, ema, opt, drawn.stream_state)
     distributed.barrier()  # rank 0's checkpoint is on disk before any rank returns
