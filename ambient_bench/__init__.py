@@ -2,18 +2,19 @@
 
 The public plugin API: subclass a component base, declare ``params``, register it.
 """
-from ambient_bench.components import (Annotation, AnnotationContext, ClassifierRequest, Corruption, Dataset,
-                                      ImageSet, Method, Metric, MixedData, Objective, TrainBatch)
+from ambient_bench.components import (Annotation, AnnotationContext, Annotator, ClassifierRequest, Corruption,
+                                      Dataset, ImageSet, Method, Metric, MixedData, Objective, Slot, TrainBatch)
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param
-from ambient_bench.registry import (CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES, register_corruption,
-                                    register_dataset, register_method, register_metric, register_objective)
+from ambient_bench.registry import (ANNOTATORS, CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES,
+                                    register_annotator, register_corruption, register_dataset, register_method,
+                                    register_metric, register_objective)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Annotation", "AnnotationContext", "ClassifierRequest", "Corruption", "Dataset", "ImageSet", "Method",
-    "Metric", "MixedData", "Objective", "Param", "TrainBatch",
-    "UserError", "CORRUPTIONS", "DATASETS", "METHODS", "METRICS", "OBJECTIVES", "register_corruption",
-    "register_dataset", "register_method", "register_metric", "register_objective",
+    "Annotation", "AnnotationContext", "Annotator", "ClassifierRequest", "Corruption", "Dataset", "ImageSet",
+    "Method", "Metric", "MixedData", "Objective", "Param", "Slot", "TrainBatch",
+    "UserError", "ANNOTATORS", "CORRUPTIONS", "DATASETS", "METHODS", "METRICS", "OBJECTIVES", "register_annotator",
+    "register_corruption", "register_dataset", "register_method", "register_metric", "register_objective",
 ]

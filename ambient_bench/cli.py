@@ -15,7 +15,7 @@ from ambient_bench.allocator import retain_freed_memory
 from ambient_bench.config.profiles import PROFILES
 from ambient_bench.errors import UserError
 
-KINDS = ("corruption", "dataset", "method", "metric", "objective")
+KINDS = ("corruption", "dataset", "method", "metric", "objective", "annotator")
 
 
 _PREFIX = ""  # "[w1] " in a worker of `run --workers N`, so their interleaved lines can be told apart
@@ -346,6 +346,13 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in registry.names():
             cls = registry.get(name)
             _print(f"  {name}  (version {cls.version})  {cls.summary()}")
+            for slot_name, slot in getattr(cls, "slots", {}).items():  # a method's recipe
+                choices = [n for n in REGISTRIES[slot.kind].names()
+                           if slot.role is None or REGISTRIES[slot.kind].get(n).role == slot.role]
+                _print(f"      {slot_name}: {slot.kind}, default {slot.default} (of {', '.join(choices)}) — "
+                       f"{slot.help}")
+            if kind == "annotator":
+                _print(f"      annotates: {'out-of-distribution' if cls.role == 'ood' else 'low-quality'} samples")
             for pname, param in cls.params.items():
                 _print(f"      {pname}: {param.describe()}" + (f" — {param.help}" if param.help else ""))
             if kind == "metric":  # what a result row records: implementation and features (default params)

@@ -11,7 +11,6 @@ float32 in [0, 1]; the diffusion model sees float32 in [-1, 1] (x / 127.5 - 1).
 from __future__ import annotations
 
 import hashlib
-import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import numpy as np
 import torch
 
+from ambient_bench.params import Param, ParamError, semantic_view, suggest
 from ambient_bench.registry import Component
 
 
@@ -93,17 +93,14 @@ class Annotation:
     """Which samples a method trains on, and at which noise levels.
 
     Sample i is admissible at noise level sigma when
-    ``sigma > buffer * sigma_min[i]`` (high-noise use of low-quality data) or
-    ``sigma < sigma_max[i]`` (low-noise use of out-of-distribution data).
-    Clean samples have sigma_min = 0 and are admissible everywhere.
+    ``sigma > buffer * sigma_min[i]`` (high-noise use of low-quality data; the buffer b >= 1 is
+    the objective's, ``Objective.buffer``) or ``sigma < sigma_max[i]`` (low-noise use of
+    out-of-distribution data). Clean samples have sigma_min = 0 and are admissible everywhere.
     """
 
     keep: torch.Tensor       # bool N: the sample enters the training set at all
     sigma_min: torch.Tensor  # float32 N
     sigma_max: torch.Tensor  # float32 N
-    buffer: float = 1.0      # b = sqrt(1 + 1/(s_max - 1)); 1 = no buffer
-    # c of the loss weight min(lambda_amb, c): inf = the paper's ambient weight, 1 = none (Table 6)
-    weight_clip: float = math.inf
     # per-sample diagnostics written beside the annotation table (e.g. classifier crossings)
     columns: dict[str, torch.Tensor] = field(default_factory=dict)
     # the data view: per-sample tensors (N×...) the objective reads besides the pixels (e.g. masks)
@@ -243,26 +240,182 @@ class Corruption(Component):
         return None
 
 
+@dataclass(frozen=True)
+class Slot:
+    """A component a recipe method delegates to, named in the suite beside the method's own
+    parameters (``{name: ambient_o, annotate: classifier, epsilon: 0.1}``): the chosen component's
+    parameters join the method's, and only the chosen one's."""
+
+    kind: str                 # the registry: "annotator" or "objective"
+    default: str              # the component used when the suite names none
+    help: str
+    role: str | None = None   # annotators only: the samples it annotates ("low_quality" or "ood")
+
+
+class Annotator(Component):
+    """Decides at which noise levels one kind of sample is used: low-quality images (their
+    sigma_min) or out-of-distribution ones (their sigma_max). A recipe method runs its annotators
+    in turn on one ``Annotation``."""
+
+    kind = "annotator"
+    role: ClassVar[str] = "low_quality"  # or "ood"
+
+    def check(self) -> None:
+        """Raise ``UserError`` if something needed is missing (e.g. scorer weights); called by ``plan``."""
+
+    def classifiers(self, resolution: int | None) -> dict[str, ClassifierRequest]:
+        """Classifiers to train before ``annotate`` (name → request), as ``Method.classifiers``."""
+        return {}
+
+    def annotation_work(self, pool: "PoolSize") -> dict[str, float]:
+        """What ``annotate`` computes, for ``plan``'s estimate (as ``Method.annotation_work``)."""
+        return {}
+
+    @abstractmethod
+    def annotate(self, data: MixedData, ann: Annotation, ctx: AnnotationContext | None) -> None:
+        """Set ``ann``'s sigma_min / sigma_max / keep (and columns, summary) for the samples of its role."""
+
+
+def _slot_class(slot_name: str, slot: Slot, chosen: Any, method: str) -> type:
+    from ambient_bench.registry import REGISTRIES
+
+    registry = REGISTRIES[slot.kind]
+    names = [n for n in registry.names() if slot.role is None or registry.get(n).role == slot.role]
+    if not isinstance(chosen, str) or chosen not in names:
+        raise ParamError((slot_name,), f"method '{method}': {slot_name} must name one of the {slot.kind}s "
+                                       f"{', '.join(names)}, got {chosen!r}" + suggest(str(chosen), names))
+    return registry.get(chosen)
+
+
 class Method(Component):
-    """A training method, defined by how it uses clean and corrupted samples."""
+    """A training method: a recipe of how it uses clean and corrupted samples (``annotate``), the
+    training objective, and how the trained network samples.
+
+    ``slots`` name the components the recipe delegates to (every method has an ``objective``);
+    a suite chooses each by name and sets the chosen one's parameters beside the method's own.
+    Keys: the annotate stage's key holds the method without its objective, the train stage's
+    holds the objective (name, version, parameters), so each change reruns exactly what reads it.
+    """
 
     kind = "method"
+    slots: ClassVar[dict[str, Slot]] = {
+        "objective": Slot("objective", "edm", "training loss (list objective)")}
     # False when the method never looks at corrupted or out-of-distribution images: its pool
     # is then the clean images alone, shared by every corruption level and OOD source of a suite.
     uses_bad_data: ClassVar[bool] = True
     # the corruption of the contract test's low-quality images (a method may need a particular kind)
     test_corruption: ClassVar[dict[str, Any]] = {"name": "gaussian_blur", "sigma": 1.0}
 
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        self.components = {slot: self.slot_class(slot, self.values).build_from(self.values)
+                           for slot in self.slots}
+
+    @classmethod
+    def slot_class(cls, slot: str, values: dict[str, Any]) -> type[Component]:
+        return _slot_class(slot, cls.slots[slot], values.get(slot, cls.slots[slot].default), cls.name)
+
+    @classmethod
+    def params_for(cls, given: dict[str, Any]) -> dict[str, Param]:
+        params = dict(cls.params)
+        for slot_name, slot in cls.slots.items():
+            params[slot_name] = Param(slot.default, slot.help, kind=str)
+        for slot_name in cls.slots:
+            chosen = cls.slot_class(slot_name, given)
+            for name, param in chosen.params.items():
+                if name in params:
+                    raise TypeError(f"method '{cls.name}': {chosen.kind} '{chosen.name}' declares '{name}', which "
+                                    f"the method or another of its components declares too")
+                params[name] = param
+        return params
+
+    @classmethod
+    def resolve(cls, given: dict[str, Any], key: tuple = ()) -> dict[str, Any]:
+        from ambient_bench.registry import REGISTRIES
+
+        try:
+            valid = cls.params_for(given)
+        except ParamError as err:
+            raise ParamError(key + err.key, err.message) from None
+        for name in given:  # a parameter of a component the recipe did not choose: say which one reads it
+            if name in valid:
+                continue
+            for slot_name, slot in cls.slots.items():
+                owners = [n for n in REGISTRIES[slot.kind].names() if name in REGISTRIES[slot.kind].get(n).params]
+                if owners:
+                    chosen = given.get(slot_name, slot.default)
+                    raise ParamError(key + (name,), f"method '{cls.name}' does not read {name} with "
+                                                    f"{slot_name}: {chosen} ({slot.kind} "
+                                                    f"{' / '.join(repr(o) for o in owners)} does); remove it or "
+                                                    f"change {slot_name}")
+        try:
+            resolved = super().resolve(given, key)
+        except ParamError as err:
+            missing = err.key[len(key):]
+            for slot_name in cls.slots:  # say which choice needs it: "annotate: fixed needs sigma_min (...)"
+                chosen = cls.slot_class(slot_name, given)
+                if err.message.startswith("missing required key") and missing and missing[0] in chosen.params:
+                    raise ParamError(err.key, f"{slot_name}: {chosen.name} needs {missing[0]} "
+                                              f"({chosen.params[missing[0]].help})") from None
+            raise
+        for slot_name in cls.slots:
+            problem = cls.slot_class(slot_name, resolved).check_params(cls._slot_values(slot_name, resolved))
+            if problem:
+                raise ParamError(key + (problem[0],), problem[1])
+        return resolved
+
+    @classmethod
+    def _slot_values(cls, slot: str, values: dict[str, Any]) -> dict[str, Any]:
+        chosen = cls.slot_class(slot, values)
+        return {name: values[name] for name in chosen.params if name in values}
+
+    @classmethod
+    def unused_params(cls, values: dict[str, Any]) -> dict[str, str]:
+        unused: dict[str, str] = {}
+        for slot in cls.slots:
+            unused.update(cls.slot_class(slot, values).unused_params(cls._slot_values(slot, values)))
+        return unused
+
+    @classmethod
+    def component_versions(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {slot: cls.slot_class(slot, values).key_version() for slot in cls.slots}
+
+    def objective_spec(self) -> dict[str, Any]:
+        """The resolved objective: ``{"name": ..., **its parameters}`` (the train stage's)."""
+        return {"name": self.values["objective"], **self._slot_values("objective", self.values)}
+
+    def annotation_spec(self) -> dict[str, Any]:
+        """What identifies the annotate stage: the method without its objective (enters its key)."""
+        objective = set(self.slot_class("objective", self.values).params) | {"objective"}
+        values = {k: v for k, v in self.values.items() if k not in objective}
+        unused = self.unused_params(self.values)
+        params = self.params_for(self.values)
+        spec: dict[str, Any] = {"name": self.name, "version": self.key_version(),
+                                "params": semantic_view(params, {k: v for k, v in values.items() if k not in unused})}
+        components = {slot: version for slot, version in self.component_versions(self.values).items()
+                      if slot != "objective"}
+        if components:
+            spec["components"] = components
+        content = self.content_identity()
+        return {**spec, "content": content} if content else spec
+
+    def annotators(self) -> list["Annotator"]:
+        """The recipe's annotators, in slot order (low-quality samples first, then OOD ones)."""
+        return [c for c in self.components.values() if isinstance(c, Annotator)]
+
     def check(self) -> None:
         """Raise ``UserError`` if something the method will need is missing (e.g. scorer weights).
 
         Called by ``plan`` and ``run`` before anything runs.
         """
+        for annotator in self.annotators():
+            annotator.check()
 
     def classifiers(self, resolution: int | None) -> dict[str, ClassifierRequest]:
         """Classifiers to train before ``annotate`` (name → request); ``resolution`` is the
         dataset's, when it declares one."""
-        return {}
+        return {name: request for annotator in self.annotators()
+                for name, request in annotator.classifiers(resolution).items()}
 
     def pretraining(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """(method spec, train overrides) when the method fine-tunes another method's model.
@@ -277,23 +430,28 @@ class Method(Component):
     def annotation_work(self, pool: PoolSize) -> dict[str, float]:
         """What ``annotate`` computes for a pool of this size, for ``plan``'s estimate:
         ``{"classifier_inputs": n}`` (classifier forward passes, one input each); {} = nothing notable."""
-        return {}
+        work: dict[str, float] = {}
+        for annotator in self.annotators():
+            for name, value in annotator.annotation_work(pool).items():
+                work[name] = work.get(name, 0) + value
+        return work
 
-    @abstractmethod
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         """Decide per sample whether and at which noise levels it is used.
 
-        ``ctx`` is None only for methods that request no classifiers and write no files."""
+        The default runs the recipe's annotators in turn on an annotation that keeps every sample
+        at every level. ``ctx`` is None only for methods that request no classifiers and write no files."""
+        n = len(data.index)
+        ann = Annotation(keep=torch.ones(n, dtype=torch.bool), sigma_min=torch.zeros(n, dtype=torch.float64),
+                         sigma_max=torch.zeros(n, dtype=torch.float64))
+        for annotator in self.annotators():
+            annotator.annotate(data, ann, ctx)
+        ann.sigma_min, ann.sigma_max = ann.sigma_min.float(), ann.sigma_max.float()
+        return ann
 
     def sampler(self, annotation: Annotation) -> dict[str, Any] | None:
         """How the trained network samples: None = EDM's Heun sampler on the plain network."""
         return None
-
-    def objective(self, annotation: Annotation) -> dict[str, Any]:
-        """The training objective (a resolved ``OBJECTIVES`` spec). Default: the paper's ambient loss
-        with the annotation's weight clip, which is EDM's loss on samples with sigma_min 0."""
-        clip = annotation.weight_clip
-        return {"name": "ambient", "weight_clip": None if math.isinf(clip) else float(clip)}
 
 
 @dataclass
@@ -318,6 +476,10 @@ class Objective(Component):
     def loss(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
              batch: TrainBatch) -> torch.Tensor:
         """Per-sample loss [N] (summed over pixels); ``denoiser(x, sigma)`` predicts x0."""
+
+    def buffer(self) -> float:
+        """b >= 1: a sample annotated sigma_min is used only at sigma > b·sigma_min (1 = no buffer)."""
+        return 1.0
 
     def input_channels(self, channels: int) -> int:
         """Channels of the network's input (and output) for images of ``channels`` (a mask-conditioned

@@ -1,4 +1,4 @@
-"""Registries of components (corruptions, datasets, methods, metrics, training objectives).
+"""Registries of components (corruptions, datasets, methods, metrics, training objectives, annotators).
 
 A component is a small class with a ``name``, a ``version`` (bump it whenever outputs
 change: it enters every stage key that uses the component), declared ``params`` and tiny
@@ -44,13 +44,35 @@ class Component(ABC):
 
     def __init__(self, **values: Any) -> None:
         try:
-            self.values = resolve_params(self.params, values, what=f"{self.kind} '{self.name}'")
-            problem = self.check_params(self.values)
-            if problem:
-                raise ParamError((problem[0],), problem[1])
+            self.values = self.resolve(values)
         except ParamError as err:
             raise UserError(f"{self.kind} '{self.name}': {err.message}") from None
         self.p = SimpleNamespace(**self.values)
+
+    @classmethod
+    def build_from(cls, values: dict[str, Any]) -> "Component":
+        """An instance from a mapping that may hold other components' parameters too (a recipe's)."""
+        return cls(**{name: values[name] for name in cls.params if name in values})
+
+    @classmethod
+    def params_for(cls, given: dict[str, Any]) -> dict[str, Param]:
+        """The parameters these values may set: ``params``, or for a recipe its own plus those of the
+        components it names (``components.Method``)."""
+        return cls.params
+
+    @classmethod
+    def resolve(cls, given: dict[str, Any], key: tuple = ()) -> dict[str, Any]:
+        """Defaults filled in, types checked, combinations vetted; raises ``ParamError``."""
+        resolved = resolve_params(cls.params_for(given), given, key, what=f"{cls.kind} '{cls.name}'")
+        problem = cls.check_params(resolved)
+        if problem:
+            raise ParamError(key + (problem[0],), problem[1])
+        return resolved
+
+    @classmethod
+    def component_versions(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The components a recipe delegates to, with their versions (enters keys); {} = none."""
+        return {}
 
     @classmethod
     def check_params(cls, values: dict[str, Any]) -> tuple[str, str] | None:
@@ -76,7 +98,7 @@ class Component(ABC):
     def key_params(cls, values: dict[str, Any]) -> dict[str, Any]:
         """The parameters that enter a stage key: semantic and read with these values."""
         unused = cls.unused_params(values)
-        return semantic_view(cls.params, {k: v for k, v in values.items() if k not in unused})
+        return semantic_view(cls.params_for(values), {k: v for k, v in values.items() if k not in unused})
 
     @classmethod
     def summary(cls) -> str:
@@ -91,6 +113,9 @@ class Component(ABC):
     def spec(self) -> dict[str, Any]:
         """What identifies this component's behaviour: enters stage keys."""
         spec = {"name": self.name, "version": self.key_version(), "params": self.key_params(self.values)}
+        components = self.component_versions(self.values)
+        if components:
+            spec["components"] = components
         content = self.content_identity()
         return {**spec, "content": content} if content else spec
 
@@ -221,13 +246,16 @@ DATASETS: Registry = Registry("dataset", "ambient_bench.components:Dataset", "am
 METHODS: Registry = Registry("method", "ambient_bench.components:Method", "ambient_bench.methods")
 METRICS: Registry = Registry("metric", "ambient_bench.components:Metric", "ambient_bench.metrics")
 OBJECTIVES: Registry = Registry("objective", "ambient_bench.components:Objective", "ambient_bench.objectives")
-REGISTRIES: dict[str, Registry] = {r.kind: r for r in (CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES)}
+ANNOTATORS: Registry = Registry("annotator", "ambient_bench.components:Annotator", "ambient_bench.annotators")
+REGISTRIES: dict[str, Registry] = {r.kind: r for r in (CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES,
+                                                      ANNOTATORS)}
 
 register_corruption = CORRUPTIONS.register
 register_dataset = DATASETS.register
 register_method = METHODS.register
 register_metric = METRICS.register
 register_objective = OBJECTIVES.register
+register_annotator = ANNOTATORS.register
 
 # Known built-ins, imported on first use without importing their whole package.
 CORRUPTIONS.add_lazy("gaussian_blur", "ambient_bench.corruptions.blur:GaussianBlur")

@@ -23,7 +23,8 @@ class FilterFinetune(Method):
         overrides: dict[str, Any] = {"duration_kimg": self.p.finetune_kimg, "warmup_kimg": 0.0}
         if self.p.finetune_lr is not None:
             overrides["lr"] = self.p.finetune_lr
-        return {"name": "all_data"}, overrides
+        objective = self.objective_spec()  # pretrained with the same loss it is fine-tuned with
+        return {"name": "all_data", "objective": objective.pop("name"), **objective}, overrides
 
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         n = len(data.corrupted)

@@ -8,8 +8,8 @@ import pytest
 import scipy.ndimage
 import torch
 
-from ambient_bench import (CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES, AnnotationContext, ImageSet,
-                           MixedData, UserError)
+from ambient_bench import (ANNOTATORS, CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES, Annotation,
+                           AnnotationContext, ImageSet, MixedData, UserError)
 from ambient_bench.annotation.classifier_training import train_classifier
 from ambient_bench.corruptions.blur import gaussian_kernel1d
 from ambient_bench.metrics import features
@@ -89,10 +89,33 @@ def test_method_contract(name, tmp_path):
                                                   corruptions=[cls.test_corruption]))
     for field in ("keep", "sigma_min", "sigma_max"):
         assert getattr(ann, field).shape == (n,)
-    assert ann.buffer >= 1.0
     clean = ~data.corrupted & ~data.ood
     assert ann.keep[clean].all() and (ann.sigma_min[clean] == 0).all()  # clean samples are always usable
-    assert OBJECTIVES.build(method.objective(ann)).name in OBJECTIVES.names()  # a valid objective spec
+    assert OBJECTIVES.build(method.objective_spec()).buffer() >= 1.0  # a valid objective spec
+
+
+@pytest.mark.parametrize("name", ANNOTATORS.names())
+def test_annotator_contract(name, tmp_path):
+    cls = ANNOTATORS.get(name)
+    assert isinstance(cls.version, int) and cls.version >= 1 and cls.summary() and cls.role in ("low_quality", "ood")
+    n = 30
+    data = pool(corrupted=torch.arange(n) % 3 == 1, ood=torch.arange(n) % 3 == 2)
+    data.images = torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8)
+    annotator = cls(**cls.test_params)
+    classifiers = {}
+    for request_name, request in annotator.classifiers(resolution=8).items():
+        labels = ~data.ood if request.pool == "target_vs_ood" else data.corrupted
+        out = tmp_path / request_name
+        assert train_classifier(data.images, labels, request.config, request.config, out,
+                                crop_size=request.crop_size, log=lambda s: None)
+        classifiers[request_name] = out / "classifier.pt"
+    ann = Annotation(keep=torch.ones(n, dtype=torch.bool), sigma_min=torch.zeros(n, dtype=torch.float64),
+                     sigma_max=torch.zeros(n, dtype=torch.float64))
+    annotator.annotate(data, ann, AnnotationContext(workdir=tmp_path, classifiers=classifiers))
+    # an annotator touches only the samples of its role (a quality score ranks every in-distribution one)
+    untouched = ~data.ood if cls.role == "ood" else data.ood if name == "quality" else ~data.corrupted | data.ood
+    assert ann.keep[untouched].all() and (ann.sigma_min[untouched] == 0).all() and (ann.sigma_max[untouched] == 0).all()
+    assert ann.sigma_min.dtype == torch.float64 and (ann.sigma_min >= 0).all() and (ann.sigma_max >= 0).all()
 
 
 def pool(corrupted, ood):
@@ -109,11 +132,12 @@ def test_method_semantics():
     assert clean_only.keep.tolist() == [True] * 3 + [False] * 7
     all_data = METHODS.build({"name": "all_data"}).annotate(data)
     assert all_data.keep.all() and (all_data.sigma_min == 0).all()
-    ambient = METHODS.build({"name": "ambient_o", "sigma_min": 1.5}).annotate(data)
+    method = METHODS.build({"name": "ambient_o", "sigma_min": 1.5})
+    ambient = method.annotate(data)
     assert ambient.keep.all() and ambient.sigma_min.tolist() == [0.0] * 3 + [1.5] * 7
-    assert ambient.buffer == pytest.approx(2 / 3 ** 0.5)  # s_max = 4
-    no_buffer = METHODS.build({"name": "ambient_o", "sigma_min": 1.5, "s_max": float("inf")}).annotate(data)
-    assert no_buffer.buffer == 1.0
+    assert OBJECTIVES.build(method.objective_spec()).buffer() == pytest.approx(2 / 3 ** 0.5)  # s_max = 4
+    no_buffer = METHODS.build({"name": "ambient_o", "sigma_min": 1.5, "s_max": float("inf")})
+    assert OBJECTIVES.build(no_buffer.objective_spec()).buffer() == 1.0
 
 
 def test_methods_with_out_of_distribution_samples():

@@ -81,7 +81,8 @@ exclude:
     assert (0.6, 2.0) not in pairs and (1.0, 1.0) not in pairs and (1.0, 2.0) in pairs
     assert {c.config["train"]["seed"] for c in suite.cells} == {0, 1, 2}
     clean = next(c for c in suite.cells if c.config["method"]["name"] == "clean_only")
-    assert clean.config["method"] == {"name": "clean_only"}  # the defaults' sigma_min is not inherited
+    # the defaults' sigma_min is not inherited
+    assert clean.config["method"] == {"name": "clean_only", "objective": "edm"}
 
 
 def test_overrides_take_precedence_and_zero_wins(write_suite):
@@ -93,7 +94,7 @@ def test_overrides_take_precedence_and_zero_wins(write_suite):
     suite = load_suite(path, ["train.seed=[4, 5, 6]"])
     assert [c.config["train"]["seed"] for c in suite.cells] == [4, 5, 6]
     cfg = load_suite(path, ["method=all_data"]).cells[0].config
-    assert cfg["method"] == {"name": "all_data"}
+    assert cfg["method"] == {"name": "all_data", "objective": "edm"}
 
 
 def test_override_errors_name_the_override(write_suite):

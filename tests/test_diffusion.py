@@ -12,7 +12,7 @@ from ambient_bench.diffusion.edm import EDMPrecond
 from ambient_bench.diffusion.loss import ambient_edm_loss, annotation_noise
 from ambient_bench.diffusion.sampler import edm_sigma_steps, heun_sample
 from ambient_bench.diffusion.unet import UNet
-from ambient_bench.methods.ambient_o import buffer_factor
+from ambient_bench.objectives.ambient import buffer_factor
 from ambient_bench.training.stream import AdmissibleStream
 
 
@@ -75,13 +75,15 @@ def test_clipped_ambient_weight_matches_table6_definition(clip):
     assert ours[1] < full[1] and ours[2] == full[2]  # clipped where lambda_amb > c; untouched at sigma_n = 0
 
 
-def test_table6_method_options_reach_the_annotation():
-    from ambient_bench import METHODS, UserError
+def test_table6_method_options_reach_the_objective():
+    from ambient_bench import METHODS, OBJECTIVES, UserError
 
-    build = lambda **p: METHODS.build({"name": "ambient_o", "sigma_min": 1.0, **p})  # noqa: E731
+    build = lambda **p: OBJECTIVES.build(METHODS.build({"name": "ambient_o", "sigma_min": 1.0, **p})  # noqa: E731
+                                         .objective_spec())
     assert build().weight_clip() == math.inf
     assert build(ambient_weight="none").weight_clip() == 1.0
     assert build(weight_clip=2).weight_clip() == 2.0
+    assert build(s_max=2).buffer() == pytest.approx(math.sqrt(2)) and build(s_max=float("inf")).buffer() == 1.0
     with pytest.raises(UserError, match="weight_clip"):
         build(ambient_weight="none", weight_clip=2)
 

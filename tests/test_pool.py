@@ -68,7 +68,7 @@ def test_streamed_training_resumes_to_the_in_memory_weights(folders, tmp_path):
     mixed = mix(target.load(), 0.3, corruptions, seed=3)
     n = len(mixed.index)
     common = {"sigma_min": torch.where(mixed.corrupted, 1.0, 0.0).float(), "sigma_max": torch.zeros(n),
-              "buffer": 1.0, "labels": None, "index": mixed.index}
+              "labels": None, "index": mixed.index}
     in_memory = {**common, "images": mixed.images, "noise": mixed.noise}
     plan = layout(n, torch.zeros(n, dtype=torch.int8), None, 0.3, 2, 3)
     streamed = {**common, "images": None, "noise": None, "pool_rows": torch.arange(n),

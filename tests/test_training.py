@@ -13,25 +13,26 @@ NET = dict(model_channels=8, channel_mult=[1, 2], num_blocks=1, attn_resolutions
 CFG = dict(device="cpu", seed=3, batch=16, duration_kimg=0.32, lr=2e-3, warmup_kimg=0.1, ema_halflife_kimg=0.1,
            ema_rampup=0.05, grad_clip=1.0, P_mean=-1.2, P_std=1.2, sigma_data=0.5, checkpoint_kimg=0.05, log_every=5,
            augment_p=0.0, snapshot_kimg=None, precision="fp32", tf32=False, channels_last=False, compile=False)
+OBJECTIVE = {"name": "ambient"}  # the paper's loss with its buffer, as ambient_o trains
 
 
 def training_set():
     data = DATASETS.build({"name": "digits"}).load()
     mixed = mix(data, 0.1, [CORRUPTIONS.build({"name": "gaussian_blur", "sigma": 1.0})], seed=0)
     ann = AmbientO(sigma_min=1.0).annotate(mixed)
-    return {"images": mixed.images, "noise": mixed.noise, "sigma_min": ann.sigma_min, "sigma_max": ann.sigma_max,
-            "buffer": ann.buffer}
+    return {"images": mixed.images, "noise": mixed.noise, "sigma_min": ann.sigma_min, "sigma_max": ann.sigma_max}
 
 
 def test_interrupted_training_resumes_bit_for_bit(tmp_path):
     data = training_set()
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     straight.mkdir(), interrupted.mkdir()
-    assert train(data, NET, CFG, straight, log=lambda m: None)
+    assert train(data, NET, CFG, straight, objective=OBJECTIVE,
+                 log=lambda m: None)
     messages = []
-    assert not train(data, NET, CFG, interrupted, stop_at_step=7, log=messages.append)
+    assert not train(data, NET, CFG, interrupted, stop_at_step=7, objective=OBJECTIVE, log=messages.append)
     assert fileio.torch_load(interrupted / CHECKPOINT)["step"] == 7 and not (interrupted / NETWORK).exists()
-    assert train(data, NET, CFG, interrupted, log=messages.append)
+    assert train(data, NET, CFG, interrupted, objective=OBJECTIVE, log=messages.append)
     assert messages == ["resuming from checkpoint at step 7"]
     a, b = fileio.torch_load(straight / NETWORK)["ema"], fileio.torch_load(interrupted / NETWORK)["ema"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -43,7 +44,8 @@ def test_different_seeds_give_different_models(tmp_path):
     for seed in (0, 1):
         out = tmp_path / str(seed)
         out.mkdir()
-        train(data, NET, {**CFG, "seed": seed, "duration_kimg": 0.064}, out, log=lambda m: None)
+        train(data, NET, {**CFG, "seed": seed, "duration_kimg": 0.064}, out, objective=OBJECTIVE,
+                 log=lambda m: None)
         runs.append(fileio.torch_load(out / NETWORK)["ema"])
     assert any(not torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
@@ -59,13 +61,16 @@ def test_class_conditional_training_uses_the_labels(tmp_path):
     data["labels"] = DATASETS.build({"name": "digits"}).load().labels
     out = tmp_path / "conditional"
     out.mkdir()
-    assert train(data, {**NET, "label_dim": 10}, {**CFG, "duration_kimg": 0.064}, out, log=lambda m: None)
+    assert train(data, {**NET, "label_dim": 10}, {**CFG, "duration_kimg": 0.064}, out, objective=OBJECTIVE,
+                 log=lambda m: None)
     net = load_network(out / NETWORK)
     assert net.label_dim == 10
     x, sigma = torch.randn(2, 1, 8, 8), torch.tensor([1.0, 1.0])
     zero, three = (torch.nn.functional.one_hot(torch.tensor([c, c]), 10).float() for c in (0, 3))
     assert not torch.equal(net(x, sigma, class_labels=zero), net(x, sigma, class_labels=three))
     with pytest.raises(UserError, match="label_dim: 10"):
-        train(data, {**NET, "label_dim": 5}, CFG, tmp_path, log=lambda m: None)
+        train(data, {**NET, "label_dim": 5}, CFG, tmp_path, objective=OBJECTIVE,
+                 log=lambda m: None)
     with pytest.raises(UserError, match="needs a labelled dataset"):
-        train({**data, "labels": None}, {**NET, "label_dim": 10}, CFG, tmp_path, log=lambda m: None)
+        train({**data, "labels": None}, {**NET, "label_dim": 10}, CFG, tmp_path, objective=OBJECTIVE,
+                 log=lambda m: None)

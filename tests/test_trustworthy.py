@@ -83,7 +83,7 @@ def test_unused_parameters_stay_out_of_keys_and_cannot_be_set():
         except ParamError as err:
             raise UserError(err.message) from None
     # a subclass's key follows its base's version too
-    assert METHODS.get("ambient_o_crops").key_version() == [1, METHODS.get("ambient_o").version]
+    assert METHODS.get("ambient_o_crops").key_version() == [2, METHODS.get("ambient_o").version]
 
 
 def test_identical_tensors_give_identical_files(tmp_path):
@@ -271,3 +271,36 @@ def test_a_diverging_cell_fails_alone_and_reaches_no_table(tmp_path, write_suite
     assert len(frame) > 1 and all(row.startswith("nan,train.lr=0.002,") for row in frame[1:])  # healthy cell only
     status = json.loads((runs / "train" / summary[1].split()[1].rstrip(":") / "status.json").read_text())
     assert status["state"] == "failed" and "TrainingDiverged" in status["traceback"]
+
+
+def test_a_recipe_change_reaches_exactly_the_stages_that_read_it(monkeypatch, write_suite, tmp_path):
+    from ambient_bench.config.schema import ComponentRef
+    from ambient_bench.engine.cells import cell_stages
+    from ambient_bench.params import ParamError
+    from ambient_bench.registry import ANNOTATORS, OBJECTIVES
+
+    cell = load_suite(write_suite(CELL.format(name="keys", results=tmp_path / "results"))).cells[0].config
+    base = {"name": "ambient_o", "sigma_min": 1.0}
+
+    def keys(**method):
+        cfg = {**cell, "method": ComponentRef("method").resolve({**base, **method}, ("method",))}
+        return {name: stage.key for name, stage in cell_stages(cfg).items()}
+
+    reference = keys()
+    objective = keys(weight_clip=2)  # the objective's parameter: retrain, but do not annotate again
+    assert objective["annotate"] == reference["annotate"] and objective["mix"] == reference["mix"]
+    assert objective["train"] != reference["train"] and objective["sample"] != reference["sample"]
+    annotator = keys(sigma_min=2.0)  # the annotator's: annotate again, and everything after it
+    assert annotator["mix"] == reference["mix"]
+    assert annotator["annotate"] != reference["annotate"] and annotator["train"] != reference["train"]
+    monkeypatch.setattr(OBJECTIVES.get("ambient"), "version", 99)  # a component's version: its stages only
+    bumped = keys()
+    assert bumped["annotate"] == reference["annotate"] and bumped["train"] != reference["train"]
+    monkeypatch.undo()
+    monkeypatch.setattr(ANNOTATORS.get("fixed"), "version", 99)
+    assert keys()["annotate"] != reference["annotate"] and keys()["mix"] == reference["mix"]
+    monkeypatch.undo()
+    monkeypatch.setattr(ANNOTATORS.get("classifier"), "version", 99)  # an annotator the recipe did not choose
+    assert keys() == reference
+    with pytest.raises(ParamError, match="does not read epsilon with annotate: fixed"):
+        keys(epsilon=0.1)  # a parameter the chosen recipe does not read is an error, not a silent no-op

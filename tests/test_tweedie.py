@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ambient_bench import OBJECTIVES, TrainBatch
-from ambient_bench.methods.ambient_o import buffer_factor
+from ambient_bench.objectives.ambient import buffer_factor
 
 MEANS, SPREAD, SIGMA_N = torch.tensor([-1.0, 1.0], dtype=torch.float64), 0.1, 0.5
 
@@ -143,9 +143,8 @@ def test_a_suite_with_known_noise_trains_ambient_tweedie_and_refuses_other_corru
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     [summary] = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "annotate").glob("*/summary.json")]
     assert summary["sigma_tn"] == [0.2]  # 0.1 in [0, 1] pixels is 0.2 in the model's units
-    from ambient_bench import fileio
-    [train_set] = (tmp_path / "runs" / "annotate").glob("*/train_set.pt")
-    assert fileio.torch_load(train_set)["objective"] == {"name": "ambient_tweedie", "weight_clip": None}
+    [trained] = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "train").glob("*/stage.json")]
+    assert trained["reads"]["objective"]["name"] == "ambient_tweedie"  # the method's objective, in the train key
 
     blurred = tmp_path / "blurred.yaml"
     blurred.write_text(TINY_CELL.format(name="blurred", results=tmp_path / "r2").replace(

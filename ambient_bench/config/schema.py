@@ -58,13 +58,10 @@ class ComponentRef:
             raise ParamError(key, f"expected a {self.kind} name or a mapping with 'name', got {value!r}")
         cls = self.component_class(value["name"], key + ("name",))
         params = {k: v for k, v in value.items() if k != "name"}
-        resolved = resolve_params(cls.params, params, key, what=f"{self.kind} '{cls.name}'")
-        problem = cls.check_params(resolved)
-        if problem:
-            raise ParamError(key + (problem[0],), problem[1])
-        unused = cls.unused_params(resolved)
+        resolved = cls.resolve(params, key)
+        unused, declared = cls.unused_params(resolved), cls.params_for(resolved)
         for name in params:  # a value equal to the default changes nothing (a resolved cell resolves again)
-            if name in unused and resolved[name] != _default(cls.params[name], key + (name,)):
+            if name in unused and resolved[name] != _default(declared[name], key + (name,)):
                 raise ParamError(key + (name,), f"{self.kind} '{cls.name}' does not read {name} with {unused[name]}; "
                                                 f"remove it (or change {unused[name].split(':')[0]})")
         return {"name": value["name"], **resolved}
@@ -73,6 +70,9 @@ class ComponentRef:
         cls = REGISTRIES[self.kind].get(value["name"])
         params = {k: v for k, v in value.items() if k != "name"}
         spec = {"name": value["name"], "version": cls.key_version(), "params": cls.key_params(params)}
+        components = cls.component_versions(params)
+        if components:
+            spec["components"] = components
         content = cls(**params).content_identity()
         return {**spec, "content": content} if content else spec
 
@@ -125,9 +125,10 @@ def brief_label(kind: str, value: dict[str, Any]) -> str:
     """``ambient_o(annotate=classifier, classifier={duration_kimg: 10})``: only what differs from
     the defaults (for progress lines and plans; results keep the full configuration)."""
     cls = REGISTRIES[kind].get(value["name"])
+    declared = cls.params_for(value)
     args = []
     for name, v in value.items():
-        param = cls.params.get(name)
+        param = declared.get(name)
         if name == "name" or param is None:
             continue
         default = param.default

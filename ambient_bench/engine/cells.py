@@ -109,7 +109,7 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
                                  f" on {_pool_text(request, mix_cfg, cfg['dataset'])}, class-balanced loss, "
                                  f"{request.config['duration_kimg']:g} kimg")
     stages["annotate"] = Stage(
-        "annotate", {"method": ref("method", cfg["method"])}, {"method": cfg["method"]},
+        "annotate", {"method": method.annotation_spec()}, {"method": cfg["method"]},
         {"mix": stages["mix"], **{k: v for k, v in stages.items() if k.startswith("classifier:")}},
         brief_label("method", cfg["method"]))
     train_cfg, train_deps = cfg["train"], {"annotate": stages["annotate"]}
@@ -120,9 +120,11 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         stages.update({f"pretrain:{name}": stage for name, stage in before.items() if name in ("mix", "annotate")})
         stages["pretrain:train"] = train_deps["pretrain"] = before["train"]
         train_cfg = {**train_cfg, **overrides}
+    objective = method.objective_spec()
     stages["train"] = Stage(
-        "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg)},
-        {"network": cfg["network"], "train": train_cfg}, train_deps,
+        "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg),
+                  "objective": ref("objective", objective)},
+        {"network": cfg["network"], "train": train_cfg, "objective": objective}, train_deps,
         f"{brief_label('method', cfg['method'])}, seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg"
         + (" from the pretrained model" if pretraining is not None else ""))
     # "" is the final network; each earlier EMA snapshot gets its own sample and evaluate stages

@@ -173,8 +173,9 @@ def _annotation_figures(mixed: MixedData, ann: Annotation, corruptions: list[str
               "out of distribution": (mixed.ood & keep).numpy()}
     groups = {name: mask for name, mask in groups.items() if mask.any()}
     reference = int((~mixed.ood).sum())
+    # as annotated: the objective's buffer (a train-stage setting) narrows the high-noise ranges further
     written = [plot_usable_samples(out / "usable_samples.png", ann.sigma_min.double().numpy(),
-                                   ann.sigma_max.double().numpy(), float(ann.buffer), groups, max(reference, 1))]
+                                   ann.sigma_max.double().numpy(), 1.0, groups, max(reference, 1))]
     low = mixed.corrupted & ~mixed.ood
     if low.any() and keep[low].any() and not ann.sigma_min[low].eq(ann.sigma_min[low][0]).all():
         by_group = {label: ann.sigma_min[low & (mixed.corruption == k) & keep].double().numpy()
@@ -204,8 +205,7 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     train_set = {"images": None if streamed else mixed.images[keep], "noise": None if streamed else mixed.noise[keep],
                  "pool_rows": torch.nonzero(keep).flatten() if streamed else None, "index": mixed.index[keep],
                  "corrupted": mixed.corrupted[keep], "ood": mixed.ood[keep], "sigma_min": ann.sigma_min[keep].float(),
-                 "sigma_max": ann.sigma_max[keep].float(), "buffer": float(ann.buffer),
-                 "weight_clip": float(ann.weight_clip), "objective": method.objective(ann),
+                 "sigma_max": ann.sigma_max[keep].float(),
                  "view": {name: value[keep] for name, value in ann.view.items()}, "sampler": method.sampler(ann),
                  "labels": None if mixed.labels is None else mixed.labels[keep]}
     fileio.torch_save(out / "train_set.pt", train_set)
@@ -226,7 +226,6 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             "sigma_min_mean": mean(train_set["sigma_min"], corrupted & ~ood),
             # OOD samples used at every noise level (all_data) have no sigma_max to report
             "sigma_max_mean": mean(train_set["sigma_max"], ood & (train_set["sigma_min"] > 0)),
-            "buffer": float(ann.buffer), "weight_clip": float(ann.weight_clip),
             "figures": sorted(figures + [p.name for p in out.glob("*.png") if p.name not in figures]),
             **ann.summary}
 
@@ -239,7 +238,8 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         data["pool_images"] = load_mixed(stage.deps["annotate"].deps["mix"], ctx).images.source
     init = fileio.torch_load(ctx.dir(stage.deps["pretrain"]) / CHECKPOINT) if "pretrain" in stage.deps else None
     started = time.perf_counter()
-    if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log, init=init):
+    if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log, init=init,
+                 objective=stage.runtime["objective"]):
         raise StageIncomplete("training stopped before its duration; re-run to resume")
     return {"seconds_this_session": round(time.perf_counter() - started, 1),
             "torch_threads": torch.get_num_threads(),  # CPU results depend on it at float level

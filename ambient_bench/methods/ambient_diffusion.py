@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from ambient_bench.components import Annotation, AnnotationContext, Method, MixedData
+from ambient_bench.components import Annotation, AnnotationContext, Method, MixedData, Slot
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param
 from ambient_bench.registry import CORRUPTIONS, register_method
@@ -44,7 +44,9 @@ def observed_masks(data: MixedData, corruptions: list[dict[str, Any]], mix_seed:
 class AmbientDiffusion(Method):
     """Masked images only: predict the further-masked pixels (Ã = A ⊙ B) from the rest, loss on A."""
 
-    version = 1
+    version = 2
+    slots = {"objective": Slot("objective", "ambient_diffusion", "training loss: ambient_diffusion (masked "
+                                                                  "input, loss on the observed pixels)")}
     params = {
         "delta": Param(0.1, "probability that an observed pixel is hidden again (B ~ Bernoulli(1 − delta)); "
                             "delta = 0 leaves the missing pixels unsupervised", ge=0, lt=1),
@@ -66,9 +68,6 @@ class AmbientDiffusion(Method):
                           view={"mask": observed, "mask_tilde": seen},
                           summary={"observed_fraction": float(observed[keep].float().mean()) if keep.any() else None,
                                    "survival": float(seen[keep].float().mean()) if keep.any() else None})
-
-    def objective(self, annotation: Annotation) -> dict[str, Any]:
-        return {"name": "ambient_diffusion"}
 
     def sampler(self, annotation: Annotation) -> dict[str, Any]:
         seen = annotation.view["mask_tilde"][annotation.keep]

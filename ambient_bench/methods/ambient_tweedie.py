@@ -15,15 +15,12 @@ up to that clamp and a 1/255 quantisation, as it is in a real noisy photograph.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
-from ambient_bench.components import Annotation, AnnotationContext, Method, MixedData
+from ambient_bench.components import Annotation, AnnotationContext, Method, MixedData, Slot
 from ambient_bench.errors import UserError
-from ambient_bench.methods.ambient_o import buffer_factor
-from ambient_bench.params import Param
 from ambient_bench.registry import register_method
 
 NOISE = "gaussian_noise"  # the corruption whose level is known (model units: 2 × its sigma)
@@ -54,14 +51,9 @@ def known_noise_levels(data: MixedData, corruptions: list[dict[str, Any]]) -> to
 class AmbientTweedie(Method):
     """Noisy images used above their known noise level (double-Tweedie target), clean ones everywhere."""
 
-    version = 1
-    params = {
-        "s_max": Param(4.0, "buffer: noisy samples only where sigma²/(sigma²-sigma_tn²) < s_max (.inf = none)",
-                       gt=1, allow_inf=True),
-        "weight_clip": Param(None, "c of min(lambda_amb, c) (null = the full weight sigma⁴/(sigma²-sigma_tn²)²; "
-                                   "1 = no weight)", gt=0, nullable=True),
-    }
-
+    version = 2
+    slots = {"objective": Slot("objective", "ambient_tweedie", "training loss: ambient_tweedie (the observation "
+                                                                "as x_tn; s_max, ambient_weight, weight_clip)")}
     test_corruption = {"name": NOISE, "sigma": 0.1}
 
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
@@ -70,10 +62,4 @@ class AmbientTweedie(Method):
         keep = ~data.ood
         low = data.corrupted & keep
         summary = {"sigma_tn": sorted({round(float(v), 6) for v in sigma_tn[low].unique()}) if low.any() else []}
-        return Annotation(keep=keep, sigma_min=sigma_tn.float(), sigma_max=torch.zeros(len(keep)),
-                          buffer=buffer_factor(self.p.s_max),
-                          weight_clip=math.inf if self.p.weight_clip is None else float(self.p.weight_clip),
-                          summary=summary)
-
-    def objective(self, annotation: Annotation) -> dict[str, Any]:
-        return {"name": "ambient_tweedie", "weight_clip": self.p.weight_clip}
+        return Annotation(keep=keep, sigma_min=sigma_tn.float(), sigma_max=torch.zeros(len(keep)), summary=summary)

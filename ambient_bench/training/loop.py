@@ -207,15 +207,6 @@ def class_targets(data: dict[str, Any], label_dim: int, device: torch.device) ->
     return torch.nn.functional.one_hot(labels.long(), label_dim).float().to(device)
 
 
-def training_objective(data: dict[str, Any]) -> dict[str, Any]:
-    """The objective the annotate stage chose; a training set written before objectives were
-    components carries only the ambient loss's weight clip."""
-    if data.get("objective"):
-        return data["objective"]
-    clip = float(data.get("weight_clip", math.inf))
-    return {"name": "ambient", "weight_clip": None if math.isinf(clip) else clip}
-
-
 def configure_backends(cfg: dict[str, Any], device: torch.device) -> None:
     """TF32 as the recipe says (it changes the numbers on Ampere and later GPUs); cuDNN autotuning on."""
     if device.type == "cuda":
@@ -226,14 +217,16 @@ def configure_backends(cfg: dict[str, Any], device: torch.device) -> None:
 
 def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], run_dir: Path,
           log: Callable[[str], None] = print, stop_at_step: int | None = None,
-          init: dict[str, Any] | None = None) -> bool:
+          init: dict[str, Any] | None = None, objective: dict[str, Any] | None = None) -> bool:
     """Train (or resume) in ``run_dir``; True once ``network.pt`` is written.
 
     ``init`` is another run's final checkpoint to fine-tune from: its weights and EMA start
     this run, with a fresh optimizer (a new phase on new data); ignored when resuming.
 
     ``data`` is the annotate stage's training set: uint8 ``images``, fixed ``noise`` Z,
-    per-sample ``sigma_min`` / ``sigma_max``, the ``buffer`` factor and the loss's ``weight_clip``.
+    per-sample ``sigma_min`` / ``sigma_max``. ``objective`` is the resolved training objective
+    (``{"name": ..., **params}``; None = plain EDM), whose ``buffer()`` narrows where low-quality
+    samples are drawn.
     ``stop_at_step`` ends the call early after checkpointing (for time-sliced jobs and tests).
     """
     device = resolve_device(cfg["device"])
@@ -245,7 +238,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     layout = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
     streamed = data.get("images") is None  # pixels read from disk (data/pool.py) by training/batches.py
     sigma_min = data["sigma_min"].double()
-    objective = OBJECTIVES.build(training_objective(data))
+    objective = OBJECTIVES.build(objective or {"name": "edm"})
     channels, resolution, _ = data["pool_images"].shape if streamed else data["images"].shape[1:]
     net_channels = objective.input_channels(channels)
     sampling = None if net_channels == channels and not data.get("sampler") else \
@@ -255,7 +248,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     net = build_network(net_cfg, net_channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
-    stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), data["buffer"], seed)
+    stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), objective.buffer(), seed)
     augment = AugmentPipe(cfg["augment_p"], xflip=1e8) if cfg["augment_p"] > 0 else None
     if augment is not None and not net.net.augment_dim:
         from ambient_bench.errors import UserError
