@@ -102,6 +102,35 @@ def hidden_error(delta: float, sigma: float = 0.3, p: float = 0.4, steps: int = 
 
 
 @pytest.mark.slow
+def test_redrawn_further_masks_change_with_the_step_seed_and_stay_inside_the_observed_pixels():
+    observed = (torch.rand(64, 1, 4, 4, generator=torch.Generator().manual_seed(1)) > 0.3).float()
+    x0, eps = torch.randn(64, 1, 4, 4), torch.randn(64, 1, 4, 4)
+    inputs = []
+
+    def denoiser(x, sigma):
+        inputs.append(x[:, 1:])  # the mask channels: Ã of this call
+        return x
+
+    def call(seed, view):
+        torch.manual_seed(seed)
+        batch = TrainBatch(x0, torch.zeros_like(x0), torch.ones(64, dtype=torch.float64), torch.zeros(64), eps,
+                           view={"mask": observed, "mask_tilde": observed, **view})
+        return OBJECTIVES.build({"name": "ambient_diffusion"}).loss(denoiser, batch)
+
+    redraw = {"delta": torch.full((64,), 0.25)}
+    call(0, redraw), call(0, redraw), call(1, redraw), call(0, {})
+    first, again, other, fixed = inputs
+    assert torch.equal(first, again) and not torch.equal(first, other)  # per step seed, reproducible
+    assert bool((first <= observed).all()) and torch.equal(fixed, observed)  # Ã ⊆ A; fixed: as annotated
+    assert float(first.sum() / observed.sum()) == pytest.approx(0.75, abs=0.05)  # B ~ Bernoulli(1 − δ)
+    ann = METHODS.build({"name": "ambient_diffusion", "delta": 0.25, "redraw": True}).annotate(
+        mix(DATASETS.build({"name": "digits", "resolution": 8}).load(), 0.0,
+            [CORRUPTIONS.build({"name": "pixel_mask", "fraction": 0.4})], seed=5),
+        AnnotationContext(workdir=None, classifiers={}, corruptions=[{"name": "pixel_mask", "fraction": 0.4}],
+                          mix_seed=5))
+    assert ann.view["delta"].unique().tolist() == [0.25]
+
+
 def test_hidden_pixels_are_learned_when_delta_is_positive_and_not_when_it_is_zero():
     learned, unsupervised = hidden_error(0.1), hidden_error(0.0)
     print(f"hidden-coordinate error vs the closed form: delta 0.1 {learned:.4f}, delta 0 {unsupervised:.4f}")

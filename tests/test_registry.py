@@ -1,6 +1,8 @@
 """Registries: did-you-mean errors, parameter validation, plugins through the public API."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 import ambient_bench
@@ -104,3 +106,50 @@ def test_public_api_exports():
         assert hasattr(ambient_bench, name)
     assert register_corruption == CORRUPTIONS.register
     assert Param(1.0).describe() == "float, default 1.0"
+
+
+PLUGIN_OBJECTIVE = '''
+from ambient_bench import Objective, Param, register_objective
+
+
+@register_objective("edm_l1")
+class EDML1(Objective):
+    """EDM's weighting on the absolute error."""
+    version = 1
+    params = {"scale": Param(1.0, "multiplies the loss", gt=0)}
+
+    def loss(self, denoiser, batch):
+        sigma = batch.sigma.float().to(batch.x0.device)
+        s = sigma.reshape(-1, 1, 1, 1)
+        weight = (s ** 2 + batch.sigma_data ** 2).sqrt() / (s * batch.sigma_data)
+        error = (denoiser(batch.x0 + s * batch.eps, sigma) - batch.x0).abs()
+        return self.p.scale * (weight * error).flatten(1).sum(1)
+'''
+
+
+def test_a_plugin_objective_named_in_a_suite_trains_and_reaches_the_table(tmp_path):
+    import csv
+
+    from conftest import TINY_CELL, run_cli
+
+    (tmp_path / "edm_l1.py").write_text(PLUGIN_OBJECTIVE)
+    (tmp_path / "loss_table.yaml").write_text(
+        "id: losses\ntitle: one row per objective\nrows: {key: method.objective, header: Loss}\n"
+        "columns: {key: mix.corruption.sigma, label: 'blur {}'}\n"
+        "values: [{quantity: fd_digits, label: FD_digits, fmt: '{:.1f}', better: lower}]\n")
+    suite = tmp_path / "plugged.yaml"
+    suite.write_text(TINY_CELL.format(name="plugged", results=tmp_path / "results")
+                     + "plugins: [edm_l1.py]\ngrid:\n  method: [all_data, {name: all_data, objective: edm_l1, "
+                       "scale: 2.0}]\ntables: [loss_table.yaml]\n")
+    result = run_cli("run", str(suite), "--runs", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = list(csv.DictReader((tmp_path / "results" / "results.csv").open()))
+    assert {(r["method.objective"], r["method.scale"]) for r in rows if r["quantity"] == "fd_digits"} == \
+        {("edm", ""), ("edm_l1", "2")}
+    table = (tmp_path / "results" / "losses.md").read_text()
+    assert "edm_l1" in table and "edm" in table.replace("edm_l1", "")
+    trained = [json.loads(p.read_text())["reads"]["objective"]
+               for p in (tmp_path / "runs" / "train").glob("*/stage.json")]
+    assert {"name": "edm_l1", "version": 1, "params": {"scale": 2.0}} in trained
+    # one annotate stage serves both: the objective is not in its key
+    assert len(list((tmp_path / "runs" / "annotate").glob("*/DONE"))) == 1

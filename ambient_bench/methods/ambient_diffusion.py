@@ -4,7 +4,8 @@ every training image has pixels missing (seed notes §1).
 The mask A of each image is the one the mix's ``pixel_mask`` (or ``box_mask``) corruption drew:
 the corruption re-draws it from the image's own generator (``Corruption.dropped``). Clean images of
 the pool have A = 1. The further corruption B ~ Bernoulli(1 − ``delta``) per pixel is drawn once
-per image (seed, index), as the official code fixes it; Ã = A ⊙ B. The ``ambient_diffusion``
+per image (seed, index), as the official code fixes it, or redrawn at every step (``redraw``);
+Ã = A ⊙ B. The ``ambient_diffusion``
 objective trains on them, and the model samples with the fixed-mask sampler (one mask of the
 training survival rate, the mean of Ã, per generated image). Out-of-distribution images are not
 used; a low-quality image with no mask (blur, noise, a user's folder) is an error.
@@ -51,6 +52,8 @@ class AmbientDiffusion(Method):
         "delta": Param(0.1, "probability that an observed pixel is hidden again (B ~ Bernoulli(1 − delta)); "
                             "delta = 0 leaves the missing pixels unsupervised", ge=0, lt=1),
         "seed": Param(0, "seed of the further masks B (one per image, fixed for the whole training)", kind=int, ge=0),
+        "redraw": Param(False, "draw B afresh at every training step (from the step's seeded generator) instead "
+                               "of once per image as the official code does", kind=bool),
     }
     test_params = {"delta": 0.2}
     test_corruption = {"name": "pixel_mask", "fraction": 0.4}
@@ -65,7 +68,8 @@ class AmbientDiffusion(Method):
         keep = ~data.ood
         n = len(keep)
         return Annotation(keep=keep, sigma_min=torch.zeros(n), sigma_max=torch.zeros(n),
-                          view={"mask": observed, "mask_tilde": seen},
+                          view={"mask": observed, "mask_tilde": seen,
+                                **({"delta": torch.full((n,), self.p.delta)} if self.p.redraw else {})},
                           summary={"observed_fraction": float(observed[keep].float().mean()) if keep.any() else None,
                                    "survival": float(seen[keep].float().mean()) if keep.any() else None})
 

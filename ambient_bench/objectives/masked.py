@@ -9,7 +9,8 @@ on all of them and the output is sliced to C); the loss is on every *observed* p
 
 Because Ã ⊂ A, the pixels of A outside Ã teach the network to predict pixels it cannot see,
 and the minimiser is E[x0 | Ã x_t, Ã] on all pixels (for δ > 0). ``batch.view`` carries the
-masks ``mask`` (A) and ``mask_tilde`` (Ã), N×1×H×W in {0, 1}.
+masks ``mask`` (A) and ``mask_tilde`` (Ã), N×1×H×W in {0, 1}; with ``delta`` (N) in the view, B is
+drawn afresh on every call instead (the method's ``redraw`` option).
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class AmbientDiffusionLoss(Objective):
     def loss(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
              batch: TrainBatch) -> torch.Tensor:
         observed, seen = batch.view["mask"].to(batch.x0.dtype), batch.view["mask_tilde"].to(batch.x0.dtype)
+        if "delta" in batch.view:  # B redrawn this step; the loop seeds torch's generator per (seed, rank, step)
+            kept = torch.rand(observed.shape, device=observed.device) >= batch.view["delta"].reshape(-1, 1, 1, 1)
+            seen = observed * kept.to(observed.dtype)
         sigma = batch.sigma.float().to(batch.x0.device)
         s = sigma.reshape(-1, 1, 1, 1)
         channels = batch.x0.shape[1]
