@@ -10,16 +10,16 @@ The crops classifier sees one random K×K window of x_t per image with everythin
 the same zero-padded form it is given at annotation time (the official release trained it on full
 images by mistake).
 
-Resuming works as in the diffusion loop: every draw of step k is seeded by (seed, k) and the
-data order is part of the checkpoint, so an interrupted run ends with the same weights.
+The steps run through the diffusion model's own loop (``training/fit.py``: Adam, warm-up, clipping,
+EMA, checkpoints, logging); every draw of step k is seeded by (seed, k) and the data order is part of
+the checkpoint, so an interrupted run ends with the same weights.
 """
 from __future__ import annotations
 
 import copy
-import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,15 +33,9 @@ from ambient_bench.config.schema import Section
 from ambient_bench.diffusion.augment import AugmentPipe
 from ambient_bench.data.images import uint8_to_model
 from ambient_bench.params import Param
-from ambient_bench.progress import bar
 from ambient_bench.seeding import numpy_rng, seed_for, torch_generator
-from ambient_bench.training.loop import (
-    configure_backends,
-    optimizer_step,
-    resolve_device,
-    restore_checkpoint,
-    save_checkpoint,
-)
+from ambient_bench.training.fit import Step, fit, restore_checkpoint
+from ambient_bench.training.loop import configure_backends, resolve_device
 from ambient_bench.training.stream import AdmissibleStream
 
 CLASSIFIER = "classifier.pt"
@@ -83,11 +77,10 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
 
     step = restore_checkpoint(run_dir, net, ema, opt, stream, log)
     total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
-    ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
-    correct = seen = 0
-    with open(run_dir / "stats.jsonl", "a") as stats_file, \
-            bar(total=total, initial=step, desc=f"classifier {run_dir.name[:8]}", unit="step") as progress:
-        while step < total and (stop_at_step is None or step < stop_at_step):
+    tally = {"correct": 0, "seen": 0}
+
+    def losses() -> Iterator[Step]:
+        for step in range(step_from, total if stop_at_step is None else min(total, max(step_from, stop_at_step))):
             rng = numpy_rng("classifier-sigma", seed, step)
             indices, sigmas = stream.batch(lambda: math.exp(cfg["P_mean"] + cfg["P_std"] * rng.standard_normal()),
                                            batch)
@@ -103,22 +96,19 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
                 x_t = x_t * window_mask(resolution, crop_size, torch.from_numpy(top), torch.from_numpy(left)).to(device)
             torch.manual_seed(seed_for("classifier-dropout", seed, step))
             logits = net(x_t, sigma, augment_labels)
-            loss = F.binary_cross_entropy_with_logits(logits, y_all[idx], weight=weight_all[idx])
-            lr = optimizer_step(net, ema, opt, loss, cfg, step)
-            correct += int(((logits > 0).float() == y_all[idx]).sum())
-            seen += batch
+            tally["correct"] += int(((logits > 0).float() == y_all[idx]).sum())
+            tally["seen"] += batch
+            yield Step(F.binary_cross_entropy_with_logits(logits, y_all[idx], weight=weight_all[idx]),
+                       stream.state_dict())
 
-            step += 1
-            progress.update(1)
-            if step % cfg["log_every"] == 0 or step == total:
-                stats = {"step": step, "kimg": step * batch / 1000, "loss": loss.item(), "lr": lr,
-                         "train_accuracy": correct / max(seen, 1)}
-                correct = seen = 0
-                stats_file.write(json.dumps(stats) + "\n")
-                stats_file.flush()
-                progress.set_postfix(loss=f"{stats['loss']:.3f}")
-            if step % ckpt_every == 0 or step == total or step == stop_at_step:
-                save_checkpoint(run_dir, step, net, ema, opt, stream)
+    def accuracy() -> dict[str, float]:
+        value = tally["correct"] / max(tally["seen"], 1)
+        tally.update(correct=0, seen=0)
+        return {"train_accuracy": value}
+
+    step_from = step
+    step = fit(net, ema, opt, cfg, run_dir, losses(), start=step, total=total, desc="classifier",
+               stop_at_step=stop_at_step, log_stats=accuracy)
     if step < total:
         return False
     fileio.torch_save(run_dir / CLASSIFIER, {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels,

@@ -8,13 +8,10 @@ each rank trains on its slice of the global batch (ambient_bench/distributed.py)
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import json
 import math
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
@@ -23,19 +20,16 @@ from ambient_bench.components import TrainBatch
 from ambient_bench.diffusion.edm import EDMPrecond
 from ambient_bench.diffusion.augment import AugmentPipe
 from ambient_bench.diffusion.unet import build_unet
-from ambient_bench.progress import bar
 from ambient_bench.registry import OBJECTIVES
 from ambient_bench.seeding import seed_for, torch_generator
 from ambient_bench import distributed
 from ambient_bench.data.pool import loader_workers
 from ambient_bench.training import batches
+from ambient_bench.training.fit import (CHECKPOINT, Step, TrainingDiverged, fit, optimizer_step,  # noqa: F401
+                                        restore_checkpoint)
 from ambient_bench.training.stream import AdmissibleStream
 
-CHECKPOINT, NETWORK = "checkpoint.pt", "network.pt"
-
-
-class TrainingDiverged(RuntimeError):
-    """A non-finite loss, gradient or weight: the stage stops (its message is the one-line reason)."""
+NETWORK = "network.pt"
 
 
 def check_finite_loss(per_sample: torch.Tensor, sigma: torch.Tensor, step: int) -> None:
@@ -46,14 +40,6 @@ def check_finite_loss(per_sample: torch.Tensor, sigma: torch.Tensor, step: int) 
         where = int(torch.nonzero(bad)[0])
         raise TrainingDiverged(f"training diverged at step {step}: the loss is {float(flat[where])} for a sample at "
                                f"σ = {float(sigma[where]):.4g}; lower train.lr, or set train.grad_clip")
-
-
-def check_finite_weights(net: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
-    for what, module in (("weight", net), ("EMA weight", ema)):
-        for name, tensor in module.state_dict().items():
-            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise TrainingDiverged(f"training diverged by step {step}: {what} {name} is not finite; "
-                                       f"lower train.lr, or set train.grad_clip")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -76,91 +62,6 @@ def load_network(path: Path, device: torch.device | str = "cpu") -> EDMPrecond:
     net.image_shape = (saved.get("image_channels", saved["img_channels"]), saved["resolution"], saved["resolution"])
     net.sampler = saved.get("sampler")  # None: EDM's Heun sampler on the plain network
     return net.to(device).eval().requires_grad_(False)
-
-
-def learning_rate(cfg: dict[str, Any], cur_nimg: int) -> float:
-    """Linear warm-up over ``warmup_kimg``, then constant."""
-    if cfg["warmup_kimg"] <= 0:
-        return cfg["lr"]
-    return cfg["lr"] * min(1.0, cur_nimg / (cfg["warmup_kimg"] * 1000))
-
-
-def ema_beta(cfg: dict[str, Any], nimg_after_step: int) -> float:
-    """Per-step EMA decay for a half-life in images, ramped up early (as in EDM)."""
-    halflife = cfg["ema_halflife_kimg"] * 1000
-    if cfg["ema_rampup"] is not None:
-        halflife = min(halflife, nimg_after_step * cfg["ema_rampup"])
-    return 0.5 ** (cfg["batch"] / max(halflife, 1e-8))
-
-
-@torch.no_grad()
-def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
-    for p_ema, p in zip(ema.parameters(), net.parameters()):
-        p_ema.lerp_(p.detach(), 1 - beta)
-    for b_ema, b in zip(ema.buffers(), net.buffers()):
-        b_ema.copy_(b)
-
-
-def restore_checkpoint(run_dir: Path, net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
-                       stream: AdmissibleStream, log: Callable[[str], None]) -> int:
-    """Load ``run_dir/checkpoint.pt`` if there is one; the step to continue from (0 = fresh).
-
-    Stats lines logged after the checkpoint are dropped: those steps run again.
-    """
-    path = run_dir / CHECKPOINT
-    if not path.exists():
-        return 0
-    state = fileio.torch_load(path)
-    net.load_state_dict(state["net"])
-    ema.load_state_dict(state["ema"])
-    opt.load_state_dict(state["opt"])
-    stream.load_state_dict(state["stream"])
-    log(f"resuming from checkpoint at step {state['step']}")
-    stats_path = run_dir / "stats.jsonl"
-    if stats_path.exists() and distributed.is_main():
-        fileio.write_text(stats_path, "".join(line + "\n" for line in stats_path.read_text().splitlines()
-                                              if _logged_step(line) <= state["step"]))
-    return state["step"]
-
-
-def save_checkpoint(run_dir: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module,
-                    opt: torch.optim.Optimizer, stream: AdmissibleStream | dict[str, int]) -> None:
-    """Atomic (temp file + rename); only rank 0 writes, the state being the same on every rank.
-    ``stream``: the sample stream, or its state after step ``step``'s draw (a loader runs ahead)."""
-    if not distributed.is_main():
-        return
-    state = stream if isinstance(stream, dict) else stream.state_dict()
-    fileio.torch_save(run_dir / CHECKPOINT, {"step": step, "net": net.state_dict(), "ema": ema.state_dict(),
-                                             "opt": opt.state_dict(), "stream": state})
-
-
-def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
-                   cfg: dict[str, Any], step: int) -> float:
-    """One update: warm-up learning rate, optional clipping, EMA; returns the lr. A non-finite gradient stops
-    training (TrainingDiverged): zeroing it, as EDM does, would hide a diverged run behind finite numbers."""
-    lr = learning_rate(cfg, step * cfg["batch"])
-    for group in opt.param_groups:
-        group["lr"] = lr
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    grads = [p.grad for p in net.parameters() if p.grad is not None]
-    if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
-        name = next(n for n, p in net.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
-        raise TrainingDiverged(f"training diverged at step {step}: the gradient of {name} is not finite "
-                               f"(lr {lr:g}); lower train.lr or set train.grad_clip")
-    if cfg["grad_clip"] is not None:
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-    opt.step()
-    update_ema(ema, net, ema_beta(cfg, (step + 1) * cfg["batch"]))
-    return lr
-
-
-def _logged_step(line: str) -> float:
-    """Step of a stats.jsonl line; a line cut short by a kill counts as never logged."""
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        return math.inf
 
 
 def snapshot_name(kimg: float) -> str:
@@ -267,10 +168,8 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     if cfg["compile"]:
         forward = torch.compile(forward)
     total = total_steps(cfg)
-    ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
     snapshots = set(snapshot_steps(cfg, total)[:-1])  # the last one is network.pt
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
-    main = distributed.is_main()
 
     # the whole global batch is drawn on every rank, so the draws do not depend on the rank count
     steps = range(step, total if stop_at_step is None else min(total, max(step, stop_at_step)))
@@ -282,10 +181,8 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     else:
         draws = batches.in_memory(data["images"], data["noise"], stream, cfg, steps, mine, whole, device)
 
-    with open(run_dir / "stats.jsonl", "a") if main else contextlib.nullcontext() as stats_file, \
-            bar(total=total, initial=step, desc=f"train {run_dir.name[:8]}", unit="step", disable=not main) as progress:
-        t_last = time.perf_counter()
-        for drawn in draws:
+    def losses() -> Iterator[Step]:
+        for step, drawn in zip(steps, draws):
             eps = torch.randn((batch, channels, resolution, resolution),
                               generator=torch_generator("eps", seed, step))[mine]
             x0, labels = drawn.x0, None
@@ -303,31 +200,17 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                                                  {name: value[torch.from_numpy(indices)].to(device)
                                                   for name, value in view.items()}))
             check_finite_loss(loss, sigma, step)
-            loss = loss.mean()
-            lr = optimizer_step(net, ema, opt, loss.float(), cfg, step)
+            yield Step(loss.mean(), drawn.stream_state)
 
-            step += 1
-            progress.update(1)
-            if step % cfg["log_every"] == 0 or step == total:
-                now = time.perf_counter()
-                stats = {"step": step, "kimg": step * batch / 1000, "loss": distributed.mean_over_ranks(loss.item()),
-                         "lr": lr, "sec_per_step": (now - t_last) / cfg["log_every"]}
-                t_last = now
-                if main:
-                    stats_file.write(json.dumps(stats) + "\n")
-                    stats_file.flush()
-                progress.set_postfix(loss=f"{stats['loss']:.3f}")
-            if step in snapshots or step % ckpt_every == 0 or step == total or step == stop_at_step:
-                check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
-            if step in snapshots and main:
-                fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
-                                  _network_record(ema, net_cfg, net_channels, resolution, cfg, step, sampling))
-            if step % ckpt_every == 0 or step == total or step == stop_at_step:
-                save_checkpoint(run_dir, step, net, ema, opt, drawn.stream_state)
-    distributed.barrier()  # rank 0's checkpoint is on disk before any rank returns
+    def save_snapshot(step: int) -> None:
+        fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
+                          _network_record(ema, net_cfg, net_channels, resolution, cfg, step, sampling))
+
+    step = fit(net, ema, opt, cfg, run_dir, losses(), start=step, total=total, desc="train", stop_at_step=stop_at_step,
+               snapshots=snapshots, save_snapshot=save_snapshot)
     if step < total:
         return False
-    if main:
+    if distributed.is_main():
         fileio.torch_save(run_dir / NETWORK, _network_record(ema, net_cfg, net_channels, resolution, cfg, total,
                                                              sampling))
     distributed.barrier()

@@ -1,0 +1,173 @@
+"""One optimisation loop for every network the harness trains (the diffusion model, the noise and
+crops classifiers): Adam with warm-up, gradient clipping, EMA, logging, atomic checkpoints, exact resume.
+
+A caller builds its networks and sample stream, restores the checkpoint (``restore_checkpoint``)
+and hands ``fit`` an iterator of ``Step``s: each computes one step's loss when it is drawn (lazily,
+so the forward pass of step k runs after the update of step k - 1). ``fit`` does the rest. Every
+random draw of step k is the caller's, seeded by (seed, k), and the stream's state after the draw is
+checkpointed with the weights, so a resumed run ends with the same weights as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import torch
+
+from ambient_bench import distributed, fileio
+from ambient_bench.progress import bar
+from ambient_bench.training.stream import AdmissibleStream
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class TrainingDiverged(RuntimeError):
+    """A non-finite loss, gradient or weight: the stage stops (its message is the one-line reason)."""
+
+
+@dataclass
+class Step:
+    """One step's loss (the scalar minimised) and the sample stream's state after its draw."""
+
+    loss: torch.Tensor
+    stream_state: dict[str, Any]
+
+
+def learning_rate(cfg: dict[str, Any], cur_nimg: int) -> float:
+    """Linear warm-up over ``warmup_kimg``, then constant."""
+    if cfg["warmup_kimg"] <= 0:
+        return cfg["lr"]
+    return cfg["lr"] * min(1.0, cur_nimg / (cfg["warmup_kimg"] * 1000))
+
+
+def ema_beta(cfg: dict[str, Any], nimg_after_step: int) -> float:
+    """Per-step EMA decay for a half-life in images, ramped up early (as in EDM)."""
+    halflife = cfg["ema_halflife_kimg"] * 1000
+    if cfg["ema_rampup"] is not None:
+        halflife = min(halflife, nimg_after_step * cfg["ema_rampup"])
+    return 0.5 ** (cfg["batch"] / max(halflife, 1e-8))
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
+    for p_ema, p in zip(ema.parameters(), net.parameters()):
+        p_ema.lerp_(p.detach(), 1 - beta)
+    for b_ema, b in zip(ema.buffers(), net.buffers()):
+        b_ema.copy_(b)
+
+
+def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
+                   cfg: dict[str, Any], step: int) -> float:
+    """One update: warm-up learning rate, optional clipping, EMA; returns the lr. A non-finite gradient stops
+    training (TrainingDiverged): zeroing it, as EDM does, would hide a diverged run behind finite numbers."""
+    lr = learning_rate(cfg, step * cfg["batch"])
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad for p in net.parameters() if p.grad is not None]
+    if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+        name = next(n for n, p in net.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
+        raise TrainingDiverged(f"training diverged at step {step}: the gradient of {name} is not finite "
+                               f"(lr {lr:g}); lower train.lr or set train.grad_clip")
+    if cfg["grad_clip"] is not None:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+    opt.step()
+    update_ema(ema, net, ema_beta(cfg, (step + 1) * cfg["batch"]))
+    return lr
+
+
+def check_finite_weights(net: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
+    for what, module in (("weight", net), ("EMA weight", ema)):
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise TrainingDiverged(f"training diverged by step {step}: {what} {name} is not finite; "
+                                       f"lower train.lr, or set train.grad_clip")
+
+
+def restore_checkpoint(run_dir: Path, net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+                       stream: AdmissibleStream, log: Callable[[str], None]) -> int:
+    """Load ``run_dir/checkpoint.pt`` if there is one; the step to continue from (0 = fresh).
+
+    Stats lines logged after the checkpoint are dropped: those steps run again.
+    """
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return 0
+    state = fileio.torch_load(path)
+    net.load_state_dict(state["net"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["opt"])
+    stream.load_state_dict(state["stream"])
+    log(f"resuming from checkpoint at step {state['step']}")
+    stats_path = run_dir / "stats.jsonl"
+    if stats_path.exists() and distributed.is_main():
+        fileio.write_text(stats_path, "".join(line + "\n" for line in stats_path.read_text().splitlines()
+                                              if _logged_step(line) <= state["step"]))
+    return state["step"]
+
+
+def save_checkpoint(run_dir: Path, step: int, net: torch.nn.Module, ema: torch.nn.Module,
+                    opt: torch.optim.Optimizer, stream: AdmissibleStream | dict[str, int]) -> None:
+    """Atomic (temp file + rename); only rank 0 writes, the state being the same on every rank.
+    ``stream``: the sample stream, or its state after step ``step``'s draw (a loader runs ahead)."""
+    if not distributed.is_main():
+        return
+    state = stream if isinstance(stream, dict) else stream.state_dict()
+    fileio.torch_save(run_dir / CHECKPOINT, {"step": step, "net": net.state_dict(), "ema": ema.state_dict(),
+                                             "opt": opt.state_dict(), "stream": state})
+
+
+def _logged_step(line: str) -> float:
+    """Step of a stats.jsonl line; a line cut short by a kill counts as never logged."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return math.inf
+
+
+def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, cfg: dict[str, Any],
+        run_dir: Path, steps: Iterable[Step], *, start: int, total: int, desc: str,
+        stop_at_step: int | None = None, snapshots: set[int] = frozenset(),
+        save_snapshot: Callable[[int], None] | None = None,
+        log_stats: Callable[[], dict[str, float]] | None = None) -> int:
+    """Take the optimizer steps of ``steps`` (steps ``start``, ``start`` + 1, ...); returns the step reached.
+
+    Logs to ``stats.jsonl`` every ``cfg["log_every"]`` steps (``log_stats`` adds the caller's numbers),
+    checkpoints every ``cfg["checkpoint_kimg"]``, at ``stop_at_step`` and at the end, and calls
+    ``save_snapshot(step)`` after the steps in ``snapshots``; weights are checked finite before either
+    is written. Only rank 0 writes files.
+    """
+    batch, step, main = cfg["batch"], start, distributed.is_main()
+    ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
+    progress = bar(total=total, initial=step, desc=f"{desc} {run_dir.name[:8]}", unit="step", disable=not main)
+    with open(run_dir / "stats.jsonl", "a") if main else contextlib.nullcontext() as stats_file, progress:
+        t_last = time.perf_counter()
+        for item in steps:
+            lr = optimizer_step(net, ema, opt, item.loss.float(), cfg, step)
+            step += 1
+            progress.update(1)
+            if step % cfg["log_every"] == 0 or step == total:
+                now = time.perf_counter()
+                stats = {"step": step, "kimg": step * batch / 1000,
+                         "loss": distributed.mean_over_ranks(item.loss.item()), "lr": lr,
+                         "sec_per_step": (now - t_last) / cfg["log_every"], **(log_stats() if log_stats else {})}
+                t_last = now
+                if main:
+                    stats_file.write(json.dumps(stats) + "\n")
+                    stats_file.flush()
+                progress.set_postfix(loss=f"{stats['loss']:.3f}")
+            checkpoint = step % ckpt_every == 0 or step == total or step == stop_at_step
+            if step in snapshots or checkpoint:
+                check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
+            if step in snapshots and main and save_snapshot is not None:
+                save_snapshot(step)
+            if checkpoint:
+                save_checkpoint(run_dir, step, net, ema, opt, item.stream_state)
+    distributed.barrier()  # rank 0's checkpoint is on disk before any rank returns
+    return step
