@@ -334,6 +334,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     from ambient_bench.params import suggest
     from ambient_bench.registry import REGISTRIES
 
+    if args.suite:  # the components a suite's plugins register, beside the built-in and installed ones
+        from ambient_bench.config import yamlio
+        from ambient_bench.registry import import_plugin
+
+        path = Path(args.suite)
+        if not path.is_file():
+            raise UserError(f"suite file '{path}' not found; give the path of a suite YAML")
+        raw, _ = yamlio.load(path)
+        plugins = raw.get("plugins") or [] if isinstance(raw, dict) else []
+        if not isinstance(plugins, list):
+            raise UserError(f"{path}: plugins must be a list of modules or .py files, got {plugins!r}")
+        for plugin in plugins:
+            import_plugin(str(plugin), path.parent)
     kinds = KINDS
     if args.kind:
         kind = args.kind.rstrip("s") if args.kind.rstrip("s") in KINDS else args.kind
@@ -465,6 +478,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="full", choices=PROFILES)
     p = sub.add_parser("list", help="registered components and their parameters")
     p.add_argument("kind", nargs="?", help=f"one of {', '.join(KINDS)}")
+    p.add_argument("--suite", help="also the components this suite's plugins: register")
     p = sub.add_parser("tables", help="re-render a suite's tables from its stored results")
     p.add_argument("suite")
     p.add_argument("--results", help="results directory (default: the suite's results_dir)")

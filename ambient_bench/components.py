@@ -475,7 +475,9 @@ class Objective(Component):
     @abstractmethod
     def loss(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
              batch: TrainBatch) -> torch.Tensor:
-        """Per-sample loss [N] (summed over pixels); ``denoiser(x, sigma)`` predicts x0."""
+        """Per-sample loss [N] (summed over pixels); ``denoiser(x, sigma)`` predicts x0. An objective that
+        evaluates other inputs too passes ``rows`` (int [M]): the batch sample each row of x stands for, so
+        the network sees that sample's labels; one call per step keeps distributed training simple."""
 
     def buffer(self) -> float:
         """b >= 1: a sample annotated sigma_min is used only at sigma > b·sigma_min (1 = no buffer)."""

@@ -153,3 +153,6 @@ def test_a_plugin_objective_named_in_a_suite_trains_and_reaches_the_table(tmp_pa
     assert {"name": "edm_l1", "version": 1, "params": {"scale": 2.0}} in trained
     # one annotate stage serves both: the objective is not in its key
     assert len(list((tmp_path / "runs" / "annotate").glob("*/DONE"))) == 1
+    listed = run_cli("list", "objective", "--suite", str(suite))
+    assert listed.returncode == 0 and "edm_l1  (version 1)  EDM's weighting on the absolute error." in listed.stdout
+    assert "edm_l1" not in run_cli("list", "objective").stdout  # only where the suite names it

@@ -152,3 +152,54 @@ def test_a_suite_with_known_noise_trains_ambient_tweedie_and_refuses_other_corru
     result = run_cli("run", str(blurred), "--runs", str(tmp_path / "runs2"))
     assert result.returncode == 1
     assert "mix.corruption 'gaussian_blur' is not 'gaussian_noise'" in result.stdout
+
+
+def consistency_terms(denoiser, paths: int, n: int = 4000, seed: int = 0) -> torch.Tensor:
+    """Per-sample consistency loss (seed notes §5.4) of a half-clean, half-noisy Gaussian batch, x0 ~ N(0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    x0 = torch.randn(n, generator=g)
+    noisy = torch.arange(n) % 2 == 1
+    sigma_n = torch.where(noisy, SIGMA_N, 0.0).double()
+    x_tn = x0 + sigma_n.float() * torch.randn(n, generator=g)
+    sigma = sigma_n * 2 + 0.3  # above each sample's sigma_tn, as the training stream draws it
+    batch = TrainBatch(image(x_tn), torch.zeros(n, 1, 1, 1), sigma, sigma_n, image(torch.randn(n, generator=g)))
+    spec = {"name": "ambient_tweedie", "consistency_steps": 3, "consistency_paths": paths, "consistency_batch": n}
+    torch.manual_seed(seed)
+    with_term = OBJECTIVES.build({**spec, "consistency_coeff": 1.0}).loss(denoiser, batch)
+    without = OBJECTIVES.build({"name": "ambient_tweedie"}).loss(denoiser, batch)
+    assert torch.equal(with_term[~noisy], without[~noisy])  # clean samples: EDM's loss alone
+    return (with_term - without)[noisy]
+
+
+def test_the_consistency_loss_vanishes_for_the_exact_denoiser_and_not_for_a_wrong_one():
+    calls = []
+
+    def exact(x, s, rows=None):  # Gaussian data: E[x0 | x] = x / (1 + s²), consistent along the reverse process
+        calls.append(len(x))
+        return x / (1 + s.reshape(-1, 1, 1, 1) ** 2)
+
+    wrong = lambda x, s, rows=None: 1.3 * exact(x, s)  # noqa: E731
+    few, many = consistency_terms(exact, paths=4).mean(), consistency_terms(exact, paths=64).mean()
+    assert 8 < float(few / many) < 32  # what is left is the paths' Monte Carlo variance, shrinking as 1/paths
+    assert float(many) < 0.1 * float(consistency_terms(wrong, paths=64).mean())
+    n, steps = 4000, 3  # x_c, each path, the target, then one joint call for the loss and the term
+    assert calls[:2 * steps + 2] == [n // 2] * steps + [n // 2 * 4] * steps + [n // 2 * 4, n + n // 2]
+
+
+def test_the_consistency_loss_trains_through_the_loop_with_class_labels(tmp_path):
+    from test_training import CFG, NET
+
+    from ambient_bench import CORRUPTIONS, DATASETS
+    from ambient_bench.data.mixing import mix
+    from ambient_bench.training.loop import NETWORK, train
+
+    data = DATASETS.build({"name": "digits", "resolution": 8}).load()
+    mixed = mix(data, 0.5, [CORRUPTIONS.build({"name": "gaussian_noise", "sigma": 0.1})], seed=0)
+    sigma_min = torch.where(mixed.corrupted, 0.2, 0.0)
+    training_set = {"images": mixed.images, "noise": mixed.noise, "sigma_min": sigma_min,
+                    "sigma_max": torch.zeros(len(sigma_min)), "labels": mixed.labels}
+    objective = {"name": "ambient_tweedie", "consistency_coeff": 0.1, "consistency_batch": 4,
+                 "consistency_steps": 2, "consistency_paths": 2}
+    assert train(training_set, {**NET, "label_dim": 10}, {**CFG, "duration_kimg": 0.064}, tmp_path,
+                 objective=objective, log=lambda m: None)
+    assert (tmp_path / NETWORK).exists()

@@ -192,13 +192,17 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
             indices, sigma = drawn.indices[mine], torch.from_numpy(drawn.sigmas)[mine]
             idx = torch.from_numpy(indices).to(device)
             torch.manual_seed(seed_for("dropout", seed, rank, step))
+            onehot = None if classes is None else classes[idx]
+
+            def denoiser(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+                pick = lambda t: t if t is None or rows is None else t[rows]  # noqa: E731
+                return forward(x, s, augment_labels=pick(labels), class_labels=pick(onehot))
+
             with autocast:
-                onehot = None if classes is None else classes[idx]
-                loss = objective.loss(lambda x, s: forward(x, s, augment_labels=labels, class_labels=onehot),
-                                      TrainBatch(x0.contiguous(memory_format=layout), drawn.z, sigma,
-                                                 sigma_min[indices], eps.to(device), cfg["sigma_data"],
-                                                 {name: value[torch.from_numpy(indices)].to(device)
-                                                  for name, value in view.items()}))
+                loss = objective.loss(denoiser, TrainBatch(
+                    x0.contiguous(memory_format=layout), drawn.z, sigma, sigma_min[indices], eps.to(device),
+                    cfg["sigma_data"], {name: value[torch.from_numpy(indices)].to(device)
+                                        for name, value in view.items()}))
             check_finite_loss(loss, sigma, step)
             yield Step(loss.mean(), drawn.stream_state)
 
