@@ -358,7 +358,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         _print(f"{kind}s:")
         for name in registry.names():
             cls = registry.get(name)
-            _print(f"  {name}  (version {cls.version})  {cls.summary()}")
+            _print(f"  {name}  (version {cls.version})  {cls.summary()}"
+                   + (f"  [{cls.provenance}]" if cls.provenance else ""))
             for slot_name, slot in getattr(cls, "slots", {}).items():  # a method's recipe
                 choices = [n for n in REGISTRIES[slot.kind].names()
                            if slot.role is None or REGISTRIES[slot.kind].get(n).role == slot.role]

@@ -465,12 +465,17 @@ class TrainBatch:
     eps: torch.Tensor        # fresh N(0, I) noise of this step
     sigma_data: float = 0.5
     view: dict[str, torch.Tensor] = field(default_factory=dict)  # the annotation's per-sample tensors
+    # the EMA network as a denoiser without gradient (teacher(x, sigma, rows=None)), for objectives that
+    # bootstrap from the model's own predictions; None outside the training loop
+    teacher: Callable[..., torch.Tensor] | None = None
 
 
 class Objective(Component):
     """A training loss: the per-sample loss of a batch, in the manner of EDM's ``loss.py``."""
 
     kind = "objective"
+    # False for a target variant that differs from EDM's loss even on clean, whole samples (bsm, ...)
+    edm_on_clean: ClassVar[bool] = True
 
     @abstractmethod
     def loss(self, denoiser: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

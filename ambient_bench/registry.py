@@ -41,6 +41,9 @@ class Component(ABC):
     version: ClassVar[int] = 1
     params: ClassVar[dict[str, Param]] = {}
     test_params: ClassVar[dict[str, Any]] = {}
+    # where the algorithm comes from when it is not read from its paper ("reconstruction from the abstract
+    # (seed notes §3.2)"); shown by `list` and recorded with results
+    provenance: ClassVar[str] = ""
 
     def __init__(self, **values: Any) -> None:
         try:

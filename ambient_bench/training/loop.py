@@ -198,11 +198,16 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 pick = lambda t: t if t is None or rows is None else t[rows]  # noqa: E731
                 return forward(x, s, augment_labels=pick(labels), class_labels=pick(onehot))
 
+            @torch.no_grad()
+            def teacher(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+                pick = lambda t: t if t is None or rows is None else t[rows]  # noqa: E731
+                return ema(x, s, augment_labels=pick(labels), class_labels=pick(onehot))
+
             with autocast:
                 loss = objective.loss(denoiser, TrainBatch(
                     x0.contiguous(memory_format=layout), drawn.z, sigma, sigma_min[indices], eps.to(device),
                     cfg["sigma_data"], {name: value[torch.from_numpy(indices)].to(device)
-                                        for name, value in view.items()}))
+                                        for name, value in view.items()}, teacher))
             check_finite_loss(loss, sigma, step)
             yield Step(loss.mean(), drawn.stream_state)
 
