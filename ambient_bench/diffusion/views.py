@@ -1,0 +1,83 @@
+"""Scores composed from views of the data (Bootstrapping Diffusion, Ma 2025; seed notes §2).
+Reconstruction from the abstract (§2.2): a view is a known linear operator V_k of the full data (f×f
+average pooling, a crop of coordinates); its own diffusion model learns the view's distribution, and
+the full score is the views' scores mapped back plus a residual that carries what the views miss:
+
+    s(x; σ) = Σ_k V_kᵀ s_k(V_k x; σ_k) + r(x; σ),    σ_k = σ·(row norm of V_k)
+
+because the view of a noisy sample V_k(x + σε) is the view noised with covariance σ²·V_k V_kᵀ
+(= (σ/f)²·I for f×f average pooling, σ²·I for a crop). In denoiser form (D = x + σ²·s):
+
+    D(x; σ) = x + σ²·[Σ_k V_kᵀ (D_k(V_k x; σ_k) - V_k x)/σ_k² + r(x; σ)]
+
+This module holds the operators and the composition; the residual's training and the harness method
+are still to come (issue 17).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AveragePool:
+    """V: f×f average pooling of N×C×H×W images (a low-resolution view); V Vᵀ = I/f²."""
+
+    factor: int
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, self.factor)
+
+    def adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        """Vᵀ: each low-resolution pixel spread over its f×f block, divided by f²."""
+        return F.interpolate(v, scale_factor=self.factor, mode="nearest") / self.factor ** 2
+
+    @property
+    def noise_scale(self) -> float:
+        """The row norm of V: a view of x + σε carries noise σ·noise_scale."""
+        return 1.0 / self.factor
+
+
+@dataclass(frozen=True)
+class Crop:
+    """V: the coordinates ``index`` of flattened samples (a crop, a short clip); V Vᵀ = I."""
+
+    index: tuple[int, ...]
+    size: int
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1)[:, list(self.index)]
+
+    def adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(len(v), self.size, dtype=v.dtype, device=v.device)
+        out[:, list(self.index)] = v
+        return out
+
+    @property
+    def noise_scale(self) -> float:
+        return 1.0
+
+
+ViewDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def composite_score(x: torch.Tensor, sigma: torch.Tensor, views: Sequence[tuple[AveragePool | Crop, ViewDenoiser]],
+                    residual: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_k V_kᵀ s_k(V_k x; σ_k) (+ the residual score), each view's score from its denoiser."""
+    total = torch.zeros_like(x) if residual is None else residual.clone()
+    for op, denoise in views:
+        v = op.apply(x)
+        sigma_k = sigma * op.noise_scale
+        shape = (-1,) + (1,) * (v.dim() - 1)
+        total = total + op.adjoint((denoise(v, sigma_k) - v) / sigma_k.reshape(shape) ** 2).reshape(x.shape)
+    return total
+
+
+def composite_denoiser(x: torch.Tensor, sigma: torch.Tensor, views: Sequence[tuple[AveragePool | Crop, ViewDenoiser]],
+                       residual: torch.Tensor | None = None) -> torch.Tensor:
+    """D(x; σ) = x + σ²·composite score (the form an EDM sampler consumes)."""
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    return x + sigma.reshape(shape) ** 2 * composite_score(x, sigma, views, residual)
