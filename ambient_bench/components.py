@@ -411,6 +411,10 @@ class Method(Component):
         for annotator in self.annotators():
             annotator.check()
 
+    def check_mix(self, corruptions: list[dict[str, Any]]) -> None:
+        """Raise ``UserError`` if the method cannot use the mix's corruptions (resolved specs), e.g. one that
+        needs a known noise level given a blur. Called by ``plan`` and ``run`` before anything runs."""
+
     def classifiers(self, resolution: int | None) -> dict[str, ClassifierRequest]:
         """Classifiers to train before ``annotate`` (name → request); ``resolution`` is the
         dataset's, when it declares one."""
@@ -453,6 +457,11 @@ class Method(Component):
         """How the trained network samples: None = EDM's Heun sampler on the plain network."""
         return None
 
+    def view_models(self) -> list[dict[str, Any]]:
+        """Frozen models of views of the data the objective composes (``{"factor": f}``: f×f average
+        pooling of every in-distribution pool image); each trains in its own stage. [] = none."""
+        return []
+
 
 @dataclass
 class TrainBatch:
@@ -468,6 +477,8 @@ class TrainBatch:
     # the EMA network as a denoiser without gradient (teacher(x, sigma, rows=None)), for objectives that
     # bootstrap from the model's own predictions; None outside the training loop
     teacher: Callable[..., torch.Tensor] | None = None
+    # frozen auxiliary models the method trained first (``views``: (operator, denoiser) pairs)
+    aux: dict[str, Any] = field(default_factory=dict)
 
 
 class Objective(Component):

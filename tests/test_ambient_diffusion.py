@@ -180,3 +180,12 @@ def test_a_masked_suite_trains_a_mask_conditioned_network_and_samples_with_fixed
     assert fileio.torch_load(samples)["images"].shape == (32, 1, 8, 8)
     [summary] = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "annotate").glob("*/summary.json")]
     assert summary["observed_fraction"] == pytest.approx(0.6, abs=0.02)
+
+
+def test_a_mix_without_masks_is_refused_before_anything_runs():
+    from ambient_bench import UserError
+
+    method = METHODS.build({"name": "ambient_diffusion"})
+    method.check_mix([{"name": "pixel_mask", "fraction": 0.4}, {"name": "box_mask"}])
+    with pytest.raises(UserError, match="'gaussian_blur' removes no pixels"):
+        method.check_mix([{"name": "pixel_mask", "fraction": 0.4}, {"name": "gaussian_blur", "sigma": 1.0}])

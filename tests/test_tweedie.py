@@ -150,8 +150,8 @@ def test_a_suite_with_known_noise_trains_ambient_tweedie_and_refuses_other_corru
     blurred.write_text(TINY_CELL.format(name="blurred", results=tmp_path / "r2").replace(
         "method: clean_only", "method: ambient_tweedie"))
     result = run_cli("run", str(blurred), "--runs", str(tmp_path / "runs2"))
-    assert result.returncode == 1
-    assert "mix.corruption 'gaussian_blur' is not 'gaussian_noise'" in result.stdout
+    assert result.returncode == 2 and not (tmp_path / "runs2").exists()  # refused before anything runs
+    assert "mix.corruption 'gaussian_blur' is not 'gaussian_noise'" in result.stderr
 
 
 def consistency_terms(denoiser, paths: int, n: int = 4000, seed: int = 0) -> torch.Tensor:

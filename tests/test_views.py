@@ -89,3 +89,36 @@ def test_views_plus_a_regularised_residual_beat_scarce_full_data_and_the_gain_sh
     # measured: 2.95 / 1.41 / 1.20 (λ 1 / 0.3 / 0.1)
     assert best[0.3] > best[0.6] > best[0.9] > 1.05
     assert gains[0.9][1.0] < 1  # λ too large at strong correlation: the product of views is wrong (§2.6)
+
+
+def test_a_bootstrap_views_suite_trains_one_shared_view_model_and_samples_through_the_composite(tmp_path):
+    import json
+
+    from conftest import TINY_CELL, run_cli
+
+    from ambient_bench.diffusion.views import ComposedDenoiser
+    from ambient_bench.training.loop import load_network
+
+    suite = tmp_path / "views.yaml"
+    suite.write_text(TINY_CELL.format(name="views", results=tmp_path / "results")
+                     .replace("corruption: {name: gaussian_blur, sigma: 0.6}",
+                              "corruption: {name: pixelate, factor: 2}")
+                     .replace("method: clean_only", "method: {name: bootstrap_views, factor: 2}")
+                     + "grid:\n  method.lam: [0.1, 1.0]\n")
+    result = run_cli("run", str(suite), "--runs", str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    stages = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "train").glob("*/stage.json")]
+    views = [s for s in stages if "view" in s["reads"]]
+    assert len(views) == 1 and len(stages) == 3  # one view model serves both penalties
+    residual = next(p.parent for p in (tmp_path / "runs" / "train").glob("*/stage.json")
+                    if "view" not in json.loads(p.read_text())["reads"])
+    net = load_network(residual / "network.pt")
+    assert isinstance(net, ComposedDenoiser) and net.image_shape == (1, 8, 8)
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.isfinite(net(x, torch.tensor([1.0, 1.0]))).all()
+    [summary] = [json.loads(p.read_text()) for p in (tmp_path / "runs" / "annotate").glob("*/summary.json")][:1]
+    assert summary["view_images"] > summary["full_images"] > 0
+    mismatch = tmp_path / "blur.yaml"
+    mismatch.write_text(suite.read_text().replace("pixelate, factor: 2", "gaussian_blur, sigma: 0.6"))
+    failed = run_cli("run", str(mismatch), "--runs", str(tmp_path / "other"))
+    assert failed.returncode == 2 and "pixelate with factor 2" in failed.stderr and not (tmp_path / "other").exists()

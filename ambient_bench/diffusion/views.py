@@ -81,3 +81,22 @@ def composite_denoiser(x: torch.Tensor, sigma: torch.Tensor, views: Sequence[tup
     """D(x; σ) = x + σ²·composite score (the form an EDM sampler consumes)."""
     shape = (-1,) + (1,) * (x.dim() - 1)
     return x + sigma.reshape(shape) ** 2 * composite_score(x, sigma, views, residual)
+
+
+class ComposedDenoiser(torch.nn.Module):
+    """A residual network whose own denoiser supplies r (r = (D_net - x)/σ²) and frozen view networks the
+    rest: D(x; σ) = D_net(x; σ) + σ²·Σ_k V_kᵀ s_k(V_k x; σ_k). What the sampler sees of a bootstrap_views model."""
+
+    def __init__(self, residual: torch.nn.Module, views: Sequence[tuple[AveragePool, torch.nn.Module]]) -> None:
+        super().__init__()
+        self.residual = residual
+        self.view_nets = torch.nn.ModuleList([net for _, net in views])
+        self.ops = [op for op, _ in views]
+        self.label_dim = getattr(residual, "label_dim", 0)
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, augment_labels: torch.Tensor | None = None,
+                class_labels: torch.Tensor | None = None) -> torch.Tensor:
+        sigma = sigma.reshape(-1).expand(len(x)) if sigma.numel() == 1 else sigma.reshape(-1)
+        own = self.residual(x, sigma, augment_labels=augment_labels, class_labels=class_labels)
+        views = [(op, lambda v, s, net=net: net(v, s)) for op, net in zip(self.ops, self.view_nets)]
+        return own + sigma.reshape(-1, 1, 1, 1) ** 2 * composite_score(x, sigma, views)

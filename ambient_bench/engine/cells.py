@@ -120,6 +120,14 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         stages.update({f"pretrain:{name}": stage for name, stage in before.items() if name in ("mix", "annotate")})
         stages["pretrain:train"] = train_deps["pretrain"] = before["train"]
         train_cfg = {**train_cfg, **overrides}
+    for k, view in enumerate(method.view_models()):  # keyed by the mix, not the method: shared across its settings
+        plain = {"name": "edm"}
+        stages[f"view:{k}"] = train_deps[f"view:{k}"] = Stage(
+            "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg),
+                      "objective": ref("objective", plain), "view": view},
+            {"network": cfg["network"], "train": train_cfg, "objective": plain, "view": view}, {"mix": stages["mix"]},
+            f"view model ({view['factor']}×{view['factor']} average pooling of every pool image), seed "
+            f"{train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg")
     objective = method.objective_spec()
     stages["train"] = Stage(
         "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg),

@@ -14,7 +14,7 @@ from ambient_bench.engine.cells import Stage, cell_stages
 from ambient_bench.engine.stages import WORK, Context
 from ambient_bench.engine.keys import canonical_json
 from ambient_bench.engine.store import RunStore, StageBusy
-from ambient_bench.config.schema import brief_label
+from ambient_bench.config.schema import as_list, brief_label
 from ambient_bench.datasets import manifest
 from ambient_bench.errors import UserError
 from ambient_bench.registry import DATASETS, METHODS, METRICS
@@ -107,12 +107,15 @@ def check_requirements(suite: Suite) -> None:
     for cell in suite.cells:
         metrics = [("metric", m) for m in cell.config["evaluate"]["metrics"]]
         for kind, spec in [("method", cell.config["method"]), *metrics]:
-            identity = canonical_json(spec)
+            identity = canonical_json([spec, cell.config["mix"]["corruption"] if kind == "method" else None])
             if identity in seen:
                 continue
             seen.add(identity)
             try:
-                (METHODS if kind == "method" else METRICS).build(spec).check()
+                component = (METHODS if kind == "method" else METRICS).build(spec)
+                component.check()
+                if kind == "method":
+                    component.check_mix(as_list(cell.config["mix"]["corruption"]))
             except UserError as err:
                 if str(err) not in problems:
                     problems.append(str(err))

@@ -230,16 +230,32 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             **ann.summary}
 
 
-def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
-    from ambient_bench.training.loop import CHECKPOINT, train
+def _view_training_set(mixed: MixedData, factor: int) -> dict[str, Any]:
+    """Every in-distribution pool image average-pooled by ``factor`` (rounded to uint8, as the pool is)."""
+    if isinstance(mixed.images, pool.LazyImages):
+        raise UserError("view models need the pool in memory; raise AMBIENT_BENCH_IN_MEMORY_GB")
+    keep = ~mixed.ood
+    pooled = torch.nn.functional.avg_pool2d(mixed.images[keep].float(), factor).round().clamp(0, 255).to(torch.uint8)
+    n = len(pooled)
+    return {"images": pooled, "noise": torch.zeros(pooled.shape), "sigma_min": torch.zeros(n),
+            "sigma_max": torch.zeros(n), "index": mixed.index[keep], "labels": None}
 
-    data = fileio.torch_load(ctx.dir(stage.deps["annotate"]) / "train_set.pt")
-    if data["images"] is None:  # a streamed pool: the loop reads the kept rows from disk
-        data["pool_images"] = load_mixed(stage.deps["annotate"].deps["mix"], ctx).images.source
+
+def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
+    from ambient_bench.training.loop import CHECKPOINT, NETWORK, train
+
+    if stage.runtime.get("view"):  # a view model: the pooled images of the whole pool, before any annotation
+        data = _view_training_set(load_mixed(stage.deps["mix"], ctx), stage.runtime["view"]["factor"])
+    else:
+        data = fileio.torch_load(ctx.dir(stage.deps["annotate"]) / "train_set.pt")
+        if data["images"] is None:  # a streamed pool: the loop reads the kept rows from disk
+            data["pool_images"] = load_mixed(stage.deps["annotate"].deps["mix"], ctx).images.source
     init = fileio.torch_load(ctx.dir(stage.deps["pretrain"]) / CHECKPOINT) if "pretrain" in stage.deps else None
+    views = [(dep.runtime["view"]["factor"], ctx.dir(dep) / NETWORK) for name, dep in stage.deps.items()
+             if name.startswith("view:")]
     started = time.perf_counter()
     if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log, init=init,
-                 objective=stage.runtime["objective"]):
+                 objective=stage.runtime["objective"], views=views):
         raise StageIncomplete("training stopped before its duration; re-run to resume")
     return {"seconds_this_session": round(time.perf_counter() - started, 1),
             "torch_threads": torch.get_num_threads(),  # CPU results depend on it at float level

@@ -58,6 +58,13 @@ class AmbientDiffusion(Method):
     test_params = {"delta": 0.2}
     test_corruption = {"name": "pixel_mask", "fraction": 0.4}
 
+    def check_mix(self, corruptions: list[dict[str, Any]]) -> None:
+        for spec in corruptions:
+            if CORRUPTIONS.build(spec).dropped(numpy_rng("check", 0), 2, 2) is None:
+                raise UserError(f"method 'ambient_diffusion': needs to know which pixels each image lacks; "
+                                f"mix.corruption '{spec['name']}' removes no pixels (use pixel_mask or box_mask, "
+                                f"or another method)")
+
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         observed = observed_masks(data, ctx.corruptions if ctx else [], ctx.mix_seed if ctx else 0)
         _, _, h, w = observed.shape

@@ -47,6 +47,14 @@ def known_noise_levels(data: MixedData, corruptions: list[dict[str, Any]]) -> to
     return levels
 
 
+def check_known_noise(corruptions: list[dict[str, Any]]) -> None:
+    for spec in corruptions:
+        if spec["name"] != NOISE:
+            raise UserError(f"method 'ambient_tweedie': needs Gaussian noise of a known level; mix.corruption "
+                            f"'{spec['name']}' is not '{NOISE}' (use ambient_o, whose classifier annotates any "
+                            f"corruption)")
+
+
 @register_method("ambient_tweedie")
 class AmbientTweedie(Method):
     """Noisy images used above their known noise level (double-Tweedie target), clean ones everywhere."""
@@ -55,6 +63,9 @@ class AmbientTweedie(Method):
     slots = {"objective": Slot("objective", "ambient_tweedie", "training loss: ambient_tweedie (the observation "
                                                                 "as x_tn; s_max, ambient_weight, weight_clip)")}
     test_corruption = {"name": NOISE, "sigma": 0.1}
+
+    def check_mix(self, corruptions: list[dict[str, Any]]) -> None:
+        check_known_noise(corruptions)
 
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         corruptions = ctx.corruptions if ctx is not None else []

@@ -53,11 +53,21 @@ def build_network(net_cfg: dict[str, Any], img_channels: int, resolution: int,
     return EDMPrecond(build_unet(net_cfg, img_channels, resolution), sigma_data=sigma_data)
 
 
-def load_network(path: Path, device: torch.device | str = "cpu") -> EDMPrecond:
-    """The EMA network written at the end of training."""
-    saved = fileio.torch_load(path)
+def _network_from_record(saved: dict[str, Any]) -> torch.nn.Module:
     net = build_network(saved["network_cfg"], saved["img_channels"], saved["resolution"], saved["sigma_data"])
     net.load_state_dict(saved["ema"])
+    if saved.get("views"):  # a residual network sampled through its frozen view models (bootstrap_views)
+        from ambient_bench.diffusion.views import AveragePool, ComposedDenoiser
+
+        net = ComposedDenoiser(net, [(AveragePool(view["factor"]), _network_from_record(view))
+                                     for view in saved["views"]])
+    return net
+
+
+def load_network(path: Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The EMA network written at the end of training (an EDMPrecond, or the composite of one with its views)."""
+    saved = fileio.torch_load(path)
+    net = _network_from_record(saved)
     # a mask-conditioned network takes its masks beside the pixels: it generates image_channels
     net.image_shape = (saved.get("image_channels", saved["img_channels"]), saved["resolution"], saved["resolution"])
     net.sampler = saved.get("sampler")  # None: EDM's Heun sampler on the plain network
@@ -118,7 +128,8 @@ def configure_backends(cfg: dict[str, Any], device: torch.device) -> None:
 
 def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], run_dir: Path,
           log: Callable[[str], None] = print, stop_at_step: int | None = None,
-          init: dict[str, Any] | None = None, objective: dict[str, Any] | None = None) -> bool:
+          init: dict[str, Any] | None = None, objective: dict[str, Any] | None = None,
+          views: list[tuple[int, Path]] | None = None) -> bool:
     """Train (or resume) in ``run_dir``; True once ``network.pt`` is written.
 
     ``init`` is another run's final checkpoint to fine-tune from: its weights and EMA start
@@ -127,7 +138,8 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     ``data`` is the annotate stage's training set: uint8 ``images``, fixed ``noise`` Z,
     per-sample ``sigma_min`` / ``sigma_max``. ``objective`` is the resolved training objective
     (``{"name": ..., **params}``; None = plain EDM), whose ``buffer()`` narrows where low-quality
-    samples are drawn.
+    samples are drawn. ``views``: (pooling factor, network.pt) of frozen view models the objective composes
+    with this network (``batch.aux["views"]``); the written network carries them for sampling.
     ``stop_at_step`` ends the call early after checkpointing (for time-sliced jobs and tests).
     """
     device = resolve_device(cfg["device"])
@@ -142,8 +154,16 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     objective = OBJECTIVES.build(objective or {"name": "edm"})
     channels, resolution, _ = data["pool_images"].shape if streamed else data["images"].shape[1:]
     net_channels = objective.input_channels(channels)
-    sampling = None if net_channels == channels and not data.get("sampler") else \
+    sampling = None if net_channels == channels and not data.get("sampler") and not views else \
         {"image_channels": channels, "sampler": data.get("sampler")}
+    aux: dict[str, Any] = {}
+    if views:
+        from ambient_bench.diffusion.views import AveragePool
+
+        records = [{"factor": factor, **fileio.torch_load(path)} for factor, path in views]
+        sampling["views"] = records
+        aux["views"] = [(AveragePool(r["factor"]), _network_from_record(r).to(device).eval().requires_grad_(False))
+                        for r in records]
     view = data.get("view") or {}
     torch.manual_seed(seed_for("init", seed))
     net = build_network(net_cfg, net_channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
@@ -207,7 +227,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 loss = objective.loss(denoiser, TrainBatch(
                     x0.contiguous(memory_format=layout), drawn.z, sigma, sigma_min[indices], eps.to(device),
                     cfg["sigma_data"], {name: value[torch.from_numpy(indices)].to(device)
-                                        for name, value in view.items()}, teacher))
+                                        for name, value in view.items()}, teacher, aux))
             check_finite_loss(loss, sigma, step)
             yield Step(loss.mean(), drawn.stream_state)
 
