@@ -85,8 +85,9 @@ def _dataset_of(stage: Stage) -> dict[str, Any]:
         return stage.runtime["dataset"]
     if stage.kind == "classifier":
         return stage.deps["mix"].runtime["dataset"]
-    if stage.kind == "train":
-        return stage.deps["annotate"].deps["mix"].runtime["dataset"]
+    if stage.kind == "train":  # a view model reads the mix itself
+        mix = stage.deps["mix"] if "mix" in stage.deps else stage.deps["annotate"].deps["mix"]
+        return mix.runtime["dataset"]
     return _dataset_of(stage.deps["train"])
 
 
@@ -104,7 +105,10 @@ def stage_work(stage: Stage) -> Work:
             from ambient_bench.annotation.classifier_net import PRESETS
 
             name = network_name(cfg, PRESETS)
-        lookup = {"stage": stage.kind, "network": name, "resolution": resolution_of(dataset),
+        resolution = resolution_of(dataset)
+        if resolution is not None and rt.get("view"):  # an average-pooled view is f times smaller
+            resolution //= rt["view"]["factor"]
+        lookup = {"stage": stage.kind, "network": name, "resolution": resolution,
                   "precision": cfg.get("precision", "fp32")}
         return Work(f"{cfg['duration_kimg']:,.6g} kimg trained", cfg["duration_kimg"], lookup,
                     {f"kimg trained ({'diffusion' if stage.kind == 'train' else 'classifiers'})":
