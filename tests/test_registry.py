@@ -127,6 +127,7 @@ class EDML1(Objective):
 '''
 
 
+@pytest.mark.slow
 def test_a_plugin_objective_named_in_a_suite_trains_and_reaches_the_table(tmp_path):
     import csv
 

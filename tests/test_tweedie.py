@@ -186,6 +186,7 @@ def test_the_consistency_loss_vanishes_for_the_exact_denoiser_and_not_for_a_wron
     assert calls[:2 * steps + 2] == [n // 2] * steps + [n // 2 * 4] * steps + [n // 2 * 4, n + n // 2]
 
 
+@pytest.mark.slow
 def test_the_consistency_loss_trains_through_the_loop_with_class_labels(tmp_path):
     from test_training import CFG, NET
 

@@ -91,6 +91,7 @@ def test_views_plus_a_regularised_residual_beat_scarce_full_data_and_the_gain_sh
     assert gains[0.9][1.0] < 1  # λ too large at strong correlation: the product of views is wrong (§2.6)
 
 
+@pytest.mark.slow
 def test_a_bootstrap_views_suite_trains_one_shared_view_model_and_samples_through_the_composite(tmp_path):
     import json
 
