@@ -10,8 +10,9 @@ at the lower level sigma_s = sigma_t / ``ratio`` on the same forward path, inste
 
 With an exact D̄ its mean given x_t is E[x0 | x_t] (the VE form of the target score identity), and its
 variance is far below that of x0 at moderate sigma (the notes' §3.3 table; tests/test_bsm.py). ``lam``
-blends it with the plain target x0 (unbiased for any lam). Below ``sigma_boot``: EDM's loss. A bias of
-D̄ at sigma_s is copied into the target at sigma_t: errors compound over the hops.
+blends it with the plain target x0 (unbiased for any lam). Outside (``sigma_boot``, ``sigma_boot_max``):
+EDM's loss. A bias of D̄ at sigma_s is copied into the target at sigma_t: errors compound over the hops;
+and in VE units the target's own variance grows as sigma_t²·(ratio² - 1), while x0's stays bounded.
 """
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ class BootstrappedScoreMatching(Objective):
     provenance = "reconstruction from the abstract (seed notes §3.2)"
     params = {
         "sigma_boot": Param(0.5, "levels above this use the bootstrapped target; below it plain DSM", gt=0),
+        "sigma_boot_max": Param(float("inf"), "and only below this (in VE units the target's variance grows as "
+                                              "sigma_t²·(ratio² - 1): plain DSM is the quieter target at high noise)",
+                                gt=0, allow_inf=True),
         "ratio": Param(1.1, "sigma_t / sigma_s of the bootstrap step (close to 1: lower variance, more hops)",
                        gt=1),
         "lam": Param(1.0, "weight of the bootstrapped target against x0 (1 = bootstrap only)", ge=0, le=1),
@@ -45,7 +49,7 @@ class BootstrappedScoreMatching(Objective):
         s = sigma.reshape(-1, 1, 1, 1)
         x_t = batch.x0 + s * batch.eps
         target = batch.x0
-        boot = sigma > self.p.sigma_boot
+        boot = (sigma > self.p.sigma_boot) & (sigma < self.p.sigma_boot_max)
         if bool(boot.any()):
             rows = torch.nonzero(boot).flatten()
             st, ss = s[rows], s[rows] / self.p.ratio
