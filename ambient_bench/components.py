@@ -335,6 +335,7 @@ class Method(Recipe, Component):
         for annotator in self.annotators():
             annotator.annotate(data, ann, ctx)
         ann.sigma_min, ann.sigma_max = ann.sigma_min.float(), ann.sigma_max.float()
+        ann.summary.update({slot: self.values[slot] for slot, s in self.slots.items() if s.kind == "annotator"})
         return ann
 
     def sampler(self, annotation: Annotation) -> dict[str, Any] | None:

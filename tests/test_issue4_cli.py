@@ -77,7 +77,8 @@ def test_classifier_annotation_rejects_a_fixed_sigma(write_suite, tmp_path):
     suite = write_suite(SUITE.replace("annotate: classifier", "annotate: classifier\n    sigma_min: 1.0"))
     result = run_cli("plan", str(suite), "--runs", str(tmp_path / "runs"))
     assert result.returncode == 2
-    assert "suite.yaml:12:" in result.stderr and "remove sigma_min" in result.stderr  # the sigma_min line
+    assert "suite.yaml:12:" in result.stderr  # the sigma_min line
+    assert "does not read sigma_min with annotate: classifier" in result.stderr and "remove it" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
 
 
