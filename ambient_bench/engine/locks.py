@@ -18,6 +18,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+# seconds an unreadable lock file counts as being written (its creator opens it, then writes its record);
+# older, it was left by a writer that died in between
+UNREADABLE_GRACE = 10.0
+
 
 def lock_timeout() -> float:
     """Seconds without a heartbeat after which a lock is stale: $AMBIENT_BENCH_LOCK_TIMEOUT, default 300."""
@@ -63,8 +67,11 @@ class StageLock:
         return record if isinstance(record, dict) else {}
 
     def stale(self, holder: dict[str, Any]) -> bool:
-        if not holder:
-            return True
+        if not holder:  # unreadable: being written by a holder that just created it, or left by a dead one
+            try:
+                return time.time() - self.path.stat().st_mtime > UNREADABLE_GRACE
+            except FileNotFoundError:
+                return True
         if holder.get("host") == socket.gethostname() and not _alive(int(holder.get("pid", -1))):
             return True
         return time.time() - float(holder.get("heartbeat", 0)) > self.timeout
