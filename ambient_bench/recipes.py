@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, semantic_view, suggest
 from ambient_bench.registry import Component
 
@@ -32,6 +33,13 @@ def _slot_class(slot_name: str, slot: Slot, chosen: Any, method: str) -> type[Co
     from ambient_bench.registry import REGISTRIES
 
     registry = REGISTRIES[slot.kind]
+    if isinstance(chosen, str):  # the usual case, on every key computation: one lookup, no discovery
+        try:
+            found = registry.get(chosen)
+        except UserError:
+            found = None
+        if found is not None and (slot.role is None or found.role == slot.role):
+            return found
     names = [n for n in registry.names() if slot.role is None or registry.get(n).role == slot.role]
     if not isinstance(chosen, str) or chosen not in names:
         raise ParamError((slot_name,), f"method '{method}': {slot_name} must name one of the {slot.kind}s "
