@@ -15,7 +15,7 @@ from ambient_bench.allocator import retain_freed_memory
 from ambient_bench.config.profiles import PROFILES
 from ambient_bench.errors import UserError
 
-KINDS = ("corruption", "dataset", "method", "metric", "objective", "annotator")
+KINDS = ("corruption", "dataset", "method", "metric", "objective", "annotator", "view")
 
 
 _PREFIX = ""  # "[w1] " in a worker of `run --workers N`, so their interleaved lines can be told apart

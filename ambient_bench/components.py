@@ -264,6 +264,34 @@ class Annotator(Component):
         """Set ``ann``'s sigma_min / sigma_max / keep (and columns, summary) for the samples of its role."""
 
 
+class View(Component):
+    """A known linear view of the data whose own diffusion model a composite score reuses
+    (Bootstrapping Diffusion's partial data): f×f average pooling, disjoint crops. The view model
+    trains in its own stage on every in-distribution pool image's views; ``spec()`` is that stage's
+    key (and what the written network records to rebuild its operators)."""
+
+    kind = "view"
+
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """What the view stage reads of this view, e.g. ``{"factor": 2}``."""
+
+    def describe(self) -> str:
+        return self.name
+
+    def label_dim(self) -> int:
+        """Classes the view model is conditioned on (a crop's position); 0 = unconditional."""
+        return 0
+
+    @abstractmethod
+    def check_mix(self, corruptions: list[dict[str, Any]]) -> None:
+        """Raise ``UserError`` unless every low-quality image of the mix is this view of a full image."""
+
+    @abstractmethod
+    def training_set(self, data: MixedData, corruptions: list[dict[str, Any]], mix_seed: int) -> dict[str, Any]:
+        """The view model's training images (uint8 N×C×h×w) and ``labels`` (None or the class per image)."""
+
+
 class Method(Recipe, Component):
     """A training method: a recipe of how it uses clean and corrupted samples (``annotate``), the
     training objective, and how the trained network samples.

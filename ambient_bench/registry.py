@@ -250,8 +250,9 @@ METHODS: Registry = Registry("method", "ambient_bench.components:Method", "ambie
 METRICS: Registry = Registry("metric", "ambient_bench.components:Metric", "ambient_bench.metrics")
 OBJECTIVES: Registry = Registry("objective", "ambient_bench.components:Objective", "ambient_bench.objectives")
 ANNOTATORS: Registry = Registry("annotator", "ambient_bench.components:Annotator", "ambient_bench.annotators")
+VIEWS: Registry = Registry("view", "ambient_bench.components:View", "ambient_bench.views")
 REGISTRIES: dict[str, Registry] = {r.kind: r for r in (CORRUPTIONS, DATASETS, METHODS, METRICS, OBJECTIVES,
-                                                      ANNOTATORS)}
+                                                      ANNOTATORS, VIEWS)}
 
 register_corruption = CORRUPTIONS.register
 register_dataset = DATASETS.register
@@ -259,6 +260,7 @@ register_method = METHODS.register
 register_metric = METRICS.register
 register_objective = OBJECTIVES.register
 register_annotator = ANNOTATORS.register
+register_view = VIEWS.register
 
 # Known built-ins, imported on first use without importing their whole package.
 CORRUPTIONS.add_lazy("gaussian_blur", "ambient_bench.corruptions.blur:GaussianBlur")

@@ -123,3 +123,77 @@ def test_a_bootstrap_views_suite_trains_one_shared_view_model_and_samples_throug
     mismatch.write_text(suite.read_text().replace("pixelate, factor: 2", "gaussian_blur, sigma: 0.6"))
     failed = run_cli("run", str(mismatch), "--runs", str(tmp_path / "other"))
     assert failed.returncode == 2 and "pixelate with factor 2" in failed.stderr and not (tmp_path / "other").exists()
+    crops = tmp_path / "crops.yaml"  # the second kind of view: 2×2 disjoint crops, one position-conditioned model
+    crops.write_text(suite.read_text().replace("pixelate, factor: 2", "grid_crop, grid: 2")
+                     .replace("{name: bootstrap_views, factor: 2}", "{name: bootstrap_views, view: crops, grid: 2}")
+                     .replace("method.lam: [0.1, 1.0]", "method.lam: [0.1]"))
+    result = run_cli("run", str(crops), "--runs", str(tmp_path / "crop_runs"))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    trained = {p.parent: json.loads(p.read_text()) for p in (tmp_path / "crop_runs" / "train").glob("*/stage.json")}
+    residual = next(d for d, s in trained.items() if "view" not in s["reads"])
+    net = load_network(residual / "network.pt")
+    assert isinstance(net, ComposedDenoiser) and len(net.ops) == 4 and net.image_shape == (1, 8, 8)
+    assert torch.isfinite(net(x, torch.tensor([1.0, 1.0]))).all()
+
+
+def _mixed_with(spec: dict, seed: int = 3):
+    """A 12-image pool, every third image corrupted by ``spec`` the way the mix stage does it."""
+    from ambient_bench.components import MixedData
+    from ambient_bench.registry import CORRUPTIONS
+    from ambient_bench.seeding import numpy_rng
+
+    n = 12
+    clean = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    corrupted = torch.arange(n) % 3 == 1
+    images = clean.clone()
+    rows = torch.nonzero(corrupted).flatten()
+    images[rows] = CORRUPTIONS.build(spec).apply(clean[rows], [numpy_rng("corruption", seed, int(i)) for i in rows])
+    return MixedData(images=(images * 255).round().to(torch.uint8), corrupted=corrupted, ood=torch.zeros(n, dtype=bool),
+                     noise=torch.zeros(n, 1, 8, 8), index=torch.arange(n),
+                     corruption=torch.where(corrupted, 0, -1).to(torch.int8))
+
+
+@pytest.mark.parametrize("name", ["pool", "crops"])
+def test_view_contract(name):
+    from ambient_bench.registry import VIEWS
+
+    cls = VIEWS.get(name)
+    view = cls(**cls.test_params)
+    view.check_mix([cls.test_corruption])
+    with pytest.raises(Exception, match="bootstrap_views"):
+        view.check_mix([{"name": "gaussian_blur", "sigma": 1.0}])
+    data = _mixed_with(cls.test_corruption)
+    got = view.training_set(data, [cls.test_corruption], mix_seed=3)
+    assert got["images"].dtype == torch.uint8 and len(got["images"]) == len(got["index"])
+    assert (got["labels"] is None) == (view.label_dim() == 0)
+    if got["labels"] is not None:
+        assert int(got["labels"].max()) < view.label_dim()
+
+
+def test_crop_views_are_the_cells_each_image_kept():
+    from ambient_bench.registry import VIEWS
+
+    spec = {"name": "grid_crop", "grid": 2}
+    data = _mixed_with(spec)
+    got = VIEWS.build({"name": "crops", "grid": 2}).training_set(data, [spec], mix_seed=3)
+    assert len(got["images"]) == 8 * 4 + 4  # every cell of the 8 clean images, the kept one of the 4 crops
+    for image, row, cell in zip(got["images"], got["index"].tolist(), got["labels"].tolist()):
+        r, c = divmod(cell, 2)
+        assert torch.equal(image, data.images[row, :, 4 * r:4 * r + 4, 4 * c:4 * c + 4])
+        if bool(data.corrupted[row]):  # the kept cell is not the fill; the rest of the image is
+            outside = data.images[row].clone()
+            outside[:, 4 * r:4 * r + 4, 4 * c:4 * c + 4] = 0
+            assert not (outside > 0).any() and image.float().mean() > 0
+
+
+def test_crops_of_independent_cells_compose_the_exact_score():
+    """Cells independent (white Gaussian data): the crop views' exact denoisers give the full one, the residual is 0."""
+    from ambient_bench.diffusion.views import GridCell, composite_denoiser
+
+    x, sigma = torch.randn(5, 2, 6, 6), torch.full((5,), 0.7)
+    exact = lambda v, s: v / (1 + s.reshape(-1, 1, 1, 1) ** 2)  # noqa: E731  N(0, I) data
+    cells = [(GridCell(3, k), exact) for k in range(9)]
+    assert torch.allclose(composite_denoiser(x, sigma, cells), exact(x, sigma), atol=1e-6)
+    for k in range(9):  # Vᵀ is V's adjoint: <Vx, v> = <x, Vᵀv>
+        op, v = GridCell(3, k), torch.randn(5, 2, 2, 2)
+        assert torch.allclose((op.apply(x) * v).sum(), (x * op.adjoint(v)).sum(), atol=1e-5)

@@ -1,4 +1,4 @@
-"""Inpainting-style corruptions: random pixel dropout and a random square hole."""
+"""Inpainting-style corruptions: random pixel dropout, a random square hole, one surviving grid cell."""
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -74,6 +74,44 @@ class BoxMask(Corruption):
         top, left = int(rng.integers(0, height - side + 1)), int(rng.integers(0, width - side + 1))
         drop = np.zeros((height, width), dtype=bool)
         drop[top:top + side, left:left + side] = True
+        return drop
+
+    def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:
+        return fill_masked(x, rngs, self.p.fill, self.dropped)
+
+
+def grid_cell_bounds(cell: int, grid: int, height: int, width: int) -> tuple[slice, slice]:
+    """Rows and columns of cell ``cell`` (row-major) of a ``grid``×``grid`` partition of an H×W image."""
+    row, col = divmod(cell, grid)
+    return (slice(row * height // grid, (row + 1) * height // grid),
+            slice(col * width // grid, (col + 1) * width // grid))
+
+
+@register_corruption("grid_crop")
+class GridCrop(Corruption):
+    """Only one cell of a `grid`×`grid` partition survives (a crop); the rest is set to `fill`.
+
+    The kept cell is drawn uniformly (one integer from the image's generator), so every image is
+    one of grid² disjoint crops of a full one: partial data as Bootstrapping Diffusion's crop views
+    see it. Cell boundaries are i·H // grid. Output in [0, 1].
+    """
+
+    version = 1
+    random = True
+    params = {
+        "grid": Param(2, "cells per side; one of grid² disjoint crops survives", kind=int, ge=2),
+        "fill": Param(0.0, "value written outside the kept cell, in [0, 1]", ge=0, le=1),
+    }
+    test_params = {"grid": 2}
+    gallery = [{"grid": g} for g in (2, 3, 4)]
+
+    def kept_cell(self, rng: np.random.Generator) -> int:
+        return int(rng.integers(self.p.grid ** 2))
+
+    def dropped(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+        rows, cols = grid_cell_bounds(self.kept_cell(rng), self.p.grid, height, width)
+        drop = np.ones((height, width), dtype=bool)
+        drop[rows, cols] = False
         return drop
 
     def apply(self, x: torch.Tensor, rngs: Sequence[np.random.Generator]) -> torch.Tensor:

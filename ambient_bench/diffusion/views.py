@@ -10,8 +10,8 @@ because the view of a noisy sample V_k(x + σε) is the view noised with covaria
 
     D(x; σ) = x + σ²·[Σ_k V_kᵀ (D_k(V_k x; σ_k) - V_k x)/σ_k² + r(x; σ)]
 
-This module holds the operators and the composition; the residual's training and the harness method
-are still to come (issue 17).
+This module holds the operators and the composition; the ``views`` package says which view a method
+uses, ``objectives/views_residual.py`` trains the residual.
 """
 from __future__ import annotations
 
@@ -61,10 +61,63 @@ class Crop:
         return 1.0
 
 
+@dataclass(frozen=True)
+class GridCell:
+    """V: cell ``cell`` (row-major) of a ``grid``×``grid`` partition of N×C×H×W images (a disjoint crop);
+    V Vᵀ = I. H and W must be multiples of ``grid`` (every cell has one shape, for one view model)."""
+
+    grid: int
+    cell: int
+
+    def _bounds(self, h: int, w: int) -> tuple[slice, slice]:
+        row, col = divmod(self.cell, self.grid)
+        hs, ws = h // self.grid, w // self.grid
+        return slice(row * hs, (row + 1) * hs), slice(col * ws, (col + 1) * ws)
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = self._bounds(*x.shape[-2:])
+        return x[..., rows, cols]
+
+    def adjoint(self, v: torch.Tensor) -> torch.Tensor:
+        h, w = v.shape[-2] * self.grid, v.shape[-1] * self.grid
+        out = v.new_zeros(*v.shape[:-2], h, w)
+        rows, cols = self._bounds(h, w)
+        out[..., rows, cols] = v
+        return out
+
+    @property
+    def noise_scale(self) -> float:
+        return 1.0
+
+
+class AtPosition(torch.nn.Module):
+    """A crop view model conditioned on the crop's position (its class label): cells differ in content
+    (a digit's corner is not its centre), so each V_k gets its own s_k from one shared network."""
+
+    def __init__(self, net: torch.nn.Module, cell: int, cells: int) -> None:
+        super().__init__()
+        self.net, self.cell, self.cells = net, cell, cells
+
+    def forward(self, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        label = torch.zeros(len(v), self.cells, device=v.device)
+        label[:, self.cell] = 1
+        return self.net(v, sigma, class_labels=label)
+
+
+def view_pairs(spec: dict[str, int], net: torch.nn.Module) -> list[tuple["AveragePool | GridCell", torch.nn.Module]]:
+    """(operator, denoiser) pairs of one view model, from the view stage's spec: ``{"factor": f}`` (one
+    pooled view) or ``{"grid": g}`` (g² disjoint crops, one network told the position)."""
+    if "grid" in spec:
+        cells = spec["grid"] ** 2
+        return [(GridCell(spec["grid"], k), AtPosition(net, k, cells)) for k in range(cells)]
+    return [(AveragePool(spec["factor"]), net)]
+
+
 ViewDenoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def composite_score(x: torch.Tensor, sigma: torch.Tensor, views: Sequence[tuple[AveragePool | Crop, ViewDenoiser]],
+def composite_score(x: torch.Tensor, sigma: torch.Tensor,
+                    views: Sequence[tuple[AveragePool | Crop | GridCell, ViewDenoiser]],
                     residual: torch.Tensor | None = None) -> torch.Tensor:
     """Σ_k V_kᵀ s_k(V_k x; σ_k) (+ the residual score), each view's score from its denoiser."""
     total = torch.zeros_like(x) if residual is None else residual.clone()
@@ -76,7 +129,8 @@ def composite_score(x: torch.Tensor, sigma: torch.Tensor, views: Sequence[tuple[
     return total
 
 
-def composite_denoiser(x: torch.Tensor, sigma: torch.Tensor, views: Sequence[tuple[AveragePool | Crop, ViewDenoiser]],
+def composite_denoiser(x: torch.Tensor, sigma: torch.Tensor,
+                       views: Sequence[tuple[AveragePool | Crop | GridCell, ViewDenoiser]],
                        residual: torch.Tensor | None = None) -> torch.Tensor:
     """D(x; σ) = x + σ²·composite score (the form an EDM sampler consumes)."""
     shape = (-1,) + (1,) * (x.dim() - 1)
@@ -87,7 +141,8 @@ class ComposedDenoiser(torch.nn.Module):
     """A residual network whose own denoiser supplies r (r = (D_net - x)/σ²) and frozen view networks the
     rest: D(x; σ) = D_net(x; σ) + σ²·Σ_k V_kᵀ s_k(V_k x; σ_k). What the sampler sees of a bootstrap_views model."""
 
-    def __init__(self, residual: torch.nn.Module, views: Sequence[tuple[AveragePool, torch.nn.Module]]) -> None:
+    def __init__(self, residual: torch.nn.Module,
+                 views: Sequence[tuple[AveragePool | GridCell, torch.nn.Module]]) -> None:
         super().__init__()
         self.residual = residual
         self.view_nets = torch.nn.ModuleList([net for _, net in views])
@@ -98,5 +153,4 @@ class ComposedDenoiser(torch.nn.Module):
                 class_labels: torch.Tensor | None = None) -> torch.Tensor:
         sigma = sigma.reshape(-1).expand(len(x)) if sigma.numel() == 1 else sigma.reshape(-1)
         own = self.residual(x, sigma, augment_labels=augment_labels, class_labels=class_labels)
-        views = [(op, lambda v, s, net=net: net(v, s)) for op, net in zip(self.ops, self.view_nets)]
-        return own + sigma.reshape(-1, 1, 1, 1) ** 2 * composite_score(x, sigma, views)
+        return own + sigma.reshape(-1, 1, 1, 1) ** 2 * composite_score(x, sigma, list(zip(self.ops, self.view_nets)))

@@ -20,7 +20,7 @@ from ambient_bench.components import ClassifierRequest
 from ambient_bench.config.schema import (MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, as_list, brief_label,
                                          spec_label)
 from ambient_bench.engine.keys import stage_key
-from ambient_bench.registry import DATASETS, METHODS
+from ambient_bench.registry import DATASETS, METHODS, VIEWS
 
 # Bump a stage's version when its code changes what it writes.
 STAGE_VERSIONS = {"mix": 3, "classifier": 3, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
@@ -120,14 +120,14 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         stages.update({f"pretrain:{name}": stage for name, stage in before.items() if name in ("mix", "annotate")})
         stages["pretrain:train"] = train_deps["pretrain"] = before["train"]
         train_cfg = {**train_cfg, **overrides}
-    for k, view in enumerate(method.view_models()):  # keyed by the mix, not the method: shared across its settings
-        plain = {"name": "edm"}
+    for k, spec in enumerate(method.view_models()):  # keyed by the mix, not the method: shared across its settings
+        plain, view = {"name": "edm"}, VIEWS.build(spec)
+        network = {**cfg["network"], "label_dim": view.label_dim()} if view.label_dim() else cfg["network"]
         stages[f"view:{k}"] = train_deps[f"view:{k}"] = Stage(
-            "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg),
-                      "objective": ref("objective", plain), "view": view},
-            {"network": cfg["network"], "train": train_cfg, "objective": plain, "view": view}, {"mix": stages["mix"]},
-            f"view model ({view['factor']}×{view['factor']} average pooling of every pool image), seed "
-            f"{train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg")
+            "train", {"network": NETWORK.semantic(network), "train": TRAIN.semantic(train_cfg),
+                      "objective": ref("objective", plain), "view": view.spec()},
+            {"network": network, "train": train_cfg, "objective": plain, "view": spec}, {"mix": stages["mix"]},
+            f"view model ({view.describe()}), seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg")
     objective = method.objective_spec()
     stages["train"] = Stage(
         "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg),

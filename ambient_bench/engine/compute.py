@@ -106,8 +106,8 @@ def stage_work(stage: Stage) -> Work:
 
             name = network_name(cfg, PRESETS)
         resolution = resolution_of(dataset)
-        if resolution is not None and rt.get("view"):  # an average-pooled view is f times smaller
-            resolution //= rt["view"]["factor"]
+        if resolution is not None and rt.get("view"):  # a pooled view or a grid cell: that many times smaller
+            resolution //= rt["view"].get("factor") or rt["view"]["grid"]
         lookup = {"stage": stage.kind, "network": name, "resolution": resolution,
                   "precision": cfg.get("precision", "fp32")}
         return Work(f"{cfg['duration_kimg']:,.6g} kimg trained", cfg["duration_kimg"], lookup,

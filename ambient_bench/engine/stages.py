@@ -26,7 +26,7 @@ from ambient_bench.engine.previews import save_grid
 from ambient_bench.engine.store import RunStore
 from ambient_bench.errors import UserError
 from ambient_bench.progress import bar
-from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS
+from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS, VIEWS
 from ambient_bench import distributed
 from ambient_bench.training.loop import resolve_device
 
@@ -230,28 +230,29 @@ def run_annotate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             **ann.summary}
 
 
-def _view_training_set(mixed: MixedData, factor: int) -> dict[str, Any]:
-    """Every in-distribution pool image average-pooled by ``factor`` (rounded to uint8, as the pool is)."""
+def _view_training_set(stage: Stage, ctx: Context) -> dict[str, Any]:
+    """The view model's images: the view of every in-distribution pool image (``View.training_set``)."""
+    mixed = load_mixed(stage.deps["mix"], ctx)
     if isinstance(mixed.images, pool.LazyImages):
         raise UserError("view models need the pool in memory; raise AMBIENT_BENCH_IN_MEMORY_GB")
-    keep = ~mixed.ood
-    pooled = torch.nn.functional.avg_pool2d(mixed.images[keep].float(), factor).round().clamp(0, 255).to(torch.uint8)
-    n = len(pooled)
-    return {"images": pooled, "noise": torch.zeros(pooled.shape), "sigma_min": torch.zeros(n),
-            "sigma_max": torch.zeros(n), "index": mixed.index[keep], "labels": None}
+    mix = stage.deps["mix"].runtime["mix"]
+    data = VIEWS.build(stage.runtime["view"]).training_set(mixed, as_list(mix["corruption"]), mix["seed"])
+    n = len(data["images"])
+    return {**data, "noise": torch.zeros(data["images"].shape), "sigma_min": torch.zeros(n),
+            "sigma_max": torch.zeros(n)}
 
 
 def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     from ambient_bench.training.loop import CHECKPOINT, NETWORK, train
 
     if stage.runtime.get("view"):  # a view model: the pooled images of the whole pool, before any annotation
-        data = _view_training_set(load_mixed(stage.deps["mix"], ctx), stage.runtime["view"]["factor"])
+        data = _view_training_set(stage, ctx)
     else:
         data = fileio.torch_load(ctx.dir(stage.deps["annotate"]) / "train_set.pt")
         if data["images"] is None:  # a streamed pool: the loop reads the kept rows from disk
             data["pool_images"] = load_mixed(stage.deps["annotate"].deps["mix"], ctx).images.source
     init = fileio.torch_load(ctx.dir(stage.deps["pretrain"]) / CHECKPOINT) if "pretrain" in stage.deps else None
-    views = [(dep.runtime["view"]["factor"], ctx.dir(dep) / NETWORK) for name, dep in stage.deps.items()
+    views = [(VIEWS.build(dep.runtime["view"]).spec(), ctx.dir(dep) / NETWORK) for name, dep in stage.deps.items()
              if name.startswith("view:")]
     started = time.perf_counter()
     if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log, init=init,

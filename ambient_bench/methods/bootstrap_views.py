@@ -1,13 +1,12 @@
 """Bootstrapping Diffusion (Ma 2025, arXiv 2505.11825; seed notes §2), reconstruction from the abstract:
-few full images plus many partial ones, each partial kind a *view* of the full data. Here the view is
-f×f average pooling: the mix's ``pixelate`` corruption with the same factor keeps exactly the pooled
-image (block means, up to the uint8 quantisation of the pool), so every pool image, clean or pixelated,
-gives one low-resolution view.
+few full images plus many partial ones, each partial kind a *view* of the full data. The ``view`` slot
+says which (``list view``): ``pool`` (f×f average pooling; the mix's ``pixelate`` images) or ``crops``
+(disjoint grid cells; the mix's ``grid_crop`` images).
 
-Stages: a view model (EDM, at 1/f the resolution) trains on the views of every in-distribution image,
-in its own train stage keyed by the mix and the factor only, so it is shared by every cell that differs
-in ``lam`` or the objective; the residual network then trains on the full (clean) images alone, graded
-through the composite denoiser (objective ``views_residual``), and samples with it.
+Stages: a view model (EDM, at the view's resolution) trains on the views of every in-distribution
+image, in its own train stage keyed by the mix and the view only, so it is shared by every cell that
+differs in ``lam`` or the objective; the residual network then trains on the full (clean) images alone,
+graded through the composite denoiser (objective ``views_residual``), and samples with it.
 """
 from __future__ import annotations
 
@@ -17,29 +16,25 @@ import torch
 
 from ambient_bench.components import Annotation, AnnotationContext, Method, MixedData, Slot
 from ambient_bench.errors import UserError
-from ambient_bench.params import Param
 from ambient_bench.registry import register_method
 
 
 @register_method("bootstrap_views")
 class BootstrapViews(Method):
-    """Low-resolution views train their own model; the full images train the residual score."""
+    """Partial views train their own model; the full images train the residual score."""
 
     version = 1
     provenance = "reconstruction from the abstract (seed notes §2.2–2.3)"
-    params = {"factor": Param(2, "side of the average-pooling view (the mix's pixelate factor)", kind=int, ge=2)}
-    slots = {"objective": Slot("objective", "views_residual", "training loss: views_residual (lam)")}
+    slots = {"view": Slot("view", "pool", "the partial data's view of a full image (list view)"),
+             "objective": Slot("objective", "views_residual", "training loss: views_residual (lam)")}
     test_corruption = {"name": "pixelate", "factor": 2}
 
     def view_models(self) -> list[dict[str, Any]]:
-        return [{"factor": self.p.factor}]
+        view = self.components["view"]
+        return [{"name": view.name, **view.values}]
 
     def check_mix(self, corruptions: list[dict[str, Any]]) -> None:
-        for spec in corruptions:
-            if (spec["name"], spec.get("factor")) != ("pixelate", self.p.factor):
-                raise UserError(f"method 'bootstrap_views': needs low-resolution views made by pixelate with factor "
-                                f"{self.p.factor}; mix.corruption '{spec['name']}' is not one (set method.factor to "
-                                f"the pixelate factor, or use another method)")
+        self.components["view"].check_mix(corruptions)
 
     def annotate(self, data: MixedData, ctx: AnnotationContext | None = None) -> Annotation:
         self.check_mix(ctx.corruptions if ctx is not None else [])

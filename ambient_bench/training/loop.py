@@ -57,10 +57,12 @@ def _network_from_record(saved: dict[str, Any]) -> torch.nn.Module:
     net = build_network(saved["network_cfg"], saved["img_channels"], saved["resolution"], saved["sigma_data"])
     net.load_state_dict(saved["ema"])
     if saved.get("views"):  # a residual network sampled through its frozen view models (bootstrap_views)
-        from ambient_bench.diffusion.views import AveragePool, ComposedDenoiser
+        from ambient_bench.diffusion.views import ComposedDenoiser, view_pairs
 
-        net = ComposedDenoiser(net, [(AveragePool(view["factor"]), _network_from_record(view))
-                                     for view in saved["views"]])
+        # records written before views had kinds hold only the pooling factor
+        net = ComposedDenoiser(net, [pair for view in saved["views"]
+                                     for pair in view_pairs(view.get("view") or {"factor": view["factor"]},
+                                                            _network_from_record(view))])
     return net
 
 
@@ -129,7 +131,7 @@ def configure_backends(cfg: dict[str, Any], device: torch.device) -> None:
 def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], run_dir: Path,
           log: Callable[[str], None] = print, stop_at_step: int | None = None,
           init: dict[str, Any] | None = None, objective: dict[str, Any] | None = None,
-          views: list[tuple[int, Path]] | None = None) -> bool:
+          views: list[tuple[dict[str, int], Path]] | None = None) -> bool:
     """Train (or resume) in ``run_dir``; True once ``network.pt`` is written.
 
     ``init`` is another run's final checkpoint to fine-tune from: its weights and EMA start
@@ -138,7 +140,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     ``data`` is the annotate stage's training set: uint8 ``images``, fixed ``noise`` Z,
     per-sample ``sigma_min`` / ``sigma_max``. ``objective`` is the resolved training objective
     (``{"name": ..., **params}``; None = plain EDM), whose ``buffer()`` narrows where low-quality
-    samples are drawn. ``views``: (pooling factor, network.pt) of frozen view models the objective composes
+    samples are drawn. ``views``: (view spec, network.pt) of frozen view models the objective composes
     with this network (``batch.aux["views"]``); the written network carries them for sampling.
     ``stop_at_step`` ends the call early after checkpointing (for time-sliced jobs and tests).
     """
@@ -158,12 +160,12 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
         {"image_channels": channels, "sampler": data.get("sampler")}
     aux: dict[str, Any] = {}
     if views:
-        from ambient_bench.diffusion.views import AveragePool
+        from ambient_bench.diffusion.views import view_pairs
 
-        records = [{"factor": factor, **fileio.torch_load(path)} for factor, path in views]
+        records = [{"view": spec, **fileio.torch_load(path)} for spec, path in views]
         sampling["views"] = records
-        aux["views"] = [(AveragePool(r["factor"]), _network_from_record(r).to(device).eval().requires_grad_(False))
-                        for r in records]
+        frozen = [_network_from_record(r).to(device).eval().requires_grad_(False) for r in records]
+        aux["views"] = [pair for r, net_k in zip(records, frozen) for pair in view_pairs(r["view"], net_k)]
     view = data.get("view") or {}
     torch.manual_seed(seed_for("init", seed))
     net = build_network(net_cfg, net_channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
