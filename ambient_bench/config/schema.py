@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from ambient_bench.diffusion.edm2 import EDM2_PRESETS
 from ambient_bench.diffusion.unet import NETWORK_PRESETS
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, resolve_params, semantic_view
@@ -152,8 +153,9 @@ def _positive_ints(value: list) -> str | None:
 
 
 NETWORK = Section("network", {
-    "preset": Param("cpu", "architecture preset (cpu, paper_cifar, paper_64); keys below override it",
-                    kind=str, choices=tuple(NETWORK_PRESETS)),
+    "preset": Param("cpu", "architecture preset (EDM's DDPM++: cpu, paper_cifar, paper_64; EDM2's magnitude-"
+                           "preserving U-Net: edm2_xs … edm2_xxl, edm2_tiny); keys below override it",
+                    kind=str, choices=tuple(NETWORK_PRESETS) + tuple(f"edm2_{p}" for p in EDM2_PRESETS)),
     "model_channels": Param(None, "channels at the first resolution", kind=int, ge=4, nullable=True),
     "channel_mult": Param(None, "channel multiplier per resolution level", kind=list, item=int, nullable=True,
                           check=lambda v: None if v and min(v) >= 1 else "need at least one entry, all ≥ 1"),
@@ -181,6 +183,21 @@ TRAIN = Section("train", {
     "sigma_data": Param(0.5, "EDM's data standard deviation", gt=0),
     "augment_p": Param(0.0, "EDM non-leaky augmentation probability (paper: 0.12 CIFAR, 0.15 at 64 px; "
                             "0 = off; needs network.augment_dim 9)", ge=0, le=1),
+    "lr_ref_kimg": Param(None, "EDM2's decay: lr / sqrt(max(kimg / lr_ref_kimg, 1)) after the warm-up (null = "
+                               "constant; EDM2-512: 70k batches of 2048 = 143360)", gt=0, nullable=True,
+                         omit_default=True),
+    "adam_beta2": Param(0.999, "Adam's second-moment decay (EDM2: 0.99)", gt=0, lt=1, omit_default=True),
+    "ema_sigma_rels": Param(None, "power-function EMA (EDM2): the relative widths of the averages kept, e.g. "
+                                  "[0.05, 0.10]; any other is reconstructed after training (sample.ema_sigma_rel)."
+                                  " null = the classic EMA (ema_halflife_kimg)", kind=list, item=float,
+                            nullable=True, omit_default=True,
+                            check=lambda v: None if v and all(0 < x < 0.3 for x in v) else "entries in (0, 0.3)"),
+    "ema_profile_kimg": Param(None, "power EMA: store both averages every this many kimg (the post-hoc "
+                                    "reconstruction's basis; null = 8 snapshots over the run)", gt=0,
+                              nullable=True, omit_default=True),
+    "label_dropout": Param(0.0, "probability of training a sample without its class (a class-conditional network "
+                                "then also denoises unconditionally: a guide for classifier-free guidance)",
+                           ge=0, lt=1, omit_default=True),
     "snapshot_kimg": Param(None, "keep the EMA network every this many kimg, each sampled and evaluated "
                                  "(null = only the final one)", gt=0, nullable=True),
     "precision": Param("fp32", "fp32, or bf16 autocast (CUDA)", kind=str, choices=("fp32", "bf16")),
@@ -203,6 +220,16 @@ SAMPLE = Section("sample", {
     "sigma_min": Param(0.002, "lowest noise level of the schedule", gt=0),
     "sigma_max": Param(80.0, "highest noise level of the schedule", gt=0),
     "rho": Param(7.0, "schedule curvature", gt=0),
+    "ema_sigma_rel": Param(None, "a network trained with train.ema_sigma_rels: sample the EMA of this relative "
+                                 "width, reconstructed post hoc (EDM2-XXL on ImageNet-512: 0.015); null = the "
+                                 "first stored average", gt=0, lt=0.3, nullable=True, semantic=False),
+    "guidance": Param(1.0, "D_g + w·(D − D_g) with the guide network (sample.guide); 1 = no guidance (the paper: "
+                           "1.2 for FID, 1.7 for FD_DINOv2)", ge=0, omit_default=True),
+    "guide": Param(None, "the guide: the cell trained again with these network / train overrides, e.g. {network: "
+                         "{preset: edm2_xs, label_dim: 0}, train: {duration_kimg: 1000}}, sampled at "
+                         "guide_sigma_rel", kind=dict, nullable=True, semantic=False),
+    "guide_sigma_rel": Param(None, "the guide's reconstructed EMA width (null = its first stored average)", gt=0,
+                             lt=0.3, nullable=True, semantic=False),
     "batch": Param(250, "images per sampler batch", kind=int, ge=1, semantic=False),
     "export": Param("none", "also write the samples as PNG files (images/) or an EDM-style samples.npz "
                             "(N×H×W×C uint8); metrics read them from memory either way", kind=str,
@@ -223,6 +250,19 @@ MIX = Section("mix", {
                                     "corruption: null or discard_rest: false")
    if m["discard_rest"] and m["corruption"] else None)
 
+LATENT = Section("latent", {
+    "vae": Param(None, "train in a VAE's latent space: sd-vae-ft-mse (EDM2 / the paper's ImageNet-512: 512 px → "
+                       "4×64×64) or tiny (a small random AutoencoderKL for CPU tests); null = pixel space",
+                 kind=str, choices=("sd-vae-ft-mse", "tiny"), nullable=True),
+    "weights": Param(None, "folder with the VAE's config.json and diffusion_pytorch_model.safetensors (null = the "
+                           "Hugging Face cache)", kind=str, nullable=True, semantic=False),
+    "xflip": Param(False, "also encode each image mirrored; training draws either with probability 1/2",
+                   kind=bool),
+    "shard_size": Param(1024, "images per shard file", kind=int, ge=1, semantic=False),
+    "batch": Param(32, "images per encoder / decoder call", kind=int, ge=1, semantic=False),
+    "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
+})
+
 EVALUATE = Section("evaluate", {
     "metrics": Param(help="metrics computed on the samples", kind=ComponentList("metric")),
     "heldout_reference": Param(None, "a second reference, e.g. {name: cifar10, split: test}: every metric is "
@@ -240,6 +280,7 @@ CELL = {
     "mix": Param({}, "clean/corrupted mixture", kind=MIX),
     "method": Param(help="training method", kind=ComponentRef("method")),
     "network": Param({}, "denoiser architecture", kind=NETWORK),
+    "latent": Param({}, "latent space (EDM2): encode the pool once with a VAE, train and sample there", kind=LATENT),
     "train": Param({}, "training recipe", kind=TRAIN),
     "sample": Param({}, "generation protocol", kind=SAMPLE),
     "evaluate": Param({}, "evaluation protocol", kind=EVALUATE),

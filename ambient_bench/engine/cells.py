@@ -17,14 +17,14 @@ from typing import Any
 
 from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION
 from ambient_bench.components import ClassifierRequest
-from ambient_bench.config.schema import (MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, as_list, brief_label,
+from ambient_bench.config.schema import (LATENT, MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, as_list, brief_label,
                                          spec_label)
 from ambient_bench.engine.keys import stage_key
 from ambient_bench.registry import DATASETS, METHODS, VIEWS
 
 # Bump a stage's version when its code changes what it writes.
 STAGE_VERSIONS = {"mix": 3, "classifier": 3, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
-                  "evaluate": 1}
+                  "evaluate": 1, "latents": 1, "reconstruct": 1}
 
 
 @dataclass(eq=False)
@@ -129,18 +129,28 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
             {"network": network, "train": train_cfg, "objective": plain, "view": spec}, {"mix": stages["mix"]},
             f"view model ({view.describe()}), seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg")
     objective = method.objective_spec()
+    if cfg["latent"]["vae"] is not None:  # EDM2's latent space: the pool encoded once, shared by every method
+        stages["latents"] = train_deps["latents"] = _latents_stage(cfg["latent"], stages["mix"])
     stages["train"] = Stage(
         "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg),
                   "objective": ref("objective", objective)},
         {"network": cfg["network"], "train": train_cfg, "objective": objective}, train_deps,
         f"{brief_label('method', cfg['method'])}, seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg"
         + (" from the pretrained model" if pretraining is not None else ""))
+    sample_deps = {"train": _reconstructed(stages, "", stages["train"], cfg["sample"]["ema_sigma_rel"])}
+    if cfg["sample"]["guidance"] != 1:
+        sample_deps["guide"] = _guide_stages(stages, cfg, train_cfg, train_deps, objective)
+    if "latents" in stages:
+        sample_deps["latents"] = stages["latents"]
     # "" is the final network; each earlier EMA snapshot gets its own sample and evaluate stages
     for suffix, kimg in [("", None)] + [(f"@{k:g}", k) for k in evaluated_snapshots(train_cfg, cfg["evaluate"])]:
         what = f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps"
+        if cfg["sample"]["guidance"] != 1:
+            what += f", guidance {cfg['sample']['guidance']:g}"
         stages[f"sample{suffix}"] = sample = Stage(
             "sample", {"sample": SAMPLE.semantic(cfg["sample"]), **({"snapshot_kimg": kimg} if kimg else {})},
-            {"sample": cfg["sample"], "snapshot_kimg": kimg}, {"train": stages["train"]},
+            {"sample": cfg["sample"], "snapshot_kimg": kimg},
+            sample_deps if kimg is None else {**sample_deps, "train": stages["train"]},
             what + (f", snapshot at {kimg:g} kimg" if kimg else ""))
         for metric in cfg["evaluate"]["metrics"]:
             setup = Stage("metric_setup", {"metric": ref("metric", metric),
@@ -160,6 +170,50 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
                     f"{metric['name']} of {brief_label('method', cfg['method'])} against "
                     f"{brief_label('dataset', heldout)}" + (f" at {kimg:g} kimg" if kimg else ""))
     return stages
+
+
+def _latents_stage(latent_cfg: dict[str, Any], mix: Stage) -> Stage:
+    from ambient_bench.latents.vae import weights_identity
+
+    # the VAE by its weights' content (a missing file stops plan here, with the one-line error)
+    material = {"latent": {**LATENT.semantic(latent_cfg), **weights_identity(latent_cfg["vae"], latent_cfg["weights"])}}
+    return Stage("latents", material, {"latent": latent_cfg}, {"mix": mix},
+                 f"{latent_cfg['vae']} latents of the pool" + (" and its mirror images" if latent_cfg["xflip"] else ""))
+
+
+def _reconstructed(stages: dict[str, Stage], prefix: str, train: Stage, sigma_rel: float | None) -> Stage:
+    """The train stage itself, or its power EMA reconstructed at ``sigma_rel`` (a stage of its own)."""
+    if sigma_rel is None:
+        return train
+    stages[f"{prefix}reconstruct"] = stage = Stage(
+        "reconstruct", {"sigma_rel": sigma_rel}, {"sigma_rel": sigma_rel, "network": train.runtime["network"]},
+        {"train": train}, f"post-hoc EMA at σ_rel {sigma_rel:g}")
+    return stage
+
+
+def _guide_stages(stages: dict[str, Stage], cfg: dict[str, Any], train_cfg: dict[str, Any],
+                  train_deps: dict[str, Stage], objective: dict[str, Any]) -> Stage:
+    """The guide network of ``sample.guidance``: the cell's training again with ``sample.guide``'s network
+    and train overrides (e.g. a smaller, unconditional EDM2), on the same data and objective."""
+    from ambient_bench.errors import UserError
+
+    overrides = cfg["sample"]["guide"]
+    if not overrides:
+        raise UserError(f"sample.guidance {cfg['sample']['guidance']:g} needs sample.guide: the guide's network and "
+                        f"train overrides, e.g. {{network: {{preset: edm2_xs, label_dim: 0}}}}; or set guidance: 1")
+    unknown = sorted(set(overrides) - {"network", "train"})
+    if unknown:
+        raise UserError(f"sample.guide: unknown key '{unknown[0]}'; it takes network and train overrides")
+    network = NETWORK.resolve({**cfg["network"], **overrides.get("network", {})}, ("sample", "guide", "network"))
+    train = TRAIN.resolve({**train_cfg, **overrides.get("train", {})}, ("sample", "guide", "train"))
+    deps = {k: v for k, v in train_deps.items() if not k.startswith("view:")}
+    stages["guide:train"] = guide = Stage(
+        "train", {"network": NETWORK.semantic(network), "train": TRAIN.semantic(train),
+                  "objective": ComponentRef("objective").semantic(objective)},
+        {"network": network, "train": train, "objective": objective}, deps,
+        f"guide of {brief_label('method', cfg['method'])} ({network['preset']}"
+        f"{', unconditional' if not network.get('label_dim') else ''}), {train['duration_kimg']:g} kimg")
+    return _reconstructed(stages, "guide:", guide, cfg["sample"]["guide_sigma_rel"])
 
 
 def evaluated_snapshots(train_cfg: dict[str, Any], evaluate_cfg: dict[str, Any]) -> list[float]:

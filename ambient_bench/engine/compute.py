@@ -60,7 +60,9 @@ def resolution_of(spec: dict[str, Any]) -> int | None:
 
 def network_name(net_cfg: dict[str, Any], presets: dict[str, dict[str, Any]]) -> str:
     """The preset's name when nothing overrides it (overrides equal to the preset's values are fine)."""
-    preset = presets[net_cfg["preset"]]
+    preset = presets.get(net_cfg["preset"])
+    if preset is None:  # an EDM2 preset (edm2_xs ...): named as such unless its channels are overridden
+        return "custom" if net_cfg.get("model_channels") else net_cfg["preset"]
     changed = [k for k, v in net_cfg.items() if k in preset and v is not None and v != preset[k]]
     return "custom" if changed else net_cfg["preset"]
 
@@ -139,6 +141,12 @@ def stage_work(stage: Stage) -> Work:
                   "resolution": resolution_of(dataset), "nfe": nfe}
         return Work(f"{cfg['num']:,} samples × {nfe} NFE", cfg["num"] / 1000, lookup,
                     {"samples generated": cfg["num"], "M network evaluations (sampling)": cfg["num"] * nfe / 1e6})
+    if stage.kind == "latents":
+        size = pool_size(stage.deps["mix"])
+        images = size.images if size else None
+        return Work(f"≈{images:,} images encoded" if images else "? images encoded")
+    if stage.kind == "reconstruct":
+        return Work(f"EMA σ_rel {rt['sigma_rel']:g}")
     if stage.kind in ("metric_setup", "evaluate"):
         reference = rt["dataset"]
         metric = rt["metric"]["name"]

@@ -22,6 +22,7 @@ from ambient_bench.data.images import model_to_uint8, uint8_to_model
 from ambient_bench.data import mixing, pool
 from ambient_bench.data.mixing import mix
 from ambient_bench.engine.cells import Stage
+from ambient_bench.engine.latent_stages import latent_decoder, latent_training_data, run_latents, run_reconstruct
 from ambient_bench.engine.previews import save_grid
 from ambient_bench.engine.store import RunStore
 from ambient_bench.errors import UserError
@@ -249,7 +250,9 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         data = _view_training_set(stage, ctx)
     else:
         data = fileio.torch_load(ctx.dir(stage.deps["annotate"]) / "train_set.pt")
-        if data["images"] is None:  # a streamed pool: the loop reads the kept rows from disk
+        if "latents" in stage.deps:  # latent space: the loop reads the kept rows' latents from the shards
+            data = latent_training_data(stage, data, ctx)
+        elif data["images"] is None:  # a streamed pool: the loop reads the kept rows from disk
             data["pool_images"] = load_mixed(stage.deps["annotate"].deps["mix"], ctx).images.source
     init = fileio.torch_load(ctx.dir(stage.deps["pretrain"]) / CHECKPOINT) if "pretrain" in stage.deps else None
     views = [(VIEWS.build(dep.runtime["view"]).spec(), ctx.dir(dep) / NETWORK) for name, dep in stage.deps.items()
@@ -264,6 +267,7 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
 
 
 def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
+    from ambient_bench.diffusion.guidance import guided
     from ambient_bench.diffusion.sampler import fixed_mask_denoiser, heun_sample
     from ambient_bench.seeding import torch_generator
     from ambient_bench.training.loop import NETWORK, load_network, resolve_device, snapshot_name
@@ -272,6 +276,8 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     device = resolve_device(cfg["device"])
     kimg = stage.runtime.get("snapshot_kimg")
     net = load_network(ctx.dir(stage.deps["train"]) / (snapshot_name(kimg) if kimg else NETWORK), device)
+    guide = load_network(ctx.dir(stage.deps["guide"]) / NETWORK, device) if "guide" in stage.deps else None
+    to_pixels = latent_decoder(stage, ctx, device)  # latent cells decode their samples with the VAE
     if net.sampler and net.sampler["name"] != "fixed_mask":
         raise UserError(f"unknown sampler {net.sampler['name']!r} recorded with the network")
     # Under torchrun every rank samples every world-th batch of seeds (the batches are those of one
@@ -285,12 +291,15 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         seeds = range(starts[b], min(starts[b] + cfg["batch"], cfg["num"]))
         latents = torch.stack([torch.randn(net.image_shape, generator=torch_generator("sample", cfg["seed"], i))
                                for i in seeds])
-        denoiser = net
+        denoiser, guide_denoiser = net, guide
         if net.label_dim:  # sample i's class is drawn from its own seed, uniformly over the classes
             classes = torch.tensor([int(torch.randint(net.label_dim, (), generator=torch_generator(
                 "sample-class", cfg["seed"], i))) for i in seeds])
             onehot = torch.nn.functional.one_hot(classes, net.label_dim).float().to(device)
             denoiser = lambda x, s: net(x, s, class_labels=onehot)  # noqa: E731
+            if guide is not None and guide.label_dim:  # a class-conditional guide is told the same class
+                guide_denoiser = lambda x, s: guide(x, s, class_labels=onehot)  # noqa: E731
+        denoiser = guided(denoiser, guide_denoiser, cfg.get("guidance", 1.0))
         if net.sampler:  # fixed_mask: one mask per seed, at the training survival
             masks = torch.stack([torch.rand((1, *net.image_shape[1:]), generator=torch_generator(
                 "sample-mask", cfg["seed"], i)) < net.sampler["survival"] for i in seeds]).to(device)
@@ -301,7 +310,7 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             raise SamplingFailed(f"sample {first} has non-finite pixels: the network outputs NaN or inf "
                                  f"(see its training's stats.jsonl); no metric is computed on it")
         progress.update(1)
-        return model_to_uint8(x.cpu())
+        return to_pixels(x) if to_pixels is not None else model_to_uint8(x.cpu())
 
     with progress:
         images = distributed.split_map(sample_batch, len(starts))
@@ -316,6 +325,7 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     export_samples(samples, out, cfg["export"])
     save_grid(out / "samples.png", samples[:64], columns=8)
     return {"num": len(samples), "steps": cfg["steps"], "nfe": 2 * cfg["steps"] - 1, "ranks": world,
+            "guidance": cfg.get("guidance", 1.0),
             "seconds_sampling": round(time.perf_counter() - started, 3)}
 
 
@@ -380,5 +390,5 @@ def _save_per_sample(metric: Any, num: int, out: Path) -> list[str]:
 
 WORK: dict[str, Callable[[Stage, Path, Context], dict[str, Any]]] = {
     "mix": run_mix, "classifier": run_classifier, "annotate": run_annotate, "train": run_train, "sample": run_sample,
-    "metric_setup": run_metric_setup, "evaluate": run_evaluate,
+    "metric_setup": run_metric_setup, "evaluate": run_evaluate, "latents": run_latents, "reconstruct": run_reconstruct,
 }

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ambient_bench.data.images import uint8_to_model
-from ambient_bench.seeding import numpy_rng
+from ambient_bench.seeding import numpy_rng, torch_generator
 from ambient_bench.training.stream import AdmissibleStream
 
 
@@ -93,3 +93,30 @@ def streamed(pool_images: Any, pool_rows: torch.Tensor, stream: AdmissibleStream
         z = noise[mine] if whole else noise
         # converted on the CPU, as the in-memory path does: the same floats on every device
         yield Batch(step, indices, sigmas, uint8_to_model(images).to(device), z.float().to(device), state)
+
+
+def from_latents(shards: Any, pool_rows: torch.Tensor, index: torch.Tensor, stream: AdmissibleStream,
+                 cfg: dict[str, Any], steps: range, mine: slice, whole: bool, device: torch.device) -> Iterator[Batch]:
+    """Batches of VAE latents read row by row from the shards (``latents/shards.py``), never all in memory.
+
+    A training sample is the encoder's mean + std·ε (ε and the mirror choice seeded by (seed, step)),
+    scaled to the network's range; Z_i is fixed per image (seeded by its dataset index), in latent shape.
+    """
+    from ambient_bench.latents.vae import to_model
+
+    raw_mean, raw_std = shards.raw_stats()
+    shape = tuple(shards.meta["shape"])
+    mirrored = "mean_flip" in shards.names
+    for step in steps:
+        indices, sigmas = _draw(stream, cfg, step)
+        take = indices if whole else indices[mine]
+        got = shards.read(pool_rows[torch.from_numpy(take)].numpy())
+        g = torch_generator("latent-sample", cfg["seed"], step)
+        mean, std = got["mean"], got["std"]
+        if mirrored:
+            flip = (torch.rand(len(take), generator=g) < 0.5).reshape(-1, 1, 1, 1)
+            mean, std = torch.where(flip, got["mean_flip"], mean), torch.where(flip, got["std_flip"], std)
+        x0 = to_model(mean + std * torch.randn(mean.shape, generator=g), raw_mean, raw_std)
+        own = indices[mine]
+        z = torch.stack([torch.randn(shape, generator=torch_generator("latent-z", int(index[i]))) for i in own])
+        yield Batch(step, indices, sigmas, x0.to(device), z.to(device), stream.state_dict())

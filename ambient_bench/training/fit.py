@@ -39,10 +39,14 @@ class Step:
 
 
 def learning_rate(cfg: dict[str, Any], cur_nimg: int) -> float:
-    """Linear warm-up over ``warmup_kimg``, then constant."""
+    """Linear warm-up over ``warmup_kimg``, then constant, or EDM2's inverse-square-root decay after
+    ``lr_ref_kimg`` images: lr / sqrt(max(t / t_ref, 1))."""
+    lr = cfg["lr"]
+    if cfg.get("lr_ref_kimg"):
+        lr /= math.sqrt(max(cur_nimg / (cfg["lr_ref_kimg"] * 1000), 1.0))
     if cfg["warmup_kimg"] <= 0:
-        return cfg["lr"]
-    return cfg["lr"] * min(1.0, cur_nimg / (cfg["warmup_kimg"] * 1000))
+        return lr
+    return lr * min(1.0, cur_nimg / (cfg["warmup_kimg"] * 1000))
 
 
 def ema_beta(cfg: dict[str, Any], nimg_after_step: int) -> float:
@@ -62,8 +66,10 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
 
 
 def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
-                   cfg: dict[str, Any], step: int) -> float:
-    """One update: warm-up learning rate, optional clipping, EMA; returns the lr. A non-finite gradient stops
+                   cfg: dict[str, Any], step: int, ema_update: Callable[[torch.nn.Module, int], None] | None = None
+                   ) -> float:
+    """One update: learning rate, optional clipping, EMA (``ema_update(net, steps taken)`` when given, e.g. the
+    power-function EMA; the half-life EMA otherwise); returns the lr. A non-finite gradient stops
     training (TrainingDiverged): zeroing it, as EDM does, would hide a diverged run behind finite numbers."""
     lr = learning_rate(cfg, step * cfg["batch"])
     for group in opt.param_groups:
@@ -78,7 +84,10 @@ def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.
     if cfg["grad_clip"] is not None:
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
     opt.step()
-    update_ema(ema, net, ema_beta(cfg, (step + 1) * cfg["batch"]))
+    if ema_update is not None:
+        ema_update(net, step + 1)
+    else:
+        update_ema(ema, net, ema_beta(cfg, (step + 1) * cfg["batch"]))
     return lr
 
 
@@ -135,7 +144,8 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
         run_dir: Path, steps: Iterable[Step], *, start: int, total: int, desc: str,
         stop_at_step: int | None = None, snapshots: set[int] = frozenset(),
         save_snapshot: Callable[[int], None] | None = None,
-        log_stats: Callable[[], dict[str, float]] | None = None) -> int:
+        log_stats: Callable[[], dict[str, float]] | None = None,
+        ema_update: Callable[[torch.nn.Module, int], None] | None = None) -> int:
     """Take the optimizer steps of ``steps`` (steps ``start``, ``start`` + 1, ...); returns the step reached.
 
     Logs to ``stats.jsonl`` every ``cfg["log_every"]`` steps (``log_stats`` adds the caller's numbers),
@@ -149,7 +159,7 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
     with open(run_dir / "stats.jsonl", "a") if main else contextlib.nullcontext() as stats_file, progress:
         t_last = time.perf_counter()
         for item in steps:
-            lr = optimizer_step(net, ema, opt, item.loss.float(), cfg, step)
+            lr = optimizer_step(net, ema, opt, item.loss.float(), cfg, step, ema_update)
             step += 1
             progress.update(1)
             if step % cfg["log_every"] == 0 or step == total:

@@ -19,6 +19,7 @@ from ambient_bench import fileio
 from ambient_bench.components import TrainBatch
 from ambient_bench.diffusion.edm import EDMPrecond
 from ambient_bench.diffusion.augment import AugmentPipe
+from ambient_bench.diffusion.edm2 import EDM2Precond
 from ambient_bench.diffusion.unet import build_unet
 from ambient_bench.registry import OBJECTIVES
 from ambient_bench.seeding import seed_for, torch_generator
@@ -27,6 +28,7 @@ from ambient_bench.data.pool import loader_workers
 from ambient_bench.training import batches
 from ambient_bench.training.fit import (CHECKPOINT, Step, TrainingDiverged, fit, optimizer_step,  # noqa: F401
                                         restore_checkpoint)
+from ambient_bench.training.phema import PowerEMA
 from ambient_bench.training.stream import AdmissibleStream
 
 NETWORK = "network.pt"
@@ -49,7 +51,18 @@ def resolve_device(name: str) -> torch.device:
 
 
 def build_network(net_cfg: dict[str, Any], img_channels: int, resolution: int,
-                  sigma_data: float) -> EDMPrecond:
+                  sigma_data: float) -> torch.nn.Module:
+    """EDM's DDPM++ in EDM preconditioning, or EDM2's network (presets ``edm2_*``)."""
+    preset = net_cfg.get("preset") or "cpu"
+    if preset.startswith("edm2_"):
+        from ambient_bench.diffusion.edm2 import build_edm2
+
+        if net_cfg.get("augment_dim"):
+            from ambient_bench.errors import UserError
+
+            raise UserError("network.augment_dim: EDM2 networks take no augmentation labels (set it to 0)")
+        return build_edm2({**net_cfg, "preset": preset[len("edm2_"):]}, img_channels, resolution,
+                          label_dim=net_cfg.get("label_dim") or 0, sigma_data=sigma_data)
     return EDMPrecond(build_unet(net_cfg, img_channels, resolution), sigma_data=sigma_data)
 
 
@@ -91,6 +104,18 @@ def _network_record(ema: torch.nn.Module, net_cfg: dict[str, Any], channels: int
     ``image_channels`` and ``sampler`` (see ``load_network``)."""
     return {"ema": ema.state_dict(), "network_cfg": net_cfg, "img_channels": channels, "resolution": resolution,
             "sigma_data": cfg["sigma_data"], "steps": steps, "kimg": steps * cfg["batch"] / 1000, **(sampling or {})}
+
+
+def profile_name(kimg: float) -> str:
+    """File of the power-function EMA averages stored after ``kimg`` thousand training images."""
+    return f"phema-{int(round(kimg * 1000)):09d}.pt"
+
+
+def profile_steps(cfg: dict[str, Any], total: int) -> list[int]:
+    """Steps after which the power EMA's averages are stored (every ``ema_profile_kimg``, else 8 over the run;
+    the last step always)."""
+    every = round(cfg["ema_profile_kimg"] * 1000 / cfg["batch"]) if cfg.get("ema_profile_kimg") else total // 8
+    return sorted({*range(max(1, every), total, max(1, every)), total})
 
 
 def snapshot_steps(cfg: dict[str, Any], total: int) -> list[int]:
@@ -151,10 +176,14 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     seed, batch, rank = cfg["seed"], cfg["batch"], distributed.rank()
     mine = distributed.local_slice(batch)
     layout = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
-    streamed = data.get("images") is None  # pixels read from disk (data/pool.py) by training/batches.py
+    latents = data.get("latents")  # VAE latents in shards (latents/shards.py) instead of pixels
+    streamed = latents is None and data.get("images") is None  # pixels read from disk (data/pool.py)
     sigma_min = data["sigma_min"].double()
     objective = OBJECTIVES.build(objective or {"name": "edm"})
-    channels, resolution, _ = data["pool_images"].shape if streamed else data["images"].shape[1:]
+    if latents is not None:
+        channels, resolution, _ = latents.meta["shape"]
+    else:
+        channels, resolution, _ = data["pool_images"].shape if streamed else data["images"].shape[1:]
     net_channels = objective.input_channels(channels)
     sampling = None if net_channels == channels and not data.get("sampler") and not views else \
         {"image_channels": channels, "sampler": data.get("sampler")}
@@ -169,8 +198,10 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     view = data.get("view") or {}
     torch.manual_seed(seed_for("init", seed))
     net = build_network(net_cfg, net_channels, resolution, cfg["sigma_data"]).to(device, memory_format=layout).train()
-    ema = copy.deepcopy(net).eval().requires_grad_(False)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
+    power_ema = PowerEMA(net, cfg["ema_sigma_rels"]) if cfg.get("ema_sigma_rels") else None
+    # with the power EMA, the checkpointed "ema" is every stored average; network.pt holds the first
+    ema = torch.nn.ModuleList(power_ema.averages) if power_ema else copy.deepcopy(net).eval().requires_grad_(False)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, cfg.get("adam_beta2", 0.999)), eps=1e-8)
     stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), objective.buffer(), seed)
     augment = AugmentPipe(cfg["augment_p"], xflip=1e8) if cfg["augment_p"] > 0 else None
     if augment is not None and not net.net.augment_dim:
@@ -180,10 +211,15 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
 
     if init is not None:
         net.load_state_dict(init["net"])
-        ema.load_state_dict(init["ema"])
+        if power_ema is None:
+            ema.load_state_dict(init["ema"])
+        else:  # a fine-tuning phase starts its power averages afresh from the initial weights
+            power_ema = PowerEMA(net, cfg["ema_sigma_rels"])
+            ema = torch.nn.ModuleList(power_ema.averages)
     classes = class_targets(data, net.label_dim, device)
     step = restore_checkpoint(run_dir, net, ema, opt, stream, log)
     forward = net
+    uncertainty = isinstance(net, EDM2Precond)
     if distributed.world_size() > 1:
         forward = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                                             else None)
@@ -191,12 +227,16 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
         forward = torch.compile(forward)
     total = total_steps(cfg)
     snapshots = set(snapshot_steps(cfg, total)[:-1])  # the last one is network.pt
+    profiles = set(profile_steps(cfg, total)) if power_ema else set()
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
 
     # the whole global batch is drawn on every rank, so the draws do not depend on the rank count
     steps = range(step, total if stop_at_step is None else min(total, max(step, stop_at_step)))
     whole = augment is not None  # augmentation draws per position of the global batch
-    if streamed:
+    if latents is not None:
+        draws = batches.from_latents(latents, data["latent_rows"], data["index"], stream, cfg, steps, mine, whole,
+                                     device)
+    elif streamed:
         draws = batches.streamed(data["pool_images"], data["pool_rows"], stream, cfg, steps, mine, whole, device,
                                  workers=cfg.get("loader_workers") if cfg.get("loader_workers") is not None
                                  else loader_workers())
@@ -215,9 +255,18 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
             idx = torch.from_numpy(indices).to(device)
             torch.manual_seed(seed_for("dropout", seed, rank, step))
             onehot = None if classes is None else classes[idx]
+            if onehot is not None and cfg.get("label_dropout"):  # these samples train the unconditional model
+                keep = torch.rand(batch, generator=torch_generator("label-dropout", seed, step))[mine] >= \
+                    cfg["label_dropout"]
+                onehot = onehot * keep.to(onehot).reshape(-1, 1)
+            logvar: list[torch.Tensor] = []
 
             def denoiser(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
                 pick = lambda t: t if t is None or rows is None else t[rows]  # noqa: E731
+                if uncertainty and rows is None and not logvar:  # the objective's first call is at the batch's σ
+                    out, u = forward(x, s, augment_labels=pick(labels), class_labels=pick(onehot), return_logvar=True)
+                    logvar.append(u.flatten())
+                    return out
                 return forward(x, s, augment_labels=pick(labels), class_labels=pick(onehot))
 
             @torch.no_grad()
@@ -230,19 +279,29 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                     x0.contiguous(memory_format=layout), drawn.z, sigma, sigma_min[indices], eps.to(device),
                     cfg["sigma_data"], {name: value[torch.from_numpy(indices)].to(device)
                                         for name, value in view.items()}, teacher, aux))
+            if logvar:  # EDM2's learned uncertainty: per element w/e^u·err + u, summed over the sample's elements
+                loss = loss / logvar[0].exp() + logvar[0] * x0[0].numel()
             check_finite_loss(loss, sigma, step)
             yield Step(loss.mean(), drawn.stream_state)
 
+    final = power_ema.averages[0] if power_ema else ema
+
     def save_snapshot(step: int) -> None:
-        fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
-                          _network_record(ema, net_cfg, net_channels, resolution, cfg, step, sampling))
+        if step in snapshots:
+            fileio.torch_save(run_dir / snapshot_name(step * batch / 1000),
+                              _network_record(final, net_cfg, net_channels, resolution, cfg, step, sampling))
+        if step in profiles:
+            fileio.torch_save(run_dir / profile_name(step * batch / 1000), {
+                "step": step, "sigma_rels": power_ema.sigma_rels,
+                "averages": [average.state_dict() for average in power_ema.averages]})
 
     step = fit(net, ema, opt, cfg, run_dir, losses(), start=step, total=total, desc="train", stop_at_step=stop_at_step,
-               snapshots=snapshots, save_snapshot=save_snapshot)
+               snapshots=snapshots | profiles, save_snapshot=save_snapshot,
+               ema_update=power_ema.update if power_ema else None)
     if step < total:
         return False
     if distributed.is_main():
-        fileio.torch_save(run_dir / NETWORK, _network_record(ema, net_cfg, net_channels, resolution, cfg, total,
+        fileio.torch_save(run_dir / NETWORK, _network_record(final, net_cfg, net_channels, resolution, cfg, total,
                                                              sampling))
     distributed.barrier()
     return True
