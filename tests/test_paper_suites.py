@@ -17,7 +17,8 @@ from ambient_bench.engine.runner import build_graph
 from conftest import REPO
 
 PAPER = REPO / "benchmarks" / "paper"
-SUITES = ["table2a_cifar_blur", "table3_cifar_jpeg", "appB1_cifar_motion", "table4_ffhq_blur", "table2b_afhq_ood",
+SUITES = ["table1_imagenet512", "table5_imagenet512",
+          "table2a_cifar_blur", "table3_cifar_jpeg", "appB1_cifar_motion", "table4_ffhq_blur", "table2b_afhq_ood",
           "table6_loss_ablation", "table7_single_annotation", "appD_classifier"]
 
 
@@ -111,12 +112,34 @@ def test_table7_and_appendix_grids():
         {("balanced", 15000), ("diffusion", 15000), ("balanced", 5000), ("balanced", 10000)}
 
 
+def test_imagenet_protocol_values():
+    """Table 1's suite: the EDM2 recipe, the paper's five models, three guidance weights, one shared guide."""
+    found = cells("table1_imagenet512")
+    assert len(found) == 15
+    for cfg in found:
+        train, sample, latent = cfg["train"], cfg["sample"], cfg["latent"]
+        xxl = cfg["network"]["preset"] == "edm2_xxl"
+        assert cfg["dataset"]["name"] == "imagenet" and cfg["dataset"]["resolution"] == 512
+        assert latent["vae"] == "sd-vae-ft-mse" and cfg["network"]["label_dim"] == 1000
+        assert (train["batch"], train["P_mean"], train["P_std"], train["adam_beta2"]) == (2048, -0.4, 1.0, 0.99)
+        assert (train["lr"], train["duration_kimg"]) == ((0.0065, 939524.096) if xxl else (0.012, 2147483.648))
+        assert train["lr_ref_kimg"] == 70000 * 2048 / 1000 and train["ema_sigma_rels"] == [0.05, 0.10]
+        assert (sample["steps"], sample["num"], sample["ema_sigma_rel"]) == (32, 50000, 0.015)
+        assert sample["guide"]["method"] == "all_data" and sample["guide"]["network"]["label_dim"] == 0
+        assert [m["name"] for m in cfg["evaluate"]["metrics"]] == ["fid", "fd_dinov2"]
+        assert cfg["evaluate"]["heldout_reference"]["split"] == "val"
+    assert sorted({c["sample"]["guidance"] for c in found}) == [1.0, 1.2, 1.7]
+    crops = [c for c in found if c["method"].get("quality_patch_sizes")]
+    assert len(crops) == 3 and crops[0]["method"]["quality_patch_table"][512] == 200.0
+
+
 def test_tiny_profile_keeps_every_cell_and_shrinks_every_size():
     for name in SUITES:
         full, tiny = cells(name), cells(name, "tiny")
         assert len(full) == len(tiny), name
         for cfg in tiny:
-            assert cfg["sample"]["num"] <= 8 and cfg["network"]["model_channels"] == 16
+            xxl = cfg["network"]["preset"] == "edm2_xxl"  # EDM2 presets keep their widths relative to XS
+            assert cfg["sample"]["num"] <= 8 and cfg["network"]["model_channels"] == (56 if xxl else 16)
             assert cfg["train"]["duration_kimg"] <= 0.064 + 1e-9 and cfg["train"]["batch"] <= 16
             assert cfg["dataset"]["limit"] == 64
             assert all(m.get("arch", "vits14") == "vits14" for m in cfg["evaluate"]["metrics"])
@@ -202,11 +225,16 @@ def test_tiny_profile_of_every_paper_suite_end_to_end(standins, tmp_path, monkey
     annotation, sampling and metrics (random-weight feature networks: a loading check, not FID).
     In one process, as `python -m ambient_bench run` (the CLI's main) would run them one by one."""
     from random_weights import write_random_weights
+    from test_quality import write_tiny_clip
 
     write_random_weights(tmp_path / "torch")
+    write_tiny_clip(tmp_path / "home" / ".cache" / "clip")  # CLIP-IQA: ImageNet's quality annotation, Table 5
     monkeypatch.setenv("AMBIENT_BENCH_DATA", str(standins))
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     runs = tmp_path / "runs"
+    expected = {"table1_imagenet512": {"fid", "fd_dinov2", "fid_heldout", "fd_dinov2_heldout", "parameters_m", "nfe"},
+                "table5_imagenet512": {"clip_iqa_mean", "clip_iqa_median", "clip_iqa_win_rate"}}
     for name in SUITES:
         code = main(["run", str(PAPER / f"{name}.yaml"), "--profile", "tiny", "--runs", str(runs)])
         out, err = capsys.readouterr()
@@ -215,11 +243,15 @@ def test_tiny_profile_of_every_paper_suite_end_to_end(standins, tmp_path, monkey
         frame = pd.read_csv(results / "results.csv")
         assert set(frame["profile"]) == {"tiny"} and frame["standin_data"].all()
         assert frame["cell"].nunique() == len(load_suite(PAPER / f"{name}.yaml").cells), name
-        assert {"fid", "kid", "fd_dinov2"} <= set(frame["quantity"])
+        assert expected.get(name, {"fid", "kid", "fd_dinov2"}) <= set(frame["quantity"])
         table = next(p for p in results.glob("*.md") if p.name != "figures.md").read_text()
         ours = table.split("## The paper's numbers (same layout)")[0]
         assert "Tiny profile" in ours and "STAND-IN DATA" in ours and "Δ" not in ours
         assert " paper " in ours.splitlines()[2] and "## The paper's numbers (same layout)" in table
+        if name == "table1_imagenet512":  # the paper's nested layout, the paper's numbers beside ours
+            header = ours.splitlines()[2]
+            assert "Train · FID · no CFG" in header and "Test · FD_DINOv2 · CFG" in header and "Mparams" in header
+            assert "| EDM2-XS " in ours and "| Ambient-o-XXL " in ours and " 3.57 |" in ours
     assert not (REPO / "results" / "table2a_cifar_blur").exists()  # tiny results never land in results/
 
 

@@ -22,7 +22,8 @@ def root(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("standins")
     counts = write_standins(folder, per_class=PER_CLASS)
     assert counts == {"cifar10": 50 * PER_CLASS, "cifar10_test": 10 * PER_CLASS, "ffhq": 10 * PER_CLASS,
-                      **{k: v for a in ANIMALS for k, v in ((f"afhq_{a}", TRAIN), (f"afhq_{a}_test", TEST))}}
+                      **{k: v for a in ANIMALS for k, v in ((f"afhq_{a}", TRAIN), (f"afhq_{a}_test", TEST))},
+                      "imagenet": 4 * (PER_CLASS // 2), "imagenet_val": 4}
     return folder
 
 
@@ -37,6 +38,8 @@ LOADS = [
     *[({"name": "afhq", "animal": a, "split": "all", "resolution": 64}, TRAIN + TEST, (3, 64, 64)) for a in ANIMALS],
     ({"name": "afhq", "animal": "dog", "split": "test"}, TEST, (3, 64, 64)),
     ({"name": "ffhq", "resolution": 64}, 10 * PER_CLASS, (3, 64, 64)),
+    ({"name": "imagenet", "resolution": 64}, 4 * (PER_CLASS // 2), (3, 64, 64)),
+    ({"name": "imagenet", "split": "val", "resolution": 32}, 4, (3, 32, 32)),
 ]
 
 
@@ -120,7 +123,7 @@ def test_deterministic_and_rewritable(tmp_path):
     first = write_standins(tmp_path / "a", per_class=2, seed=3)
     assert write_standins(tmp_path / "b", per_class=2, seed=3) == first
     files = files_of(tmp_path / "a")
-    assert len(files) == 1 + 7 + 20 + 3 * (4 + 1)  # marker, cifar files, ffhq, afhq
+    assert len(files) == 1 + 7 + 20 + 3 * (4 + 1) + 4 * 2  # marker, cifar files, ffhq, afhq, imagenet
     assert files == files_of(tmp_path / "b")
     write_standins(tmp_path / "c", per_class=2, seed=4)
     other = files_of(tmp_path / "c")
@@ -148,3 +151,16 @@ def test_refuses_a_folder_that_may_hold_real_data(tmp_path):
         write_standins(tmp_path / "new", per_class=0)
     (tmp_path / "empty").mkdir()
     assert write_standins(tmp_path / "empty", per_class=1)["afhq_cat_test"] == 1  # an empty folder is fine
+
+
+def test_imagenet_labels_are_the_sorted_class_folders_and_the_crop_is_edm2s(root):
+    from PIL import Image
+
+    from ambient_bench.datasets.imagenet import center_crop_dhariwal
+
+    data = build(root, "imagenet", resolution=32).load()
+    assert data.labels.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    wide = Image.new("RGB", (300, 200), (0, 0, 0))
+    wide.paste((255, 255, 255), (140, 0, 160, 200))  # a white bar in the middle survives the centre crop
+    out = center_crop_dhariwal(wide, 50)  # 300×200 → box-halved to 150×100 → bicubic 75×50 → crop 50×50
+    assert out.shape == (3, 50, 50) and out[:, :, 25].min() > 200 and out[:, :, 0].max() < 30

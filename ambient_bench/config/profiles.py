@@ -8,9 +8,12 @@ in one place:
   a ``count`` (procedural and photo-patch sets) makes ``DATA`` images; that covers the training
   set and the held-out reference; out-of-distribution sources keep ``OOD_DATA``; a ``resolution``
   above ``RESOLUTION`` becomes ``RESOLUTION`` (the 64 px suites run at 32 px, crop sizes scaled as
-  the method scales them);
+  the method scales them, quality patch sizes and their σ_max table with the images);
 - networks (the denoiser and every classifier): ``model_channels`` ``WIDTH``, ``num_blocks`` 1;
-  resolution, levels, attention, dropout and augmentation stay;
+  resolution, levels, attention, dropout and augmentation stay; an EDM2 preset keeps its width
+  relative to XS (XS ``WIDTH``, XXL 3.5 × ``WIDTH``), so XS and XXL stay two models; a guide network
+  (``sample.guide``) shrinks the same way;
+- latent space: the VAE becomes ``tiny`` (a small random AutoencoderKL, 4× downsampling);
 - training lengths: every ``*_kimg`` of the suite (diffusion and classifier training, warm-up,
   EMA half-life, fine-tuning) is scaled by one factor, so that the longest training of the suite
   lasts ``KIMG`` kimg and the others keep their proportions (App. D's 5 / 10 / 15 Mimg classifiers
@@ -38,13 +41,16 @@ PROFILES = ("full", "tiny")
 DATA, OOD_DATA, RESOLUTION = 64, 32, 32
 WIDTH, KIMG, BATCH, SIGMAS, SAMPLES = 16, 0.064, 16, 16, 8
 _SMALLEST_ARCH = {"arch": "vits14"}  # metric parameter → its smallest value (same code, smaller network)
-_KIMG_KEYS = ("duration_kimg", "warmup_kimg", "ema_halflife_kimg", "checkpoint_kimg")
+_KIMG_KEYS = ("duration_kimg", "warmup_kimg", "ema_halflife_kimg", "checkpoint_kimg", "lr_ref_kimg",
+              "ema_profile_kimg")
 
 
 def _training_sections(cell: dict[str, Any]) -> list[dict[str, Any]]:
     """The training recipes of a cell: ``train`` and every classifier section of the method."""
     method = cell["method"]
-    return [cell["train"]] + [v for v in method.values() if isinstance(v, dict) and "duration_kimg" in v]
+    guide = (cell["sample"].get("guide") or {}).get("train") or {}
+    return [cell["train"]] + [v for v in method.values() if isinstance(v, dict) and "duration_kimg" in v] + \
+        ([guide] if "duration_kimg" in guide else [])
 
 
 def longest_kimg(cells: list[dict[str, Any]]) -> float:
@@ -65,6 +71,26 @@ def _shrink_dataset(spec: dict[str, Any] | None, size: int = DATA) -> dict[str, 
     return out
 
 
+def _scale_patch_sizes(method: dict[str, Any], before: int | None, after: int | None) -> None:
+    """Quality patch sizes (and their σ_max table) scaled with the images, as crop sizes are."""
+    if not method.get("quality_patch_sizes") or not before or not after or after >= before:
+        return
+    scale = lambda k: max(1, round(int(k) * after / before))  # noqa: E731
+    method["quality_patch_sizes"] = sorted({scale(k) for k in method["quality_patch_sizes"]})
+    if method.get("quality_patch_table"):
+        method["quality_patch_table"] = {scale(k): v for k, v in method["quality_patch_table"].items()}
+
+
+def _shrink_network(network: dict[str, Any]) -> dict[str, Any]:
+    from ambient_bench.diffusion.edm2 import EDM2_PRESETS
+
+    preset = network.get("preset") or ""
+    width = WIDTH
+    if preset.startswith("edm2_") and preset != "edm2_tiny":  # XS → WIDTH, XXL → 3.5 × WIDTH
+        width = round(WIDTH * EDM2_PRESETS[preset[len("edm2_"):]]["model_channels"] / 128)
+    return {**network, "model_channels": width, "num_blocks": 1}
+
+
 def _shrink_recipe(section: dict[str, Any], factor: float) -> dict[str, Any]:
     out = dict(section)
     for key in _KIMG_KEYS:
@@ -80,10 +106,19 @@ def _shrink_recipe(section: dict[str, Any], factor: float) -> dict[str, Any]:
 def tiny(cell: dict[str, Any], factor: float) -> dict[str, Any]:
     """One resolved cell at the tiny profile; ``factor`` scales every training length (see the module)."""
     cell = copy.deepcopy(cell)
+    before = cell["dataset"].get("resolution")
     cell["dataset"] = _shrink_dataset(cell["dataset"])
+    _scale_patch_sizes(cell["method"], before, cell["dataset"].get("resolution"))
     cell["mix"]["ood"] = [_shrink_dataset(d, OOD_DATA) for d in cell["mix"]["ood"]]
     cell["evaluate"]["heldout_reference"] = _shrink_dataset(cell["evaluate"]["heldout_reference"])
-    cell["network"] = {**cell["network"], "model_channels": WIDTH, "num_blocks": 1}
+    cell["network"] = _shrink_network(cell["network"])
+    if cell["latent"]["vae"] is not None:
+        cell["latent"] = {**cell["latent"], "vae": "tiny", "weights": None}
+    guide = cell["sample"]["guide"]
+    if guide:
+        cell["sample"]["guide"] = {**guide, "network": _shrink_network({**cell["network"], **guide.get("network", {})}),
+                                   **({"train": {k: v * factor if k in _KIMG_KEYS and v else v
+                                                 for k, v in guide["train"].items()}} if "train" in guide else {})}
     train = _shrink_recipe(cell["train"], factor)
     if train["snapshot_kimg"] is not None:
         train["snapshot_kimg"] = train["duration_kimg"] / 2

@@ -1,6 +1,6 @@
-"""Synthetic stand-ins for CIFAR-10, FFHQ and AFHQv2, written in the real datasets' file formats.
+"""Synthetic stand-ins for CIFAR-10, FFHQ, AFHQv2 and ImageNet, written in the real datasets' file formats.
 
-Tests and ``--profile tiny`` runs use them to go through the real loaders (cifar10, ffhq, afhq)
+Tests and ``--profile tiny`` runs use them to go through the real loaders (cifar10, ffhq, afhq, imagenet)
 where the real data is not at hand. The pictures are procedural: a two-colour gradient with a
 few ellipses and rectangles on it (FFHQ: plus a centred "face"). Each class, animal and dataset
 has its own palette hue and shape scale, so a classifier can tell them apart; every image comes
@@ -32,12 +32,14 @@ from ambient_bench.seeding import numpy_rng
 
 # Bump when the pictures or the layout change: it is part of the marker text, hence of the
 # fingerprint, so stages computed on older stand-ins are not reused for new ones.
-FORMAT = 1
+FORMAT = 2
 CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 ANIMALS = ("cat", "dog", "wild")
 PHOTO_SIZE = 128  # FFHQ thumbnails are 128×128; AFHQ's 512×512 would only make tests slower
 # The folders write_standins owns below its root (replaced when it writes again).
-OWNED = ("cifar-10-batches-py", "ffhq", "afhq")
+OWNED = ("cifar-10-batches-py", "ffhq", "afhq", "imagenet")
+# the first four ILSVRC-2012 classes (tench, goldfish, great white shark, tiger shark)
+IMAGENET_WNIDS = ("n01440764", "n01443537", "n01484850", "n01491361")
 
 
 class Style(NamedTuple):
@@ -106,6 +108,9 @@ class PngJob(NamedTuple):
 
 def _write_png(job: PngJob) -> None:
     image = picture(numpy_rng(*job.rng_parts), PHOTO_SIZE, job.style)
+    if job.path.suffix == ".JPEG":  # ImageNet: JPEG files, landscape (4:3) as most of its photos
+        Image.fromarray(image[16:-16]).save(job.path, format="JPEG", quality=90)
+        return
     # PIL adds no timestamp or other metadata: same pixels, same bytes. Level 1: the grain hardly
     # compresses anyway, and the default level 6 spends more time for little.
     Image.fromarray(image).save(job.path, format="PNG", compress_level=1)
@@ -168,9 +173,17 @@ def afhq_jobs(root: Path, animal: str, train: int, test: int, seed: int) -> list
             for split, n, parity in (("train", train, 0), ("test", test, 1)) for j in range(n)]
 
 
+def imagenet_jobs(root: Path, train: int, val: int, seed: int) -> list[PngJob]:
+    """``root/imagenet/{train,val}/<wnid>/<wnid>_<n>.JPEG`` (the class-folder layout), one hue per class."""
+    return [PngJob(root / "imagenet" / split / wnid / f"{wnid}_{j}.JPEG", ("standins", seed, "imagenet", split, k, j),
+                   CIFAR_STYLES[k])
+            for split, n in (("train", train), ("val", val)) for k, wnid in enumerate(IMAGENET_WNIDS)
+            for j in range(n)]
+
+
 def marker_text(per_class: int, seed: int) -> str:
     return (f"Synthetic stand-in data written by ambient_bench (ambient_bench.datasets.standins).\n"
-            f"These are NOT the real CIFAR-10, FFHQ or AFHQv2 datasets: procedural pictures in their file\n"
+            f"These are NOT the real CIFAR-10, FFHQ, AFHQv2 or ImageNet datasets: procedural pictures in their file\n"
             f"formats, for tests and tiny runs. Results on them say nothing about any method.\n"
             f"format: {FORMAT}\nper_class: {per_class}\nseed: {seed}\n")
 
@@ -191,6 +204,7 @@ def write_standins(root: Path, per_class: int = 24, seed: int = 0) -> dict[str, 
     """Write synthetic CIFAR-10, FFHQ and AFHQv2 files into ``root``; return image counts.
 
     CIFAR-10: five train batches and a test batch of ``per_class`` images of every class each.
+    ImageNet: four classes, ``per_class // 2`` train and ``per_class // 12`` val JPEGs each (at least 1).
     FFHQ: ``10 * per_class`` thumbnails. AFHQv2: ``2 * per_class`` train and ``per_class // 2``
     (at least 1) test images per animal, 128×128. Keys: cifar10, cifar10_test, ffhq,
     afhq_<animal> (train) and afhq_<animal>_test. Writing over earlier stand-ins (a folder with
@@ -214,5 +228,8 @@ def write_standins(root: Path, per_class: int = 24, seed: int = 0) -> dict[str, 
     for animal in ANIMALS:
         jobs += afhq_jobs(root, animal, train, test, seed)
         counts[f"afhq_{animal}"], counts[f"afhq_{animal}_test"] = train, test
+    jobs += imagenet_jobs(root, max(1, per_class // 2), max(1, per_class // 12), seed)
+    counts["imagenet"] = len(IMAGENET_WNIDS) * max(1, per_class // 2)
+    counts["imagenet_val"] = len(IMAGENET_WNIDS) * max(1, per_class // 12)
     _write_pngs(jobs)
     return counts

@@ -42,7 +42,11 @@ class Block(nn.Module):
                  res_balance: float = 0.3, attn_balance: float = 0.3, clip_act: float = 256) -> None:
         super().__init__()
         self.out_channels, self.flavor, self.resample_mode = out_channels, flavor, resample_mode
-        self.num_heads = out_channels // channels_per_head if attention else 0
+        # heads of channels_per_head channels (at least one, dividing the channels: small CPU widths)
+        heads = max(1, out_channels // channels_per_head)
+        while out_channels % heads:
+            heads -= 1
+        self.num_heads = heads if attention else 0
         self.dropout, self.res_balance, self.attn_balance, self.clip_act = dropout, res_balance, attn_balance, clip_act
         self.emb_gain = nn.Parameter(torch.zeros([]))
         self.conv_res0 = MPConv(out_channels if flavor == "enc" else in_channels, out_channels, (3, 3))

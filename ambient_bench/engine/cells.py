@@ -139,7 +139,7 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         + (" from the pretrained model" if pretraining is not None else ""))
     sample_deps = {"train": _reconstructed(stages, "", stages["train"], cfg["sample"]["ema_sigma_rel"])}
     if cfg["sample"]["guidance"] != 1:
-        sample_deps["guide"] = _guide_stages(stages, cfg, train_cfg, train_deps, objective)
+        sample_deps["guide"] = _guide_stages(stages, cfg, train_cfg)
     if "latents" in stages:
         sample_deps["latents"] = stages["latents"]
     # "" is the final network; each earlier EMA snapshot gets its own sample and evaluate stages
@@ -191,29 +191,31 @@ def _reconstructed(stages: dict[str, Stage], prefix: str, train: Stage, sigma_re
     return stage
 
 
-def _guide_stages(stages: dict[str, Stage], cfg: dict[str, Any], train_cfg: dict[str, Any],
-                  train_deps: dict[str, Stage], objective: dict[str, Any]) -> Stage:
-    """The guide network of ``sample.guidance``: the cell's training again with ``sample.guide``'s network
-    and train overrides (e.g. a smaller, unconditional EDM2), on the same data and objective."""
+def _guide_stages(stages: dict[str, Stage], cfg: dict[str, Any], train_cfg: dict[str, Any]) -> Stage:
+    """The guide network of ``sample.guidance``: the cell trained again with ``sample.guide``'s overrides
+    (``network``, ``train``, and ``method``, e.g. EDM2's small unconditional all-data guide), through the
+    same stages a cell of that configuration has, so every row that names the same guide shares it."""
     from ambient_bench.errors import UserError
 
     overrides = cfg["sample"]["guide"]
     if not overrides:
         raise UserError(f"sample.guidance {cfg['sample']['guidance']:g} needs sample.guide: the guide's network and "
                         f"train overrides, e.g. {{network: {{preset: edm2_xs, label_dim: 0}}}}; or set guidance: 1")
-    unknown = sorted(set(overrides) - {"network", "train"})
+    unknown = sorted(set(overrides) - {"network", "train", "method"})
     if unknown:
-        raise UserError(f"sample.guide: unknown key '{unknown[0]}'; it takes network and train overrides")
-    network = NETWORK.resolve({**cfg["network"], **overrides.get("network", {})}, ("sample", "guide", "network"))
-    train = TRAIN.resolve({**train_cfg, **overrides.get("train", {})}, ("sample", "guide", "train"))
-    deps = {k: v for k, v in train_deps.items() if not k.startswith("view:")}
-    stages["guide:train"] = guide = Stage(
-        "train", {"network": NETWORK.semantic(network), "train": TRAIN.semantic(train),
-                  "objective": ComponentRef("objective").semantic(objective)},
-        {"network": network, "train": train, "objective": objective}, deps,
-        f"guide of {brief_label('method', cfg['method'])} ({network['preset']}"
-        f"{', unconditional' if not network.get('label_dim') else ''}), {train['duration_kimg']:g} kimg")
-    return _reconstructed(stages, "guide:", guide, cfg["sample"]["guide_sigma_rel"])
+        raise UserError(f"sample.guide: unknown key '{unknown[0]}'; it takes network, train and method overrides")
+    guide_cfg = {**cfg, "network": NETWORK.resolve({**cfg["network"], **overrides.get("network", {})},
+                                                   ("sample", "guide", "network")),
+                 "train": TRAIN.resolve({**train_cfg, **overrides.get("train", {})}, ("sample", "guide", "train")),
+                 "sample": {**cfg["sample"], "guidance": 1.0, "guide": None, "ema_sigma_rel": None},
+                 "evaluate": {**cfg["evaluate"], "metrics": [], "heldout_reference": None}}
+    if "method" in overrides:
+        guide_cfg["method"] = ComponentRef("method").resolve(overrides["method"], ("sample", "guide", "method"))
+    trained = cell_stages(guide_cfg)
+    for name, stage in trained.items():
+        if not name.startswith(("sample", "reconstruct")):
+            stages[f"guide:{name}"] = stage
+    return _reconstructed(stages, "guide:", trained["train"], cfg["sample"]["guide_sigma_rel"])
 
 
 def evaluated_snapshots(train_cfg: dict[str, Any], evaluate_cfg: dict[str, Any]) -> list[float]:

@@ -261,7 +261,9 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     if not train(data, stage.runtime["network"], stage.runtime["train"], out, log=ctx.log, init=init,
                  objective=stage.runtime["objective"], views=views):
         raise StageIncomplete("training stopped before its duration; re-run to resume")
+    info = out / "network.json"
     return {"seconds_this_session": round(time.perf_counter() - started, 1),
+            "num_parameters": json.loads(info.read_text())["num_parameters"] if info.is_file() else None,
             "torch_threads": torch.get_num_threads(),  # CPU results depend on it at float level
             "duration_kimg": stage.runtime["train"]["duration_kimg"], "num_train_images": len(data["index"])}
 

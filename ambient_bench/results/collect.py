@@ -48,9 +48,13 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
             "dataset_hash": store.summary("mix", stages["mix"].key)["dataset_hash"][:16],
             "clean_fraction": cfg["mix"]["clean_fraction"],
             "num_samples": sample["num"],
-            "sampler": f"EDM Heun, {sample['steps']} steps ({2 * sample['steps'] - 1} NFE)",
-            "checkpoint": f"final EMA weights (half-life {train['ema_halflife_kimg']:g} kimg) "
-                          f"after {train['duration_kimg']:g} kimg",
+            "sampler": f"EDM Heun, {sample['steps']} steps ({2 * sample['steps'] - 1} NFE)"
+                       + (f", guidance {sample['guidance']:g}" if sample.get("guidance", 1) != 1 else ""),
+            "checkpoint": (f"power-function EMA σ_rel {sample['ema_sigma_rel'] or train['ema_sigma_rels'][0]:g}"
+                           f"{' (post-hoc)' if sample['ema_sigma_rel'] else ''} after {train['duration_kimg']:g} kimg"
+                           if train.get("ema_sigma_rels") else
+                           f"final EMA weights (half-life {train['ema_halflife_kimg']:g} kimg) "
+                           f"after {train['duration_kimg']:g} kimg"),
             "profile": suite.profile,
             "standin_data": bool(DATASETS.build(cfg["dataset"]).fingerprint().get("standin")),
         }
@@ -68,6 +72,7 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
                          "implementation": f"held-out ROC-AUC, mean of the lowest noise levels "
                                            f"(σ ≤ {quality.get('low_sigma_max', float('nan')):.2g})"})
         suffix, protocol["checkpoint"] = _selected_snapshot(cfg, stages, store, protocol["checkpoint"])
+        rows += _model_rows(base, protocol, stages, store)
         for metric in cfg["evaluate"]["metrics"]:
             for prefix, ending in (("evaluate", ""), ("heldout", "_heldout")):
                 stage = stages.get(f"{prefix}:{metric['name']}{suffix}")
@@ -84,6 +89,23 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
     rows += _win_rate_rows(scored, store)
     columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _model_rows(base: dict[str, Any], protocol: dict[str, Any], stages: dict[str, Any],
+                store: RunStore) -> list[dict[str, Any]]:
+    """``parameters_m`` (the trained network's size, millions) and ``nfe`` (network evaluations per sample),
+    the last columns of the paper's Table 1."""
+    train = store.summary("train", stages["train"].key).get("num_parameters")
+    sample = store.summary("sample", stages["sample"].key).get("nfe")
+    extra = {**protocol, "feature_extractor": None}
+    out = []
+    if train is not None:
+        out.append({**base, "quantity": "parameters_m", "value": train / 1e6, "stage_key": stages["train"].key[:16],
+                    **extra, "implementation": "trainable parameters of the denoiser"})
+    if sample is not None:
+        out.append({**base, "quantity": "nfe", "value": sample, "stage_key": stages["sample"].key[:16], **extra,
+                    "implementation": "Heun: 2·steps − 1 network evaluations per sample (a guide doubles them)"})
+    return out
 
 
 def _classifier_protocol(cfg: dict[str, Any], stages: dict[str, Any], store: RunStore,

@@ -12,7 +12,8 @@ import pandas as pd
 from ambient_bench import fileio
 from ambient_bench.results.reference import RefTable, canonical
 from ambient_bench.results.tables import (SEED_KEY, Layout, TableSpec, aggregate, flat_config, label_cells,
-                                          load_spec, lookup, row_id, sort_rows, to_latex, to_markdown)
+                                          load_spec, lookup, matches, row_id, sort_rows, to_latex, to_markdown,
+                                          value_key)
 
 TINY_NOTE = ("Tiny profile (`--profile tiny`): every size shrunk by the rules in ambient_bench/config/profiles.py "
              "(same stages, same code); the numbers exercise the machinery and say nothing about the method.")
@@ -47,10 +48,15 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
                  f"clean fraction {' / '.join(fractions)}.")
     lines.append(f"Samples: {' / '.join(_unique(shown, 'num_samples'))} per model, "
                  f"{' / '.join(_unique(shown, 'sampler'))}; checkpoint: {' / '.join(_unique(shown, 'checkpoint'))}.")
+    described: set[str] = set()
     for value in spec.values:
         rows = shown[shown["quantity"] == value["quantity"]]
         extractors, impls = _unique(rows, "feature_extractor"), _unique(rows, "implementation")
-        if extractors:
+        if extractors and value["where"]:  # several columns of one quantity: described once, by its name
+            if value["quantity"] not in described:
+                described.add(value["quantity"])
+                lines.append(f"{value['quantity']}: {' / '.join(extractors)}; computed with {' / '.join(impls)}.")
+        elif extractors:
             lines.append(f"{value['label']}: {' / '.join(extractors)}; computed with {' / '.join(impls)}.")
         elif value["quantity"] == "sigma_min_mean":
             lines.append(f"{value['label']}: mean annotation sigma_min over the corrupted samples a method "
@@ -108,17 +114,22 @@ def comparisons(df: pd.DataFrame, spec: TableSpec, rows: list, cols: list, grid:
     if paper is None:
         return []
     out = []
-    for (row, col), config in configs.items():
-        ref = paper.lookup(config)
-        if ref is None:
-            continue
+    for (row, col), config in _cells(configs):
         for value in spec.values:
+            ref = paper.lookup(configs.get((row, col, value_key(value)), config))
+            if ref is None:
+                continue
             number = ref.values.get(value["paper"]) if value["paper"] else None
-            cell = grid.get((row, col, value["quantity"]))
+            cell = grid.get((row, col, value_key(value)))
             if number is None or cell is None or math.isnan(cell[0]):
                 continue
             out.append((row, col, value, cell[0], number, paper.quantities[value["paper"]]["tolerance"]))
     return out
+
+
+def _cells(configs: dict) -> list[tuple[tuple, dict]]:
+    """((row, col), config) of every table cell (a where-filtered column's own configs are keyed by three)."""
+    return [(key, config) for key, config in configs.items() if len(key) == 2]
 
 
 def _paper_column(df: pd.DataFrame, spec: TableSpec, rows: list, cols: list, grid: dict,
@@ -126,17 +137,17 @@ def _paper_column(df: pd.DataFrame, spec: TableSpec, rows: list, cols: list, gri
     paper = spec.paper_table()
     text: dict[tuple, str] = {}
     full = profile_of(df) == "full"
-    for (row, col), config in configs.items():
-        ref = paper.lookup(config)
+    for (row, col), config in _cells(configs):
         for value in spec.values:
+            ref = paper.lookup(configs.get((row, col, value_key(value)), config))
             number = ref.values.get(value["paper"]) if ref is not None and value["paper"] else None
             if number is not None:
-                text[(row, col, value["quantity"])] = paper.quantities[value["paper"]]["fmt"].format(number)
+                text[(row, col, value_key(value))] = paper.quantities[value["paper"]]["fmt"].format(number)
     if full:
         for row, col, value, ours, number, tolerance in comparisons(df, spec, rows, cols, grid, configs):
             fmt = paper.quantities[value["paper"]]["fmt"]
             mark = "" if tolerance is None else (" ✓" if abs(ours - number) <= tolerance else " ✗")
-            text[(row, col, value["quantity"])] += f" (Δ {_delta_fmt(fmt).format(ours - number)}{mark})"
+            text[(row, col, value_key(value))] += f" (Δ {_delta_fmt(fmt).format(ours - number)}{mark})"
     return text
 
 
@@ -145,8 +156,9 @@ def _reference_block(spec: TableSpec, cols: list) -> tuple[str, str] | None:
     if paper is None:
         return None
     # The spec's layout and highlighting; the paper's quantity names, labels, precision and row names.
-    values = [{**v, "quantity": v["paper"], "label": paper.quantities[v["paper"]]["label"],
-               "latex": paper.quantities[v["paper"]]["latex"], "fmt": paper.quantities[v["paper"]]["fmt"]}
+    values = [{**v, "quantity": v["paper"], "fmt": paper.quantities[v["paper"]]["fmt"],
+               **({} if v["group"] else {"label": paper.quantities[v["paper"]]["label"],  # grouped: the spec's
+                                         "latex": paper.quantities[v["paper"]]["latex"]})}
               for v in spec.values if v["paper"]]
     col_key = spec.columns["key"] if spec.columns else None
     grid, labels = {}, {}
@@ -156,9 +168,14 @@ def _reference_block(spec: TableSpec, cols: list) -> tuple[str, str] | None:
         for col in cols:
             if wanted is not None and canonical(col) != canonical(wanted):
                 continue
+            filtered = [v for v in values if v["where"]]
             for quantity, number in ref.values.items():
-                if number is not None:
+                if number is not None and not filtered:
                     grid[(row, col, quantity)] = (number, math.nan, 1)
+            for value in filtered:  # a where column takes the paper row of that setting
+                number = ref.values.get(value["quantity"])
+                if number is not None and matches(ref.match, value["where"]):
+                    grid[(row, col, value_key(value))] = (number, math.nan, 1)
             labels.setdefault(row, ref.label)
     layout = Layout(spec=dataclasses.replace(spec, values=values), values=values, row_labels=labels)
     rows = sort_rows(list(labels), spec)

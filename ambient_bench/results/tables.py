@@ -34,6 +34,10 @@ VALUE = Section("values entry", {
     "fmt": Param("{:.2f}", "format of the numbers", kind=str),
     "better": Param(None, "lower or higher: bold the best row", kind=str, nullable=True, choices=("lower", "higher")),
     "paper": Param(None, "name of the matching quantity in the reference file", kind=str, nullable=True),
+    "where": Param({}, "only the results whose configuration has these values, e.g. {sample.guidance: 1.2}: the "
+                       "column shows one setting of a key the rows do not fix (Table 1's CFG columns)", kind=dict),
+    "group": Param([], "header levels above the label, outermost first (nested column groups: [Train, FID])",
+                   kind=list, item=str),
 })
 _PART = {
     "key": Param(help="result column(s) giving the value; a+b joins several ('x/y', missing parts left out)",
@@ -70,6 +74,17 @@ SPEC = {
     "notes": Param([], "extra footnote lines", kind=list, item=str),
 }
 SEED_KEY = "train.seed"
+
+
+def value_key(value: dict[str, Any]) -> str:
+    """A value's key in the grid: its quantity, qualified by its ``where`` filter when it has one."""
+    if not value.get("where"):
+        return value["quantity"]
+    return value["quantity"] + "@" + json.dumps({k: canonical(v) for k, v in value["where"].items()}, sort_keys=True)
+
+
+def matches(config: dict[str, Any], where: dict[str, Any]) -> bool:
+    return all(canonical(lookup(config, key)) == canonical(wanted) for key, wanted in where.items())
 ROW = "_row"  # the row identity of every result (a tuple of its parts' canonical values)
 
 
@@ -108,6 +123,9 @@ def load_spec(path: Path) -> TableSpec:
     except ParamError as err:
         raise UserError(f"{path}:{lines.get(err.key[:3], lines.get(err.key[:2], lines.get(err.key[:1], 1)))}: "
                         f"{err.message}") from None
+    if spec["columns"] is not None and any(v["where"] for v in spec["values"]):
+        raise UserError(f"{path}:{lines.get(('columns',), 1)}: values with 'where' make their own columns; "
+                        f"use them without columns.key (nested headers come from each value's 'group')")
     within = spec["rows"]["bold_within"]
     if within is not None and within not in [p["key"] for p in spec["rows"]["params"]]:
         raise UserError(f"{path}:{lines.get(('rows', 'bold_within'), 1)}: bold_within '{within}' is not the key of "
@@ -186,7 +204,35 @@ def flat_config(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict]:
-    """(row ids, column values, {(row, col, quantity): (mean, std, n)}, {(row, col): flat config})."""
+    """(row ids, column values, {(row, col, value key): (mean, std, n)}, {(row, col): flat config}).
+
+    Values with a ``where`` filter are aggregated over the matching results only; their configurations
+    are also under (row, col, value key), for the paper lookup of that column."""
+    filters = {value_key(v): v["where"] for v in spec.values if v["where"]}
+    if not filters:
+        return _aggregate(df, spec)
+    records = df.to_dict("records")
+    rows, grid, configs = [], {}, {}
+    plain = [v for v in spec.values if not v["where"]]
+    subsets = [({}, [value_key(v) for v in plain])] if plain else []
+    for key, where in filters.items():
+        subsets.append((where, [key]))
+    for where, keys in subsets:
+        mask = [matches(flat_config(record), where) for record in records]
+        if not any(mask):
+            continue
+        sub_rows, _, sub_grid, sub_configs = _aggregate(df[mask], spec)
+        rows += [r for r in sub_rows if r not in rows]
+        for key in keys:
+            quantity = key.split("@", 1)[0]
+            grid.update({(r, c, key): cell for (r, c, q), cell in sub_grid.items() if q == quantity})
+            configs.update({(r, c, key): config for (r, c), config in sub_configs.items()})
+        for cell, config in sub_configs.items():
+            configs.setdefault(cell, config)
+    return sort_rows(rows, spec), [None], grid, configs
+
+
+def _aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict]:
     col_key = spec.columns["key"] if spec.columns else None
     config_columns = [c for c in df.columns if "." in c]
     for part in spec.parts:
@@ -226,7 +272,8 @@ def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict
 def best_row(grid: dict, rows: list, col: Any, value: dict) -> Any:
     if value["better"] is None:
         return None
-    means = {r: grid[(r, col, value["quantity"])][0] for r in rows if (r, col, value["quantity"]) in grid}
+    key = value_key(value)
+    means = {r: grid[(r, col, key)][0] for r in rows if (r, col, key) in grid}
     means = {r: m for r, m in means.items() if not math.isnan(m)}
     if len(means) < 2:
         return None
@@ -282,12 +329,12 @@ def matrix(layout: Layout, rows: list, cols: list, grid: dict, latex: bool) -> l
         line = label_cells(layout.spec, row, layout.row_labels)
         for col in cols:
             for value in layout.values:
-                text = fmt_cell(grid.get((row, col, value["quantity"])), value["fmt"], latex)
+                text = fmt_cell(grid.get((row, col, value_key(value))), value["fmt"], latex)
                 if best_row(grid, _peers(layout.spec, rows, row), col, value) == row:
                     text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
                 line.append(text)
                 if layout.paper is not None and value.get("paper"):
-                    line.append(layout.paper.get((row, col, value["quantity"]), "–"))
+                    line.append(layout.paper.get((row, col, value_key(value)), "–"))
         body.append(line)
     return body
 
@@ -302,6 +349,38 @@ def _value_headers(layout: Layout, latex: bool) -> list[str]:
     return out
 
 
+def _expanded(layout: Layout) -> list[dict[str, Any]]:
+    """The value entry behind every value header (a paper column repeats its value's entry)."""
+    out = []
+    for v in layout.values:
+        out.append(v)
+        if layout.paper is not None and v.get("paper"):
+            out.append(v)
+    return out
+
+
+def _group_rows(layout: Layout, n_ident: int) -> list[str]:
+    """LaTeX header lines of nested groups: at each level, runs of equal labels become one multicolumn."""
+    entries = _expanded(layout)
+    depth = max(len(v["group"]) for v in entries)
+    lines = []
+    for level in range(depth):
+        cells, rules, i = [], [], 0
+        while i < len(entries):
+            label = entries[i]["group"][level] if level < len(entries[i]["group"]) else ""
+            prefix = entries[i]["group"][:level + 1]
+            j = i + 1
+            while j < len(entries) and entries[j]["group"][:level + 1] == prefix and label:
+                j += 1
+            label = label.replace("_", r"\_")
+            cells.append(rf"\multicolumn{{{j - i}}}{{c}}{{{label}}}" if j - i > 1 else label)
+            if label:
+                rules.append(rf"\cmidrule(lr){{{n_ident + i + 1}-{n_ident + j}}}")
+            i = j
+        lines += ["&" * (n_ident - 1) + " & " + " & ".join(cells) + r" \\", "".join(rules)]
+    return lines
+
+
 def _group_labels(spec: TableSpec, cols: list, latex: bool) -> list[str]:
     if spec.columns is None:
         return [""]
@@ -313,6 +392,8 @@ def to_markdown(layout: Layout, rows: list, cols: list, grid: dict) -> str:
     spec = layout.spec
     groups, subs = _group_labels(spec, cols, latex=False), _value_headers(layout, latex=False)
     ident = [part["header"] for part in spec.parts]
+    if any(v["group"] for v in layout.values):  # nested groups: every level above the label, joined
+        subs = [" · ".join([*v["group"], s]) for v, s in zip(_expanded(layout), subs)]
     headers = ident + [f"{g} · {s}" if g and len(subs) > 1 else (g or s) for g in groups for s in subs]
     frame = pd.DataFrame(matrix(layout, rows, cols, grid, latex=False), columns=headers)
     # disable_numparse: cells are already formatted ("6.00" must not become "6")
@@ -326,6 +407,8 @@ def to_latex(layout: Layout, rows: list, cols: list, grid: dict) -> str:
     k, n_ident = len(subs), len(spec.parts)
     lines = [r"\begin{tabular}{" + "l" * n_ident + " ".join(["c" * k] * len(cols)) + "}", r"\toprule"]
     ident = " & ".join(part["header"] for part in spec.parts)
+    if spec.columns is None and any(v["group"] for v in layout.values):
+        lines += _group_rows(layout, n_ident)
     if spec.columns is not None and k > 1:
         lines.append("&" * (n_ident - 1) + " & " + " & ".join(rf"\multicolumn{{{k}}}{{c}}{{{g}}}" for g in groups)
                      + r" \\")

@@ -201,6 +201,8 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     power_ema = PowerEMA(net, cfg["ema_sigma_rels"]) if cfg.get("ema_sigma_rels") else None
     # with the power EMA, the checkpointed "ema" is every stored average; network.pt holds the first
     ema = torch.nn.ModuleList(power_ema.averages) if power_ema else copy.deepcopy(net).eval().requires_grad_(False)
+    if distributed.is_main():  # the model's size, for tables (EDM2's Mparams column)
+        fileio.write_json(run_dir / "network.json", {"num_parameters": sum(p.numel() for p in net.parameters())})
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, cfg.get("adam_beta2", 0.999)), eps=1e-8)
     stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), objective.buffer(), seed)
     augment = AugmentPipe(cfg["augment_p"], xflip=1e8) if cfg["augment_p"] > 0 else None

@@ -8,7 +8,9 @@
 #    CPU-preset classifier on 16 px digits and for the paper's 19.6 M classifier at 32 px;
 # 2. issue 5: CIFAR-10 DDPM++ training throughput in fp32, bf16 and bf16 + compile (one process,
 #    then DistributedDataParallel over all GPUs when there are several);
-# 3. a CUDA training run through the harness (benchmarks/smoke_cpu.yaml on the GPU), when
+# 3. issue 18: EDM2-XS training and sampling throughput on ImageNet-512 latents (img/s), for plan's
+#    compute-estimate table;
+# 4. a CUDA training run through the harness (benchmarks/smoke_cpu.yaml on the GPU), when
 #    torch-fidelity is importable (its metric needs it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +31,7 @@ if [ "${gpus:-0}" -gt 1 ]; then
 else
     echo; echo "== one GPU: DistributedDataParallel throughput not measured"
 fi
+step "$PY" benchmarks/perf/edm2_throughput.py --preset xs --batch 64
 if "$PY" -c "import torch_fidelity" 2>/dev/null; then
     step "$PY" -m ambient_bench run benchmarks/smoke_cpu.yaml
 else
