@@ -74,3 +74,52 @@ def test_class_conditional_training_uses_the_labels(tmp_path):
     with pytest.raises(UserError, match="needs a labelled dataset"):
         train({**data, "labels": None}, {**NET, "label_dim": 10}, CFG, tmp_path, objective=OBJECTIVE,
                  log=lambda m: None)
+
+
+def test_gradient_accumulation_matches_the_whole_batch_at_once(tmp_path):
+    """train.batch_gpu splits each step's batch into passes; the update is the whole batch's (to float rounding)."""
+    data = training_set()
+    cfg = {**CFG, "duration_kimg": 0.08}
+    net = {**NET, "dropout": 0.0}  # dropout masks depend on the pass split: off for the comparison
+    runs = {}
+    for micro in (None, 5):
+        out = tmp_path / str(micro)
+        out.mkdir()
+        assert train(data, net, {**cfg, "batch_gpu": micro}, out, objective=OBJECTIVE, log=lambda m: None)
+        runs[micro] = fileio.torch_load(out / NETWORK)["ema"]
+    whole, split = runs[None], runs[5]
+    assert all(torch.allclose(whole[k], split[k], atol=1e-5, rtol=1e-4) for k in whole)
+    assert any(not torch.equal(whole[k], split[k]) for k in whole if whole[k].is_floating_point())  # really split
+
+
+def test_edm2_with_the_power_ema_resumes_bit_for_bit_and_stores_its_profiles(tmp_path):
+    from ambient_bench.training.loop import load_network, profile_name
+
+    data = training_set()
+    edm2 = {"preset": "edm2_tiny", "label_dim": 0}
+    cfg = {**CFG, "P_mean": -0.4, "P_std": 1.0, "adam_beta2": 0.99, "lr_ref_kimg": 0.1, "ema_sigma_rels": [0.05, 0.1],
+           "ema_profile_kimg": 0.08, "grad_clip": None}
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    assert train(data, edm2, cfg, straight, objective=OBJECTIVE, log=lambda m: None)
+    assert not train(data, edm2, cfg, interrupted, stop_at_step=9, objective=OBJECTIVE, log=lambda m: None)
+    assert train(data, edm2, cfg, interrupted, objective=OBJECTIVE, log=lambda m: None)
+    a, b = fileio.torch_load(straight / NETWORK)["ema"], fileio.torch_load(interrupted / NETWORK)["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert sorted(p.name for p in straight.glob("phema-*.pt")) == [profile_name(k) for k in (0.08, 0.16, 0.24, 0.32)]
+    net = load_network(straight / NETWORK)
+    assert type(net).__name__ == "EDM2Precond" and torch.isfinite(net(torch.randn(2, 1, 8, 8), torch.ones(2))).all()
+
+
+def test_fp16_with_loss_scaling_trains_and_resumes_bit_for_bit(tmp_path):
+    data = training_set()
+    cfg = {**CFG, "precision": "fp16", "duration_kimg": 0.16, "grad_clip": None}
+    straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
+    straight.mkdir(), interrupted.mkdir()
+    assert train(data, {"preset": "edm2_tiny"}, cfg, straight, objective=OBJECTIVE, log=lambda m: None)
+    assert not train(data, {"preset": "edm2_tiny"}, cfg, interrupted, stop_at_step=4, objective=OBJECTIVE,
+                     log=lambda m: None)
+    assert (interrupted / "grad_scaler.pt").exists()  # the loss scale travels with the checkpoint
+    assert train(data, {"preset": "edm2_tiny"}, cfg, interrupted, objective=OBJECTIVE, log=lambda m: None)
+    a, b = fileio.torch_load(straight / NETWORK)["ema"], fileio.torch_load(interrupted / NETWORK)["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a) and all(torch.isfinite(v).all() for v in a.values())

@@ -200,7 +200,11 @@ TRAIN = Section("train", {
                            ge=0, lt=1, omit_default=True),
     "snapshot_kimg": Param(None, "keep the EMA network every this many kimg, each sampled and evaluated "
                                  "(null = only the final one)", gt=0, nullable=True),
-    "precision": Param("fp32", "fp32, or bf16 autocast (CUDA)", kind=str, choices=("fp32", "bf16")),
+    "precision": Param("fp32", "fp32, bf16 autocast, or fp16 autocast with loss scaling (CUDA)", kind=str,
+                       choices=("fp32", "bf16", "fp16")),
+    "batch_gpu": Param(None, "images per forward/backward pass on each device: the batch is accumulated over "
+                             "passes when it does not fit (EDM2-XXL: 2048 = 8 GPUs × 8 passes × 32); null = the "
+                             "whole share at once", kind=int, ge=1, nullable=True, semantic=False),
     "tf32": Param(False, "allow TF32 matmuls and convolutions on CUDA (paper: off)", kind=bool),
     "channels_last": Param(False, "channels-last memory layout (faster convolutions on GPUs)", kind=bool,
                            semantic=False),

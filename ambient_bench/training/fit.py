@@ -24,6 +24,7 @@ from ambient_bench.progress import bar
 from ambient_bench.training.stream import AdmissibleStream
 
 CHECKPOINT = "checkpoint.pt"
+SCALER = "grad_scaler.pt"  # fp16's loss scale, beside the checkpoint
 
 
 class TrainingDiverged(RuntimeError):
@@ -32,9 +33,11 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class Step:
-    """One step's loss (the scalar minimised) and the sample stream's state after its draw."""
+    """One step's loss (the scalar minimised) and the sample stream's state after its draw. With gradient
+    accumulation ``loss`` is a callable yielding the micro-batches' parts (summing to the step's loss), each
+    computed only when the previous one's backward pass has freed its graph."""
 
-    loss: torch.Tensor
+    loss: torch.Tensor | Callable[[], Iterable[torch.Tensor]]
     stream_state: dict[str, Any]
 
 
@@ -65,30 +68,44 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
         b_ema.copy_(b)
 
 
-def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, loss: torch.Tensor,
-                   cfg: dict[str, Any], step: int, ema_update: Callable[[torch.nn.Module, int], None] | None = None
-                   ) -> float:
+def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
+                   loss: torch.Tensor | Callable[[], Iterable[torch.Tensor]], cfg: dict[str, Any], step: int,
+                   ema_update: Callable[[torch.nn.Module, int], None] | None = None,
+                   scaler: torch.amp.GradScaler | None = None) -> tuple[float, torch.Tensor]:
     """One update: learning rate, optional clipping, EMA (``ema_update(net, steps taken)`` when given, e.g. the
-    power-function EMA; the half-life EMA otherwise); returns the lr. A non-finite gradient stops
+    power-function EMA; the half-life EMA otherwise); returns the lr and the loss. ``scaler``: fp16's loss
+    scaling, which skips a step whose scaled gradient overflowed and lowers the scale. Otherwise a non-finite
+    gradient stops
     training (TrainingDiverged): zeroing it, as EDM does, would hide a diverged run behind finite numbers."""
     lr = learning_rate(cfg, step * cfg["batch"])
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    parts = loss() if callable(loss) else [loss]
+    total = None
+    for part in parts:  # one backward pass per micro-batch: gradients accumulate
+        part = part.float()
+        (scaler.scale(part) if scaler is not None else part).backward()
+        total = part.detach() if total is None else total + part.detach()
+    if scaler is not None:
+        scaler.unscale_(opt)
     grads = [p.grad for p in net.parameters() if p.grad is not None]
-    if grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+    if scaler is None and grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
         name = next(n for n, p in net.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
         raise TrainingDiverged(f"training diverged at step {step}: the gradient of {name} is not finite "
                                f"(lr {lr:g}); lower train.lr or set train.grad_clip")
     if cfg["grad_clip"] is not None:
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-    opt.step()
+    if scaler is not None:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
     if ema_update is not None:
         ema_update(net, step + 1)
     else:
         update_ema(ema, net, ema_beta(cfg, (step + 1) * cfg["batch"]))
-    return lr
+    return lr, total
 
 
 def check_finite_weights(net: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
@@ -154,18 +171,22 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
     is written. Only rank 0 writes files.
     """
     batch, step, main = cfg["batch"], start, distributed.is_main()
+    device = next(net.parameters()).device
+    scaler = torch.amp.GradScaler(device.type) if cfg.get("precision") == "fp16" else None
+    if scaler is not None and (run_dir / SCALER).exists():  # the loss scale reached, for an exact resume
+        scaler.load_state_dict(fileio.torch_load(run_dir / SCALER))
     ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
     progress = bar(total=total, initial=step, desc=f"{desc} {run_dir.name[:8]}", unit="step", disable=not main)
     with open(run_dir / "stats.jsonl", "a") if main else contextlib.nullcontext() as stats_file, progress:
         t_last = time.perf_counter()
         for item in steps:
-            lr = optimizer_step(net, ema, opt, item.loss.float(), cfg, step, ema_update)
+            lr, loss = optimizer_step(net, ema, opt, item.loss, cfg, step, ema_update, scaler)
             step += 1
             progress.update(1)
             if step % cfg["log_every"] == 0 or step == total:
                 now = time.perf_counter()
                 stats = {"step": step, "kimg": step * batch / 1000,
-                         "loss": distributed.mean_over_ranks(item.loss.item()), "lr": lr,
+                         "loss": distributed.mean_over_ranks(loss.item()), "lr": lr,
                          "sec_per_step": (now - t_last) / cfg["log_every"], **(log_stats() if log_stats else {})}
                 t_last = now
                 if main:
@@ -179,5 +200,7 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
                 save_snapshot(step)
             if checkpoint:
                 save_checkpoint(run_dir, step, net, ema, opt, item.stream_state)
+                if scaler is not None and main:
+                    fileio.torch_save(run_dir / SCALER, scaler.state_dict())
     distributed.barrier()  # rank 0's checkpoint is on disk before any rank returns
     return step

@@ -230,7 +230,9 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
     total = total_steps(cfg)
     snapshots = set(snapshot_steps(cfg, total)[:-1])  # the last one is network.pt
     profiles = set(profile_steps(cfg, total)) if power_ema else set()
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg["precision"] == "bf16")
+    autocast = torch.autocast(device.type, dtype=torch.float16 if cfg["precision"] == "fp16" else torch.bfloat16,
+                              enabled=cfg["precision"] in ("bf16", "fp16"))
+    teacher_net = power_ema.averages[0] if power_ema else ema  # what objectives see as the EMA model
 
     # the whole global batch is drawn on every rank, so the draws do not depend on the rank count
     steps = range(step, total if stop_at_step is None else min(total, max(step, stop_at_step)))
@@ -261,30 +263,47 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 keep = torch.rand(batch, generator=torch_generator("label-dropout", seed, step))[mine] >= \
                     cfg["label_dropout"]
                 onehot = onehot * keep.to(onehot).reshape(-1, 1)
-            logvar: list[torch.Tensor] = []
+            n = len(indices)
+            micro = min(n, cfg.get("batch_gpu") or n)
+            parts = [slice(start, min(start + micro, n)) for start in range(0, n, micro)]
 
-            def denoiser(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-                pick = lambda t: t if t is None or rows is None else t[rows]  # noqa: E731
-                if uncertainty and rows is None and not logvar:  # the objective's first call is at the batch's σ
-                    out, u = forward(x, s, augment_labels=pick(labels), class_labels=pick(onehot), return_logvar=True)
-                    logvar.append(u.flatten())
-                    return out
-                return forward(x, s, augment_labels=pick(labels), class_labels=pick(onehot))
+            def part_loss(part: slice, x0=x0, labels=labels, onehot=onehot, indices=indices, sigma=sigma,
+                          eps=eps, z=drawn.z, step=step) -> torch.Tensor:
+                """The per-sample losses of rows ``part`` of this rank's batch."""
+                cut = lambda t: None if t is None else t[part]  # noqa: E731
+                labels_p, onehot_p, rows = cut(labels), cut(onehot), indices[part]
+                logvar: list[torch.Tensor] = []
 
-            @torch.no_grad()
-            def teacher(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-                pick = lambda t: t if t is None or rows is None else t[rows]  # noqa: E731
-                return ema(x, s, augment_labels=pick(labels), class_labels=pick(onehot))
+                def denoiser(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+                    pick = lambda t: t if t is None or rows is None else t[rows]  # noqa: E731
+                    if uncertainty and rows is None and not logvar:  # the objective's first call: the batch's σ
+                        out, u = forward(x, s, augment_labels=pick(labels_p), class_labels=pick(onehot_p),
+                                         return_logvar=True)
+                        logvar.append(u.flatten())
+                        return out
+                    return forward(x, s, augment_labels=pick(labels_p), class_labels=pick(onehot_p))
 
-            with autocast:
-                loss = objective.loss(denoiser, TrainBatch(
-                    x0.contiguous(memory_format=layout), drawn.z, sigma, sigma_min[indices], eps.to(device),
-                    cfg["sigma_data"], {name: value[torch.from_numpy(indices)].to(device)
-                                        for name, value in view.items()}, teacher, aux))
-            if logvar:  # EDM2's learned uncertainty: per element w/e^u·err + u, summed over the sample's elements
-                loss = loss / logvar[0].exp() + logvar[0] * x0[0].numel()
-            check_finite_loss(loss, sigma, step)
-            yield Step(loss.mean(), drawn.stream_state)
+                @torch.no_grad()
+                def teacher(x: torch.Tensor, s: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+                    pick = lambda t: t if t is None or rows is None else t[rows]  # noqa: E731
+                    return teacher_net(x, s, augment_labels=pick(labels_p), class_labels=pick(onehot_p))
+
+                with autocast:
+                    loss = objective.loss(denoiser, TrainBatch(
+                        x0[part].contiguous(memory_format=layout), z[part], sigma[part], sigma_min[rows],
+                        eps[part].to(device), cfg["sigma_data"],
+                        {name: value[torch.from_numpy(rows)].to(device) for name, value in view.items()},
+                        teacher, aux))
+                if logvar:  # EDM2's learned uncertainty: per element w/e^u·err + u, summed over the sample
+                    loss = loss / logvar[0].exp() + logvar[0] * x0[0].numel()
+                check_finite_loss(loss, sigma[part], step)
+                return loss
+
+            if len(parts) == 1:
+                yield Step(part_loss(parts[0]).mean(), drawn.stream_state)
+            else:  # gradient accumulation: micro-batches of batch_gpu, the parts sum to the batch mean
+                yield Step(lambda parts=parts, part_loss=part_loss, n=n: (part_loss(p).sum() / n for p in parts),
+                           drawn.stream_state)
 
     final = power_ema.averages[0] if power_ema else ema
 
