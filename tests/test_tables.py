@@ -25,9 +25,9 @@ def rows(method, sigma, seed, fd, sigma_bar, extra=None):
             {**base, "quantity": "fd_digits", "value": fd, "feature_extractor": "digits-cnn features"}]
 
 
-def frame(extra_rows=()):
+def frame(extra_rows=(), seeds=((0, 0.0), (1, 2.0))):
     data = []
-    for seed, jitter in ((0, 0.0), (1, 2.0)):
+    for seed, jitter in seeds:
         for sigma in (0.6, 1.0):
             data += rows("clean_only", sigma, seed, 50 + jitter, math.nan)
             data += rows("all_data", sigma, seed, 40 + 100 * sigma + jitter, 0.0)
@@ -41,16 +41,25 @@ def test_layout_bold_mean_std_and_footnote():
     assert "| Method" in md and "σ_B = 0.6 · FD_digits ↓" in md and "σ_B = 1.0 · σ̄_tn^min" in md
     lines = {line.split("|")[1].strip(): line for line in md.splitlines()
              if line.startswith("| ") and "---" not in line}
-    assert "**31.0 ± 1.4**" in lines["Ambient-o (fixed σ_min)"]  # best (lowest) in bold, mean ± std of 2 seeds
-    assert "**" not in lines["All data"] and "–" in lines["Only clean"]  # no sigma for clean-only
-    assert "1.60" in lines["Ambient-o (fixed σ_min)"] and "1.60 ±" not in lines["Ambient-o (fixed σ_min)"]
+    # two seeds: the mean with its 95% t-interval; no paired test can separate two seeds, so all are bold
+    assert "**31.0 [18.3, 43.7]**" in lines["Ambient-o (fixed σ_min)"]
+    assert "**101.0 [88.3, 113.7]**" in lines["All data"]
+    assert "–" in lines["Only clean"]  # no sigma for clean-only
+    assert "1.60" in lines["Ambient-o (fixed σ_min)"] and "1.60 [" not in lines["Ambient-o (fixed σ_min)"]
     assert lines["Only clean"].index("Only clean") < lines["Only clean"].index("51.0")
     assert "1000 per model" in md and "digits-cnn features" in md and "seeds {0, 1}" in md
     assert "45.32" in paper and "Status in ambient_bench: not-run" in paper and "**5.34**" in paper
     assert "Ambient-o (classifier annotations)" in paper  # the paper's row, under the paper's own name
     tex = out["tex"]
-    assert r"\multicolumn{2}{c}{$\sigma_B = 0.6$}" in tex and r"\textbf{31.0 $\pm$ 1.4}" in tex
+    assert r"\multicolumn{2}{c}{$\sigma_B = 0.6$}" in tex and r"\textbf{31.0 [18.3, 43.7]}" in tex
     assert tex.count(r"\begin{tabular}") == 2
+
+
+def test_bold_marks_only_what_six_seeds_separate():
+    six = render(frame(seeds=[(k, 0.5 * k) for k in range(6)]), load_spec(SPEC))["md"].split("## The paper")[0]
+    lines = {line.split("|")[1].strip(): line for line in six.splitlines() if line.startswith("| ")}
+    assert "**" in lines["Ambient-o (fixed σ_min)"] and "**" not in lines["All data"]
+    assert "**" not in lines["Only clean"]
 
 
 def test_rows_follow_spec_order_and_missing_cells_are_dashes():

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ambient_bench import fileio
 from ambient_bench.results.reference import RefTable, canonical
-from ambient_bench.results.tables import (SEED_KEY, Layout, TableSpec, aggregate, flat_config, label_cells,
+from ambient_bench.results.tables import (SEED_KEY, Cell, Layout, TableSpec, aggregate, flat_config, label_cells,
                                           load_spec, lookup, matches, row_id, sort_rows, to_latex, to_markdown,
                                           value_key)
 
@@ -73,7 +73,10 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
         lines.append("Low-quality images the annotation dropped (trusted at no noise level): " + "; ".join(dropped)
                      + ".")
     seeds = _unique(shown, SEED_KEY)
-    lines.append(f"Mean ± std over training seeds {{{', '.join(seeds)}}}; best value per column in bold.")
+    lines.append(f"Mean over training seeds {{{', '.join(seeds)}}}, with its 95% t-interval in brackets where a cell "
+                 f"has two seeds or more. Bold: the best value of a column and every value that a paired sign-flip "
+                 f"permutation test over the shared seeds cannot tell from it at α = 0.05 (several in bold: not "
+                 f"separable at these seeds; none: a single seed, no test).")
     paper = spec.paper_table()
     if spec.compare and paper is not None:
         tolerances = [f"{v['label']} ±{paper.quantities[v['paper']]['tolerance']:g}" for v in spec.values
@@ -171,13 +174,14 @@ def _reference_block(spec: TableSpec, cols: list) -> tuple[str, str] | None:
             filtered = [v for v in values if v["where"]]
             for quantity, number in ref.values.items():
                 if number is not None and not filtered:
-                    grid[(row, col, quantity)] = (number, math.nan, 1)
+                    grid[(row, col, quantity)] = Cell(number, math.nan, 1)
             for value in filtered:  # a where column takes the paper row of that setting
                 number = ref.values.get(value["quantity"])
                 if number is not None and matches(ref.match, value["where"]):
-                    grid[(row, col, value_key(value))] = (number, math.nan, 1)
+                    grid[(row, col, value_key(value))] = Cell(number, math.nan, 1)
             labels.setdefault(row, ref.label)
-    layout = Layout(spec=dataclasses.replace(spec, values=values), values=values, row_labels=labels)
+    layout = Layout(spec=dataclasses.replace(spec, values=values), values=values, row_labels=labels,
+                    significance=False)
     rows = sort_rows(list(labels), spec)
     caption = f"{paper.source}, {paper.caption}. Status in ambient_bench: {paper.status_text}."
     return (caption + "\n\n" + to_markdown(layout, rows, cols, grid),

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
@@ -26,6 +26,7 @@ from ambient_bench.config.schema import Section
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, check_name, resolve_params
 from ambient_bench.results.reference import RefTable, canonical, reference_table
+from ambient_bench.results.stats import significant_best, t_interval
 
 VALUE = Section("values entry", {
     "quantity": Param(help="a metric name, or sigma_min_mean / sigma_max_mean", kind=str),
@@ -260,13 +261,39 @@ def _aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dic
                             f"suite or add a table per value")
         col = None if col_key is None else col
         configs[(row, col)] = flat_config(group.iloc[0].to_dict())
-        for quantity, values in group.groupby("quantity")["value"]:
-            v = values.dropna().astype(float)
-            grid[(row, col, quantity)] = (v.mean() if len(v) else math.nan,
-                                          v.std(ddof=1) if len(v) > 1 else math.nan, len(v))
+        for quantity, block in group.groupby("quantity"):
+            block = block.dropna(subset=["value"])
+            v = block["value"].astype(float)
+            seeds = dict(zip(block[SEED_KEY] if SEED_KEY in block else range(len(v)), v))
+            grid[(row, col, quantity)] = Cell(v.mean() if len(v) else math.nan,
+                                              v.std(ddof=1) if len(v) > 1 else math.nan, len(v), seeds,
+                                              t_interval(v.to_numpy()))
     rows = sort_rows(list(dict.fromkeys(r for r, _ in configs)), spec)
     cols = [None] if col_key is None else sorted(df[col_key].dropna().unique(), key=_value_key)
     return rows, cols, grid, configs
+
+
+class Cell(NamedTuple):
+    """One table cell: mean over seeds, std, count, the value per training seed, the 95% t-interval."""
+
+    mean: float
+    std: float
+    n: int
+    seeds: dict = {}
+    interval: tuple[float, float] | None = None
+
+
+def bold_rows(grid: dict, rows: list, col: Any, value: dict, significance: bool) -> set:
+    """The rows set in bold in one column: with ``significance`` those the paired tests cannot separate
+    from the best (results.stats.significant_best); without, the best mean (the paper's own numbers)."""
+    if value["better"] is None:
+        return set()
+    if not significance:
+        best = best_row(grid, rows, col, value)
+        return set() if best is None else {best}
+    key = value_key(value)
+    seeds = {r: grid[(r, col, key)].seeds for r in rows if (r, col, key) in grid}
+    return significant_best(seeds, lower_is_better=value["better"] == "lower")
 
 
 def best_row(grid: dict, rows: list, col: Any, value: dict) -> Any:
@@ -281,12 +308,13 @@ def best_row(grid: dict, rows: list, col: Any, value: dict) -> Any:
 
 
 def fmt_cell(cell: tuple | None, fmt: str, latex: bool) -> str:
+    """The mean, with its 95% t-interval in brackets when there are two seeds or more."""
     if cell is None or math.isnan(cell[0]):
         return "–"
-    mean, std, _ = cell
-    text = fmt.format(mean)
-    if not math.isnan(std) and std > 0:
-        text += (r" $\pm$ " if latex else " ± ") + fmt.format(std)
+    text = fmt.format(cell[0])
+    interval = cell[4] if len(cell) > 4 else None
+    if interval is not None and interval[1] > interval[0]:
+        text += f" [{fmt.format(interval[0])}, {fmt.format(interval[1])}]"
     return text
 
 
@@ -312,6 +340,7 @@ class Layout:
     values: list[dict[str, Any]]
     paper: dict[tuple, str] | None = None    # (row, col, quantity) → text of the paper column
     row_labels: dict[tuple, str] | None = None
+    significance: bool = True                 # bold by paired tests over seeds (False: the best mean)
 
 
 def _peers(spec: TableSpec, rows: list, row: tuple) -> list:
@@ -330,7 +359,7 @@ def matrix(layout: Layout, rows: list, cols: list, grid: dict, latex: bool) -> l
         for col in cols:
             for value in layout.values:
                 text = fmt_cell(grid.get((row, col, value_key(value))), value["fmt"], latex)
-                if best_row(grid, _peers(layout.spec, rows, row), col, value) == row:
+                if row in bold_rows(grid, _peers(layout.spec, rows, row), col, value, layout.significance):
                     text = rf"\textbf{{{text}}}" if latex else f"**{text}**"
                 line.append(text)
                 if layout.paper is not None and value.get("paper"):

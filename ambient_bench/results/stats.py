@@ -1,0 +1,103 @@
+"""Which differences in a table are real: intervals over training seeds, paired tests between methods,
+and a bootstrap of Fréchet distances over the generated samples.
+
+- ``t_interval``: the 95% Student-t interval of a mean over seeds (scipy.stats.t), None below two seeds.
+- ``paired_test``: two methods trained on the same seeds, compared seed by seed: the exact sign-flip
+  permutation test of the mean paired difference (all 2^n sign patterns up to 2^14, else a seeded
+  Monte Carlo sample), its two-sided p-value and the effect size d_z = mean / sd of the differences.
+- ``significant_best``: the rows a table sets in bold: the best row and every row whose paired test
+  against it does not reject at ``alpha`` (a tie the data cannot break); nothing when the rows share
+  fewer than two seeds (no test is possible).
+- ``frechet_bootstrap``: the FD of resampled generated features against fixed reference statistics,
+  as a percentile interval (the sampling noise of one model's score).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg, stats
+
+ALPHA = 0.05
+EXACT_LIMIT = 14  # up to 2^14 sign patterns are enumerated; more are sampled
+MONTE_CARLO = 20_000
+
+
+def t_interval(values: np.ndarray | list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """(low, high) of the t-interval of the mean; None with fewer than two finite values."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) < 2:
+        return None
+    half = stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean() - half), float(v.mean() + half)
+
+
+@dataclass(frozen=True)
+class PairedResult:
+    n: int                 # seeds both methods have
+    mean_difference: float  # a − b
+    p_value: float          # two-sided, sign-flip permutation
+    effect_size: float      # d_z: mean difference / sd of the differences (inf when they are all equal)
+
+
+def paired_test(a: np.ndarray | list[float], b: np.ndarray | list[float], seed: int = 0) -> PairedResult:
+    """Sign-flip permutation test of mean(a − b) = 0 for paired values (one pair per training seed)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    d = d[np.isfinite(d)]
+    n = len(d)
+    if n == 0:
+        return PairedResult(0, math.nan, math.nan, math.nan)
+    observed = abs(d.mean())
+    if n <= EXACT_LIMIT:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n)))
+    else:
+        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(MONTE_CARLO, n))
+    null = np.abs((signs * d).mean(axis=1))
+    p = float(np.mean(null >= observed - 1e-12 * max(1.0, observed)))
+    effect = math.nan
+    if n > 1:
+        sd = d.std(ddof=1)
+        effect = d.mean() / sd if sd > 0 else math.copysign(math.inf, d.mean()) if d.mean() else 0.0
+    return PairedResult(n, float(d.mean()), p, float(effect))
+
+
+def significant_best(by_row: dict, lower_is_better: bool, alpha: float = ALPHA) -> set:
+    """Rows to set in bold. ``by_row``: row → {seed: value}. The best mean, plus every row the paired test
+    cannot tell from it; the empty set when the best shares fewer than two seeds with a competitor."""
+    means = {r: float(np.mean(list(v.values()))) for r, v in by_row.items() if v}
+    means = {r: m for r, m in means.items() if math.isfinite(m)}
+    if len(means) < 2:
+        return set()
+    best = (min if lower_is_better else max)(means, key=means.get)
+    bold = {best}
+    for row in means:
+        if row == best:
+            continue
+        shared = sorted(set(by_row[row]) & set(by_row[best]))
+        if len(shared) < 2:
+            return set()  # no test possible: nothing is claimed
+        result = paired_test([by_row[row][s] for s in shared], [by_row[best][s] for s in shared])
+        if not result.p_value < alpha:
+            bold.add(row)
+    return bold
+
+
+def frechet(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    covmean = np.real(linalg.sqrtm(sigma1 @ sigma2))
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def frechet_bootstrap(features: np.ndarray, ref_mu: np.ndarray, ref_sigma: np.ndarray, resamples: int = 200,
+                      level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of the FD of generated ``features`` (N×D, resampled with replacement) against
+    fixed reference statistics."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(resamples):
+        pick = features[rng.integers(0, len(features), len(features))]
+        values.append(frechet(pick.mean(axis=0), np.cov(pick, rowvar=False), ref_mu, ref_sigma))
+    low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
