@@ -29,6 +29,7 @@ from typing import Any, Callable
 import torch
 
 from ambient_bench import fileio
+from ambient_bench.engine.provenance import provenance
 from ambient_bench.engine.locks import StageLock, describe
 from ambient_bench.errors import UserError
 
@@ -164,6 +165,7 @@ class RunStore:
             fileio.write_json(d / STAGE, {"kind": kind, "key": key, "reads": material, "resolved": resolved})
             started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self._status(d, "running", started=started)
+            clock = time.perf_counter()
             self._attempt(d, "start")
             try:
                 summary = work(d)
@@ -179,7 +181,8 @@ class RunStore:
                 raise
             fileio.write_json(d / SUMMARY, summary)
             self._seal(d, key)
-            self._status(d, "done", started=started)
+            self._status(d, "done", started=started, wall_seconds=round(time.perf_counter() - clock, 3),
+                         provenance=provenance())
             self._attempt(d, "done")
             return summary
         finally:

@@ -25,6 +25,10 @@ from ambient_bench.registry import DATASETS, METHODS, METRICS
 
 PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler", "checkpoint",
             "feature_extractor", "implementation", "profile", "standin_data", "classifier", "low_quality_dropped")
+# what computed the row's number (engine/provenance.py, from the producing stage's status.json)
+PROVENANCE = ("stage_keys", "code_version", "git_commit", "git_dirty", "torch", "cuda", "device", "host",
+              "computed_at", "wall_seconds")
+UNKNOWN = "unknown (stage finished before provenance was recorded)"
 
 
 def _flat_row(config: dict[str, Any]) -> dict[str, Any]:
@@ -87,8 +91,41 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
                 if prefix == "evaluate" and summary.get("per_sample"):  # win-rates on the training reference
                     scored.append((base, protocol, metric, stage, summary))
     rows += _win_rate_rows(scored, store)
-    columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL]
+    _add_provenance(rows, graph, suite, store)
+    columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL, *PROVENANCE]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _add_provenance(rows: list[dict[str, Any]], graph: Graph, suite: Suite, store: RunStore) -> None:
+    """Each row: the keys of its cell's stages, and who computed its number with what, when, how long."""
+    by_prefix: dict[str, tuple[str, str]] = {}
+    cell_keys: dict[str, str] = {}
+    for cell, stages in zip(suite.cells, graph.cells):
+        cell_keys[cell.label] = json.dumps({name: stage.key[:16] for name, stage in stages.items()
+                                            if name in ("mix", "latents", "annotate", "train", "sample")})
+        for stage in stages.values():
+            by_prefix[stage.key[:16]] = (stage.kind, stage.key)
+    cache: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        prefix = row.get("stage_key")
+        if prefix not in cache:
+            cache[prefix] = _stage_provenance(store, *by_prefix[prefix]) if prefix in by_prefix else {}
+        row.update({"stage_keys": cell_keys.get(row["cell"]), **cache[prefix]})
+
+
+def _stage_provenance(store: RunStore, kind: str, key: str) -> dict[str, Any]:
+    status = store.status(kind, key)
+    recorded = status.get("provenance") or {}
+    wall = status.get("wall_seconds")
+    if wall is None and status.get("started") and status.get("updated"):  # older stages: from their times
+        from datetime import datetime
+
+        fmt = "%Y-%m-%dT%H:%M:%S%z"
+        wall = (datetime.strptime(status["updated"], fmt) - datetime.strptime(status["started"], fmt)).total_seconds()
+    return {"code_version": recorded.get("code_version", UNKNOWN), "git_commit": recorded.get("git_commit", UNKNOWN),
+            "git_dirty": recorded.get("git_dirty", UNKNOWN), "torch": recorded.get("torch", UNKNOWN),
+            "cuda": recorded.get("cuda", UNKNOWN), "device": recorded.get("device", UNKNOWN),
+            "host": status.get("host"), "computed_at": status.get("updated"), "wall_seconds": wall}
 
 
 def _model_rows(base: dict[str, Any], protocol: dict[str, Any], stages: dict[str, Any],
@@ -205,8 +242,15 @@ def _selected_snapshot(cfg: dict[str, Any], stages: dict[str, Any], store: RunSt
 
 
 def write_results(df: pd.DataFrame, results_dir: Path) -> Path:
+    """results.csv, and results.parquet beside it when pyarrow is installed (the same rows, typed)."""
     path = Path(results_dir) / "results.csv"
     fileio.write_text(path, df.to_csv(index=False, float_format="%.6g", lineterminator="\n"))
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return path
+    table = df.astype({c: "string" for c in df.columns if df[c].dtype == object})  # mixed-type columns
+    fileio.atomic_write(Path(results_dir) / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False))
     return path
 
 
