@@ -1,4 +1,4 @@
-"""Command line: ``python -m ambient_bench {run,plan,status,list,tables,show,standins,index} ...``.
+"""Command line: ``python -m ambient_bench {run,plan,status,list,tables,report,show,standins,index} ...``.
 
 Bad input (a typo in a suite, an unknown component, a missing file) prints one line
 ``error: ...`` and exits with code 2 before anything is written.
@@ -114,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ambient_bench.engine.store import RunStore
     from ambient_bench.results.collect import collect, export_figures, read_results, write_results
     from ambient_bench.results.render import render_all
+    from ambient_bench.results.report import write_report
 
     from ambient_bench import distributed
 
@@ -162,6 +163,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         written += render_all(read_results(results_dir), suite.tables, results_dir)
         figures = export_figures(suite, graph, store, results_dir)
         written += [figures] if figures else []
+        written.append(write_report(suite, graph, store, results_dir, read_results(results_dir)))
     _print(f"ran {report['ran']} stages, reused {report['skipped']}"
            + ("; wrote " + ", ".join(map(str, written)) if written else ""))
     for path in written:
@@ -330,6 +332,23 @@ def cmd_tables(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from ambient_bench.engine.runner import build_graph
+    from ambient_bench.engine.store import RunStore
+    from ambient_bench.results.collect import read_results
+    from ambient_bench.results.report import write_report
+
+    suite = _load(args)
+    results_dir = _results(args, suite)
+    if not (results_dir / "results.csv").is_file():
+        raise UserError(f"no stored results at {results_dir}/results.csv; run "
+                        f"`python -m ambient_bench run {args.suite}` first")
+    _require_writable(results_dir, "--results" if args.results else "results folder")
+    page = write_report(suite, build_graph(suite), RunStore(_runs(args)), results_dir, read_results(results_dir))
+    _print(f"wrote {page} (open it in a browser; images in {page.parent / 'report'}/)")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from ambient_bench.params import suggest
     from ambient_bench.registry import REGISTRIES
@@ -486,7 +505,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs", help="run store (where a tiny profile's results are)")
     p.add_argument("--profile", default="full", choices=PROFILES)
     p.add_argument("--check", action="store_true", help="exit 1 if the tables on disk differ from a re-render")
-    p = sub.add_parser("standins", help="write small synthetic CIFAR-10 / FFHQ / AFHQ stand-ins in the real "
+    p = sub.add_parser("report", help="write results/<suite>/index.html: tables with intervals, metric plots, "
+                                      "samples, training curves, annotation figures, provenance (run does it too)")
+    p.add_argument("suite")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--results", help="results directory (default: the suite's results_dir)")
+    p.add_argument("--runs", default="runs", help="run store (samples and training logs are read from it)")
+    p.add_argument("--profile", default="full", choices=PROFILES)
+    p = sub.add_parser("standins", help="write small synthetic CIFAR-10 / FFHQ / AFHQ / ImageNet stand-ins in the real "
                                         "file formats (for tests and --profile tiny); never used unless pointed at")
     p.add_argument("folder", help="where to write them; then export AMBIENT_BENCH_DATA=<folder>")
     p.add_argument("--per-class", type=int, default=24, help="images per class and batch file (default 24)")
@@ -523,7 +549,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         global _PREFIX
         _PREFIX = f"[w{worker}] "
     handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "stage": cmd_stage, "list": cmd_list,
-               "tables": cmd_tables, "show": cmd_show, "standins": cmd_standins, "index": cmd_index}[args.command]
+               "tables": cmd_tables, "show": cmd_show, "standins": cmd_standins, "index": cmd_index,
+               "report": cmd_report}[args.command]
     try:
         return handler(args)
     except UserError as err:

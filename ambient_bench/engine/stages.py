@@ -24,7 +24,7 @@ from ambient_bench.data.mixing import mix
 from ambient_bench.engine.cells import Stage
 from ambient_bench.engine.latent_stages import latent_decoder, latent_training_data, run_latents, run_reconstruct
 from ambient_bench.engine.previews import save_grid
-from ambient_bench.engine.store import RunStore
+from ambient_bench.engine.store import STAGE_LOG, RunStore
 from ambient_bench.errors import UserError
 from ambient_bench.progress import bar
 from ambient_bench.registry import CORRUPTIONS, DATASETS, METHODS, METRICS, VIEWS
@@ -47,6 +47,15 @@ class StageIncomplete(RuntimeError):
 class Context:
     store: RunStore
     log: Callable[[str], None] = print
+
+    def __post_init__(self) -> None:  # every line a stage logs also goes to its log.txt
+        console = self.log
+
+        def log(line: str) -> None:
+            console(line)
+            STAGE_LOG.info(line)
+
+        self.log = log
 
     def dir(self, stage: Stage) -> Path:
         return self.store.dir(stage.kind, stage.key)

@@ -18,6 +18,7 @@ stage is recomputed from scratch, never served.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import socket
@@ -34,10 +35,12 @@ from ambient_bench.engine.locks import StageLock, describe
 from ambient_bench.errors import UserError
 
 DONE, STATUS, SUMMARY, STAGE, LOCK = "DONE", "status.json", "summary.json", "stage.json", ".lock"
+LOGFILE = "log.txt"  # the stage's own log (logging module), every attempt appended
+STAGE_LOG = logging.getLogger("ambient_bench.stage")
 ATTEMPTS = "attempts.log"  # one line per start and end of the stage's work: which worker ran it, when
 JOB = "slurm.json"  # the job that runs the stage under --launcher (engine/launch.py)
 # bookkeeping that changes after completion (status, attempts, job), the lock, or the marker itself
-_NOT_OUTPUTS = {DONE, STATUS, LOCK, ATTEMPTS, JOB}
+_NOT_OUTPUTS = {DONE, STATUS, LOCK, ATTEMPTS, JOB, LOGFILE}
 
 
 class StageBusy(UserError):
@@ -47,6 +50,17 @@ class StageBusy(UserError):
 def _outputs(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file() and p.relative_to(d).as_posix() not in _NOT_OUTPUTS
                   and not p.name.endswith(fileio.TEMP_SUFFIX))
+
+
+def _stage_log(d: Path) -> logging.Handler:
+    """Send the stage logger to ``d/log.txt`` while the stage runs (the console keeps its progress bars)."""
+    handler = logging.FileHandler(d / LOGFILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    STAGE_LOG.setLevel(logging.INFO)
+    STAGE_LOG.propagate = False  # the console has its own lines
+    STAGE_LOG.addHandler(handler)
+    STAGE_LOG.info(f"{d.parent.name} {d.name[:16]} start (pid {os.getpid()} on {socket.gethostname()})")
+    return handler
 
 
 class RunStore:
@@ -166,6 +180,7 @@ class RunStore:
             started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
             self._status(d, "running", started=started)
             clock = time.perf_counter()
+            handler = _stage_log(d)
             self._attempt(d, "start")
             try:
                 summary = work(d)
@@ -175,6 +190,7 @@ class RunStore:
                 raise
             except BaseException as err:
                 line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                STAGE_LOG.info(f"{kind} {key[:16]} failed: {type(err).__name__}: {line}")
                 self._status(d, "failed", started=started, error=f"{type(err).__name__}: {err}", line=line,
                              failed_at=time.time(), traceback=traceback.format_exc())
                 self._attempt(d, "failed")
@@ -184,8 +200,12 @@ class RunStore:
             self._status(d, "done", started=started, wall_seconds=round(time.perf_counter() - clock, 3),
                          provenance=provenance())
             self._attempt(d, "done")
+            STAGE_LOG.info(f"{kind} {key[:16]} done in {time.perf_counter() - clock:.1f} s")
             return summary
         finally:
+            if "handler" in locals():
+                STAGE_LOG.removeHandler(handler)
+                handler.close()
             lock.release()
 
     @staticmethod

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -21,7 +22,10 @@ import torch
 
 from ambient_bench import distributed, fileio
 from ambient_bench.progress import bar
+from ambient_bench.training.curves import Curves
 from ambient_bench.training.stream import AdmissibleStream
+
+LOG = logging.getLogger("ambient_bench.stage")
 
 CHECKPOINT = "checkpoint.pt"
 SCALER = "grad_scaler.pt"  # fp16's loss scale, beside the checkpoint
@@ -39,6 +43,7 @@ class Step:
 
     loss: torch.Tensor | Callable[[], Iterable[torch.Tensor]]
     stream_state: dict[str, Any]
+    detail: tuple[torch.Tensor, torch.Tensor] | None = None  # (σ, per-sample loss) for the per-σ curves
 
 
 def learning_rate(cfg: dict[str, Any], cur_nimg: int) -> float:
@@ -71,9 +76,10 @@ def update_ema(ema: torch.nn.Module, net: torch.nn.Module, beta: float) -> None:
 def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
                    loss: torch.Tensor | Callable[[], Iterable[torch.Tensor]], cfg: dict[str, Any], step: int,
                    ema_update: Callable[[torch.nn.Module, int], None] | None = None,
-                   scaler: torch.amp.GradScaler | None = None) -> tuple[float, torch.Tensor]:
+                   scaler: torch.amp.GradScaler | None = None) -> tuple[float, torch.Tensor, torch.Tensor | None]:
     """One update: learning rate, optional clipping, EMA (``ema_update(net, steps taken)`` when given, e.g. the
-    power-function EMA; the half-life EMA otherwise); returns the lr and the loss. ``scaler``: fp16's loss
+    power-function EMA; the half-life EMA otherwise); returns the lr, the loss and the gradient norm (before
+    clipping; a tensor, read only when logged). ``scaler``: fp16's loss
     scaling, which skips a step whose scaled gradient overflowed and lowers the scale. Otherwise a non-finite
     gradient stops
     training (TrainingDiverged): zeroing it, as EDM does, would hide a diverged run behind finite numbers."""
@@ -90,7 +96,8 @@ def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.
     if scaler is not None:
         scaler.unscale_(opt)
     grads = [p.grad for p in net.parameters() if p.grad is not None]
-    if scaler is None and grads and not bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all()):
+    norms = torch.stack(torch._foreach_norm(grads)) if grads else None
+    if scaler is None and norms is not None and not bool(torch.isfinite(norms).all()):
         name = next(n for n, p in net.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
         raise TrainingDiverged(f"training diverged at step {step}: the gradient of {name} is not finite "
                                f"(lr {lr:g}); lower train.lr or set train.grad_clip")
@@ -105,7 +112,7 @@ def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.
         ema_update(net, step + 1)
     else:
         update_ema(ema, net, ema_beta(cfg, (step + 1) * cfg["batch"]))
-    return lr, total
+    return lr, total, None if norms is None else norms.norm()
 
 
 def check_finite_weights(net: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
@@ -176,20 +183,27 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
     if scaler is not None and (run_dir / SCALER).exists():  # the loss scale reached, for an exact resume
         scaler.load_state_dict(fileio.torch_load(run_dir / SCALER))
     ckpt_every = max(1, round(cfg["checkpoint_kimg"] * 1000 / batch))
+    curves = Curves(run_dir, enabled=main)
     progress = bar(total=total, initial=step, desc=f"{desc} {run_dir.name[:8]}", unit="step", disable=not main)
     with open(run_dir / "stats.jsonl", "a") if main else contextlib.nullcontext() as stats_file, progress:
         t_last = time.perf_counter()
         for item in steps:
-            lr, loss = optimizer_step(net, ema, opt, item.loss, cfg, step, ema_update, scaler)
+            lr, loss, grad_norm = optimizer_step(net, ema, opt, item.loss, cfg, step, ema_update, scaler)
             step += 1
             progress.update(1)
+            if item.detail is not None:
+                curves.add(*item.detail)
             if step % cfg["log_every"] == 0 or step == total:
                 now = time.perf_counter()
                 stats = {"step": step, "kimg": step * batch / 1000,
                          "loss": distributed.mean_over_ranks(loss.item()), "lr": lr,
+                         "grad_norm": None if grad_norm is None else float(grad_norm),
                          "sec_per_step": (now - t_last) / cfg["log_every"], **(log_stats() if log_stats else {})}
+                stats.update(curves.flush(stats))
                 t_last = now
                 if main:
+                    LOG.info(" ".join(f"{k} {v:.5g}" if isinstance(v, float) else f"{k} {v}" for k, v in stats.items()
+                                      if not isinstance(v, dict)))
                     stats_file.write(json.dumps(stats) + "\n")
                     stats_file.flush()
                 progress.set_postfix(loss=f"{stats['loss']:.3f}")
@@ -202,5 +216,6 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
                 save_checkpoint(run_dir, step, net, ema, opt, item.stream_state)
                 if scaler is not None and main:
                     fileio.torch_save(run_dir / SCALER, scaler.state_dict())
+    curves.close()
     distributed.barrier()  # rank 0's checkpoint is on disk before any rank returns
     return step

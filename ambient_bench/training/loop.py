@@ -300,7 +300,8 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 return loss
 
             if len(parts) == 1:
-                yield Step(part_loss(parts[0]).mean(), drawn.stream_state)
+                per_sample = part_loss(parts[0])
+                yield Step(per_sample.mean(), drawn.stream_state, (sigma, per_sample.detach()))
             else:  # gradient accumulation: micro-batches of batch_gpu, the parts sum to the batch mean
                 yield Step(lambda parts=parts, part_loss=part_loss, n=n: (part_loss(p).sum() / n for p in parts),
                            drawn.stream_state)
