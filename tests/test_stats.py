@@ -63,3 +63,30 @@ def test_the_frechet_bootstrap_brackets_the_score_and_narrows_with_more_samples(
         assert low <= value <= high * 1.05
         widths.append(high - low)
     assert widths[1] < widths[0] / 2
+
+
+def test_fd_digits_bootstrap_interval_reaches_the_table(tmp_path):
+    """metric fd_digits with bootstrap: the value and a bracketing interval; a one-seed table cell shows it."""
+    import pandas as pd
+    import torch
+
+    from ambient_bench.registry import DATASETS, METRICS
+    from ambient_bench.results.render import render
+    from ambient_bench.results.tables import load_spec
+    from conftest import REPO
+
+    reference = DATASETS.build({"name": "digits", "resolution": 8}).load()
+    metric = METRICS.build({"name": "fd_digits", "epochs": 1, "bootstrap": 50})
+    metric.setup(reference, tmp_path)
+    noisy = (reference.images[:300].float() + 40 * torch.randn(300, 1, 8, 8)).clamp(0, 255).to(torch.uint8)
+    values = metric.compute(noisy, reference, tmp_path, tmp_path)
+    assert values["fd_digits_boot_low"] <= values["fd_digits"] <= values["fd_digits_boot_high"] * 1.05
+    assert "50 resamples" in metric.protocol()["implementation"]
+    rows = [{"suite": "t", "cell": "c", "dataset.name": "digits", "method.name": "clean_only", "train.seed": 0,
+             "mix.corruption.sigma": 0.6, "quantity": q, "value": v, "dataset": "digits", "dataset_hash": "ab" * 8,
+             "clean_fraction": 0.1, "num_samples": 300, "sampler": "s", "checkpoint": "c",
+             "feature_extractor": "cnn", "implementation": metric.protocol()["implementation"]}
+            for q, v in values.items()]
+    md = render(pd.DataFrame(rows), load_spec(REPO / "benchmarks" / "tables" / "table2a.yaml"))["md"]
+    low, high = values["fd_digits_boot_low"], values["fd_digits_boot_high"]
+    assert f"{values['fd_digits']:.1f} [{low:.1f}, {high:.1f}]" in md and "bootstrap interval" in md

@@ -86,6 +86,7 @@ class FDDigits(Metric):
         "epochs": Param(30, "training epochs of the feature classifier", kind=int, ge=1),
         "feature_dim": Param(128, "width of the penultimate (feature) layer", kind=int, ge=8),
         "seed": Param(0, "seed of the classifier's initialisation and batches", kind=int, ge=0),
+        "bootstrap": Param(0, features.BOOTSTRAP_HELP, kind=int, ge=0, omit_default=True),
     }
     test_params = {"epochs": 2}
 
@@ -126,9 +127,12 @@ class FDDigits(Metric):
                                feature_extractor_weights_path=weights)
         # float32 features into torch-fidelity's statistics, exactly as calculate_metrics hands them
         stats = [fid_features_to_statistics(torch.from_numpy(f.astype("float32"))) for f in (gen, ref)]
-        return {"fd_digits": float(fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"])}
+        value = float(fid_statistics_to_metric(*stats, verbose=False)["frechet_inception_distance"])
+        return features.with_bootstrap("fd_digits", value, gen, lambda g: features.frechet_distance(g, ref),
+                                       self.p.bootstrap)
 
     def protocol(self) -> dict[str, Any]:
-        return {"feature_extractor": f"{EXTRACTOR}: {self.p.feature_dim}-d penultimate layer of a 3-conv CNN "
-                                     f"trained on all clean reference images (not Inception)",
-                "implementation": f"torch-fidelity {torch_fidelity.__version__}"}
+        protocol = {"feature_extractor": f"{EXTRACTOR}: {self.p.feature_dim}-d penultimate layer of a 3-conv CNN "
+                                         f"trained on all clean reference images (not Inception)",
+                    "implementation": f"torch-fidelity {torch_fidelity.__version__}"}
+        return features.bootstrap_note(protocol, self.p.bootstrap)

@@ -213,6 +213,7 @@ class FDDinoV2(Metric):
                                "dinov2_<arch>_pretrain.pth)", kind=str, nullable=True, semantic=False),
         "device": Param("auto", "auto, cpu, cuda or cuda:N", kind=str, semantic=False),
         "batch": Param(64, "images per forward pass", kind=int, ge=1, semantic=False),
+        "bootstrap": Param(0, features.BOOTSTRAP_HELP, kind=int, ge=0, omit_default=True),
     }
 
     def check(self) -> None:
@@ -228,10 +229,12 @@ class FDDinoV2(Metric):
             cache_dir, reference.content_hash(), extractor_id(self.p.weights, self.p.arch, len(reference)),
             lambda: dinov2_features(reference.images, self.p.weights, self.p.arch, self.p.device, self.p.batch))
         gen = dinov2_features(samples, self.p.weights, self.p.arch, self.p.device, self.p.batch)
-        return {"fd_dinov2": frechet_distance(gen, ref)}
+        return features.with_bootstrap("fd_dinov2", frechet_distance(gen, ref), gen,
+                                       lambda g: frechet_distance(g, ref), self.p.bootstrap)
 
     def protocol(self) -> dict[str, Any]:
         out = dinov2_protocol(self.p.weights, self.p.arch)
+        out = features.bootstrap_note(out, self.p.bootstrap)
         if self.p.arch != PAPER_ARCH:  # said in the columns that reach results.csv and footnotes
             note = (f"NOT the paper's FD_DINOv2 (backbone {self.p.arch}, not vitl14; "
                     f"not comparable with published numbers)")

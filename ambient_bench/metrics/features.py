@@ -15,7 +15,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -169,6 +169,37 @@ def reference_features(reference: Any, cache_dir: Path, extractor: str, layer: s
     extractor_id = {"extractor": extractor, "layer": layer, "count": len(reference.images), **(identity or {})}
     return cached_features(cache_dir, reference.content_hash(), extractor_id,
                            lambda: extract(reference.images, extractor, layer, device, batch, **extractor_kwargs))
+
+
+BOOTSTRAP_HELP = ("resamples of the generated images for a 95% bootstrap interval of the distance against the "
+                  "fixed reference (<quantity>_boot_low / _boot_high); 0 = none")
+
+
+def bootstrap_interval(gen: np.ndarray, distance: Callable[[np.ndarray], float], resamples: int,
+                       level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``distance(resampled generated features)``: the sampling noise of one model's
+    score with the reference held fixed (rows drawn with replacement, seeded)."""
+    rng = np.random.default_rng(seed)
+    values = [distance(gen[rng.integers(0, len(gen), len(gen))]) for _ in range(resamples)]
+    low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def bootstrap_note(protocol: dict[str, Any], resamples: int) -> dict[str, Any]:
+    """The protocol with the resamples said in its implementation line (which reaches result rows)."""
+    if resamples <= 0:
+        return protocol
+    return {**protocol, "implementation": f"{protocol.get('implementation', '')}; 95% bootstrap over the generated "
+                                          f"samples, {resamples} resamples, reference fixed"}
+
+
+def with_bootstrap(name: str, value: float, gen: np.ndarray, distance: Callable[[np.ndarray], float],
+                   resamples: int) -> dict[str, float]:
+    """``{name: value}``, plus ``name_boot_low`` / ``name_boot_high`` when ``resamples`` > 0."""
+    if resamples <= 0:
+        return {name: value}
+    low, high = bootstrap_interval(gen, distance, resamples)
+    return {name: value, f"{name}_boot_low": low, f"{name}_boot_high": high}
 
 
 def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:

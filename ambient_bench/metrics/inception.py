@@ -125,8 +125,14 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 class FID(InceptionMetric):
     """Fréchet Inception Distance (torch-fidelity inception-v3-compat, pool3)."""
 
+    params = {**COMMON, "bootstrap": Param(0, features.BOOTSTRAP_HELP, kind=int, ge=0, omit_default=True)}
+
     def score(self, gen: np.ndarray, ref: np.ndarray) -> dict[str, float]:
-        return {"fid": features.frechet_distance(gen, ref)}
+        return features.with_bootstrap("fid", features.frechet_distance(gen, ref), gen,
+                                       lambda g: features.frechet_distance(g, ref), self.p.bootstrap)
+
+    def protocol(self) -> dict[str, Any]:
+        return features.bootstrap_note(super().protocol(), self.p.bootstrap)
 
 
 @register_metric("kid")

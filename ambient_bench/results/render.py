@@ -72,6 +72,9 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
     if dropped:
         lines.append("Low-quality images the annotation dropped (trusted at no noise level): " + "; ".join(dropped)
                      + ".")
+    if shown["implementation"].astype(str).str.contains("bootstrap over the generated").any():
+        lines.append("A cell with a single seed shows its metric's 95% bootstrap interval over the generated samples "
+                     "(the reference fixed) in brackets; a cell with several seeds, the t-interval over seeds.")
     seeds = _unique(shown, SEED_KEY)
     lines.append(f"Mean over training seeds {{{', '.join(seeds)}}}, with its 95% t-interval in brackets where a cell "
                  f"has two seeds or more. Bold: the best value of a column and every value that a paired sign-flip "

@@ -268,6 +268,10 @@ def _aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dic
             grid[(row, col, quantity)] = Cell(v.mean() if len(v) else math.nan,
                                               v.std(ddof=1) if len(v) > 1 else math.nan, len(v), seeds,
                                               t_interval(v.to_numpy()))
+        for quantity in list(group["quantity"].unique()):  # one seed: the metric's bootstrap over samples
+            cell, low, high = (grid.get((row, col, quantity + s)) for s in ("", "_boot_low", "_boot_high"))
+            if cell is not None and cell.n == 1 and low is not None and high is not None:
+                grid[(row, col, quantity)] = cell._replace(interval=(low.mean, high.mean))
     rows = sort_rows(list(dict.fromkeys(r for r, _ in configs)), spec)
     cols = [None] if col_key is None else sorted(df[col_key].dropna().unique(), key=_value_key)
     return rows, cols, grid, configs
