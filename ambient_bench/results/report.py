@@ -66,14 +66,14 @@ def metric_plots(df: pd.DataFrame, spec: TableSpec, folder: Path) -> list[dict[s
     import matplotlib.pyplot as plt
 
     rows, cols, grid, _ = aggregate(df, spec)
-    numeric = spec.columns is not None and all(_as_number(c) is not None for c in cols)
+    numeric = spec.columns is not None and len(cols) > 1 and all(_as_number(c) is not None for c in cols)
     out = []
     for value in spec.values:
         if value["better"] is None:
             continue
         key = value_key(value)
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        drawn = False
+        drawn, values = False, []
         for i, row in enumerate(rows):
             label = " / ".join(label_cells(spec, row, None))
             cells = [(c, grid.get((row, c, key))) for c in cols]
@@ -89,12 +89,14 @@ def metric_plots(df: pd.DataFrame, spec: TableSpec, folder: Path) -> list[dict[s
                 if bands:
                     ax.fill_between([b[0] for b in bands], [b[1][0] for b in bands], [b[1][1] for b in bands],
                                     color=line.get_color(), alpha=0.15)
-            else:
-                for j, (c, cell) in enumerate(cells):
-                    err = None if cell.interval is None else [[cell.mean - cell.interval[0]],
-                                                              [cell.interval[1] - cell.mean]]
-                    ax.bar(i + j * 0.8 / max(1, len(cells)), cell.mean, width=0.8 / max(1, len(cells)), yerr=err,
-                           capsize=3, label=label if j == 0 else None, color=f"C{i % 10}")
+            else:  # grouped bars: one group per column value, one bar per row
+                width = 0.8 / max(1, len(rows))
+                xs = [cols.index(c) - 0.4 + (i + 0.5) * width for c, _ in cells]
+                errors = [[0.0, 0.0] if cell.interval is None else
+                          [cell.mean - cell.interval[0], cell.interval[1] - cell.mean] for _, cell in cells]
+                ax.bar(xs, [cell.mean for _, cell in cells], width=width, yerr=list(zip(*errors)), capsize=2,
+                       label=label, color=f"C{i % 10}")
+                values.extend(cell.mean for _, cell in cells)
         if not drawn:
             plt.close(fig)
             continue
@@ -103,7 +105,10 @@ def metric_plots(df: pd.DataFrame, spec: TableSpec, folder: Path) -> list[dict[s
         if numeric:
             ax.set_xlabel(spec.columns["label"].replace("{}", "").strip(" =:") or spec.columns["key"])
         else:
-            ax.set_xticks([])
+            ax.set_xticks(range(len(cols)))
+            ax.set_xticklabels([spec.columns["label"].format(c) if spec.columns else "" for c in cols], fontsize=7)
+            if values and min(values) > 0 and max(values) / min(values) > 30:  # one scale for 70 and 7,000
+                ax.set_yscale("log")
         ax.legend(fontsize=7, loc="best")
         ax.set_title(f"{spec.id}: {title} (bands / bars: 95% t-interval over seeds)", fontsize=9)
         fig.tight_layout()
