@@ -68,3 +68,12 @@ grid:
 
 # content fingerprints of data folders are cached per user (datasets/manifest.py); tests keep theirs apart
 os.environ.setdefault("AMBIENT_BENCH_CACHE", tempfile.mkdtemp(prefix="ambient_bench_cache_"))
+
+
+def numbers_of(path) -> str:
+    """results.csv without its provenance columns (when, where and how long a stage ran differ run to run)."""
+    import pandas as pd
+
+    from ambient_bench.results.collect import PROVENANCE
+
+    return pd.read_csv(path).drop(columns=list(PROVENANCE), errors="ignore").to_csv(index=False)

@@ -17,7 +17,7 @@ from ambient_bench import UserError, cli, fileio
 from ambient_bench.config.suite import load_suite
 from ambient_bench.engine.runner import build_graph
 from ambient_bench.registry import METHODS
-from conftest import TINY_CELL as CELL
+from conftest import TINY_CELL as CELL, numbers_of
 
 
 
@@ -235,7 +235,7 @@ def test_corrupt_outputs_are_recomputed_never_served(tmp_path, write_suite, caps
     suite = write_suite(CELL.format(name="integrity", results=results))
     code, out, _ = _cli(capsys, "run", str(suite), "--runs", str(runs))
     assert code == 0, out
-    first = (results / "results.csv").read_text()
+    first = numbers_of(results / "results.csv")
     network = _stage_dir(runs, "train") / "network.pt"
     annotations = _stage_dir(runs, "annotate") / "annotations.csv"
     network.write_bytes(network.read_bytes()[: network.stat().st_size // 2])     # halved
@@ -252,7 +252,7 @@ def test_corrupt_outputs_are_recomputed_never_served(tmp_path, write_suite, caps
     assert len(corrupt) == 3 and any("annotations.csv changed" in line and "3 stages that read it" in line
                                      for line in corrupt)
     assert "ran 4 stages, reused 2" in out  # annotate, train, sample, evaluate; mix and metric setup kept
-    assert (results / "results.csv").read_text() == first  # recomputed, the same numbers
+    assert numbers_of(results / "results.csv") == first  # recomputed, the same numbers
     assert not list(runs.rglob("*.tmp"))
     code, out, _ = _cli(capsys, "plan", str(suite), "--runs", str(runs), "--verify")
     assert "corrupt:" not in out and " corrupt)" not in out and "6 done" in out

@@ -72,7 +72,7 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
     if dropped:
         lines.append("Low-quality images the annotation dropped (trusted at no noise level): " + "; ".join(dropped)
                      + ".")
-    if shown["implementation"].astype(str).str.contains("bootstrap over the generated").any():
+    if "implementation" in shown and shown["implementation"].astype(str).str.contains("bootstrap over the gen").any():
         lines.append("A cell with a single seed shows its metric's 95% bootstrap interval over the generated samples "
                      "(the reference fixed) in brackets; a cell with several seeds, the t-interval over seeds.")
     seeds = _unique(shown, SEED_KEY)
