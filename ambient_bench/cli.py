@@ -9,7 +9,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from ambient_bench.allocator import retain_freed_memory
 from ambient_bench.config.profiles import PROFILES
@@ -305,15 +305,21 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if counts.get("done", 0) == len(rows) else 1
 
 
+def _stored_results(args: argparse.Namespace, suite: Any) -> Path:
+    """The suite's results folder, which must hold a results.csv from a run."""
+    results_dir = _results(args, suite)
+    if not (results_dir / "results.csv").is_file():
+        raise UserError(f"no stored results at {results_dir}/results.csv; run "
+                        f"`python -m ambient_bench run {args.suite}` first")
+    return results_dir
+
+
 def cmd_tables(args: argparse.Namespace) -> int:
     from ambient_bench.results.collect import read_results
     from ambient_bench.results.render import render_all
 
     suite = _load(args)
-    results_dir = _results(args, suite)
-    if not (results_dir / "results.csv").is_file():
-        raise UserError(f"no stored results at {results_dir}/results.csv; run "
-                        f"`python -m ambient_bench run {args.suite}` first")
+    results_dir = _stored_results(args, suite)
     if not args.check:
         _require_writable(results_dir, "--results" if args.results else "results folder")
     paths = render_all(read_results(results_dir), suite.tables, results_dir, check=args.check)
@@ -339,10 +345,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from ambient_bench.results.report import write_report
 
     suite = _load(args)
-    results_dir = _results(args, suite)
-    if not (results_dir / "results.csv").is_file():
-        raise UserError(f"no stored results at {results_dir}/results.csv; run "
-                        f"`python -m ambient_bench run {args.suite}` first")
+    results_dir = _stored_results(args, suite)
     _require_writable(results_dir, "--results" if args.results else "results folder")
     page = write_report(suite, build_graph(suite), RunStore(_runs(args)), results_dir, read_results(results_dir))
     _print(f"wrote {page} (open it in a browser; images in {page.parent / 'report'}/)")

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ambient_bench.diffusion.edm import preconditioning
 from ambient_bench.diffusion.mp_layers import MPConv, MPFourier, mp_cat, mp_silu, mp_sum, normalize, resample
 
 # channels per preset; the rest of the architecture is shared (EDM2 Table 2 / config presets)
@@ -164,11 +165,7 @@ class EDM2Precond(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, augment_labels: torch.Tensor | None = None,
                 class_labels: torch.Tensor | None = None, return_logvar: bool = False) -> Any:
         sigma = sigma.to(torch.float32).reshape(-1, 1, 1, 1)
-        sd2 = self.sigma_data ** 2
-        c_skip = sd2 / (sigma ** 2 + sd2)
-        c_out = sigma * self.sigma_data / (sigma ** 2 + sd2).sqrt()
-        c_in = 1 / (sigma ** 2 + sd2).sqrt()
-        c_noise = sigma.flatten().log() / 4
+        c_skip, c_out, c_in, c_noise = preconditioning(sigma, self.sigma_data)
         out = c_skip * x.to(torch.float32) + c_out * self.net(c_in * x, c_noise, class_labels).to(torch.float32)
         if return_logvar:
             return out, self.logvar(sigma)
