@@ -93,3 +93,15 @@ def test_sources_given_by_the_dataset_are_kept():
     assert mixed.ood.tolist() == [False] * 7 + [True] * 2
     assert torch.equal(mixed.images, data.images)  # low-quality images are not corrupted again
     assert torch.equal(data.high_quality().images, data.images[:4])
+
+
+def test_max_clean_keeps_nested_clean_sets_and_the_same_corrupted_pool():
+    from ambient_bench.data.mixing import layout
+
+    origin = torch.full((500,), HIGH_QUALITY, dtype=torch.int8)
+    pools = {m: layout(500, origin, None, 0.5, 1, seed=3, max_clean=m) for m in (10, 40, None)}
+    clean = {m: set(p.rows[~p.corrupted].tolist()) for m, p in pools.items()}
+    bad = {m: p.rows[p.corrupted].tolist() for m, p in pools.items()}
+    assert len(clean[10]) == 10 and len(clean[40]) == 40 and len(clean[None]) > 200
+    assert clean[10] < clean[40] < clean[None]  # nested
+    assert bad[10] == bad[40] == bad[None]      # the corrupted pool does not move

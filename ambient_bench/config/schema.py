@@ -247,6 +247,10 @@ MIX = Section("mix", {
                         kind=ComponentOrList("corruption"), nullable=True),
     "discard_rest": Param(False, "drop the images the coin does not keep clean instead of corrupting them",
                           kind=bool),
+    "max_clean": Param(None, "keep at most this many clean images (those the coin trusts most: the clean sets of "
+                             "growing values are nested) and drop the rest; the corrupted images stay as they are "
+                             "(a data-size axis with a fixed bad pool)", kind=int, ge=1, nullable=True,
+                       omit_default=True),
     "ood": Param([], "out-of-distribution datasets added to the pool with their own label",
                  kind=ComponentList("dataset", allow_empty=True)),
     "seed": Param(0, "seed of the per-image coin, corruption randomness and fixed noise", kind=int, ge=0),

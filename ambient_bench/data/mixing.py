@@ -55,10 +55,19 @@ class PoolLayout:
 
 
 def layout(n: int, origin: torch.Tensor, labels: torch.Tensor | None, clean_fraction: float, num_corruptions: int,
-           seed: int, ood_counts: Sequence[int] = (), discard_rest: bool = False) -> PoolLayout:
-    """The pool of a dataset of ``n`` images (``origin``: their sources) and OOD sources of ``ood_counts``."""
-    unlucky = torch.from_numpy(coin(seed, np.arange(n)) < 1.0 - clean_fraction) & (origin == HIGH_QUALITY)
+           seed: int, ood_counts: Sequence[int] = (), discard_rest: bool = False,
+           max_clean: int | None = None) -> PoolLayout:
+    """The pool of a dataset of ``n`` images (``origin``: their sources) and OOD sources of ``ood_counts``.
+
+    ``max_clean`` keeps only that many of the images the coin left clean, those with the highest coin
+    values, so the clean sets of increasing ``max_clean`` are nested and the corrupted images unchanged."""
+    u = coin(seed, np.arange(n))
+    unlucky = torch.from_numpy(u < 1.0 - clean_fraction) & (origin == HIGH_QUALITY)
     keep = ~unlucky if discard_rest else torch.ones(n, dtype=torch.bool)
+    if max_clean is not None:
+        clean = torch.nonzero(~unlucky & (origin == HIGH_QUALITY)).flatten()
+        surplus = clean[torch.from_numpy(np.argsort(-u[clean.numpy()], kind="stable"))][max_clean:]
+        keep[surplus] = False
     index = torch.arange(n)[keep]
     corrupted = (unlucky | (origin == LOW_QUALITY))[keep]
     ood = (origin == OUT_OF_DISTRIBUTION)[keep]
@@ -86,7 +95,7 @@ def corrupt(images: torch.Tensor, corruption: Corruption, seed: int, indices: to
 
 def mix(source: ImageSet, clean_fraction: float, corruptions: Sequence[Corruption], seed: int,
         ood_sources: Sequence[ImageSet] = (), discard_rest: bool = False, batch_size: int = 256,
-        progress: Callable | None = None) -> MixedData:
+        progress: Callable | None = None, max_clean: int | None = None) -> MixedData:
     """Build the pool: the dataset (coin flip, corruptions or discarding), then each OOD source.
 
     With no corruption the images the coin does not keep clean are only flagged (a method that
@@ -100,7 +109,7 @@ def mix(source: ImageSet, clean_fraction: float, corruptions: Sequence[Corruptio
                             f"but the dataset's are {tuple(source.images.shape[1:])}; set its resolution/channels")
     origin = source.source if source.source is not None else torch.full((n,), HIGH_QUALITY, dtype=torch.int8)
     pool = layout(n, origin, source.labels, clean_fraction, len(corruptions), seed,
-                  [len(extra) for extra in ood_sources], discard_rest)
+                  [len(extra) for extra in ood_sources], discard_rest, max_clean)
     images = torch.cat([source.images, *(extra.images for extra in ood_sources)])[pool.rows]
     todo = torch.nonzero(pool.corruption >= 0).flatten()
     starts = range(0, len(todo), batch_size)

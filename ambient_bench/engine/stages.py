@@ -90,7 +90,7 @@ def _run_mix_streamed(stage: Stage, out: Path, readers: list[Any]) -> dict[str, 
     n = len(source)
     origin = source.source if source.source is not None else torch.full((n,), HIGH_QUALITY, dtype=torch.int8)
     layout = mixing.layout(n, origin, source.labels, rt["clean_fraction"], len(as_list(rt["corruption"])), rt["seed"],
-                           [len(r) for r in ood], rt["discard_rest"])
+                           [len(r) for r in ood], rt["discard_rest"], rt.get("max_clean"))
     fileio.torch_save(out / "mixed.pt", {"images": None, "noise": None, "index": layout.rows,
                                          "corrupted": layout.corrupted, "ood": layout.ood,
                                          "corruption": layout.corruption, "labels": layout.labels})
@@ -116,7 +116,7 @@ def run_mix(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     corruptions = [CORRUPTIONS.build(c) for c in as_list(rt["corruption"])]
     ood = [DATASETS.build(d).load() for d in rt["ood"]]
     mixed = mix(source, rt["clean_fraction"], corruptions, rt["seed"], ood_sources=ood,
-                discard_rest=rt["discard_rest"], progress=bar)
+                discard_rest=rt["discard_rest"], progress=bar, max_clean=rt.get("max_clean"))
     fileio.torch_save(out / "mixed.pt", asdict(mixed))
     # preview: originals of the first corrupted images, their corrupted versions, OOD images
     shown = torch.nonzero(mixed.corrupted & (mixed.corruption >= 0)).flatten()[:16]
