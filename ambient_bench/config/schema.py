@@ -276,6 +276,9 @@ EVALUATE = Section("evaluate", {
     "heldout_reference": Param(None, "a second reference, e.g. {name: cifar10, split: test}: every metric is "
                                      "also computed against it as <quantity>_heldout (the paper's Test FID "
                                      "beside Train FID)", kind=ComponentRef("dataset"), nullable=True),
+    "against_training": Param([], "names of metrics computed against the clean images this cell trained on (the "
+                                  "pool's clean images) instead of the dataset: memorization under mix.max_clean",
+                              kind=list, item=str, omit_default=True),
     "select": Param("best", "with train.snapshot_kimg: the snapshot a table reports, best (by the first "
                             "metric, as the paper) or last", kind=str, choices=("best", "last")),
     "snapshot_range_kimg": Param(None, "[from, to]: only the EMA snapshots taken in this range are sampled and "

@@ -142,6 +142,13 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         sample_deps["guide"] = _guide_stages(stages, cfg, train_cfg)
     if "latents" in stages:
         sample_deps["latents"] = stages["latents"]
+    names = [m["name"] for m in cfg["evaluate"]["metrics"]]
+    for name in cfg["evaluate"]["against_training"]:
+        if name not in names:
+            from ambient_bench.errors import UserError
+
+            raise UserError(f"evaluate.against_training: '{name}' is not one of the cell's metrics "
+                            f"({', '.join(names)}); add it to evaluate.metrics or remove it")
     # "" is the final network; each earlier EMA snapshot gets its own sample and evaluate stages
     for suffix, kimg in [("", None)] + [(f"@{k:g}", k) for k in evaluated_snapshots(train_cfg, cfg["evaluate"])]:
         what = f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps"
@@ -158,10 +165,13 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
                           {"metric": metric, "dataset": cfg["dataset"]}, {},
                           f"{brief_label('metric', metric)} on {brief_label('dataset', cfg['dataset'])}")
             stages[f"setup:{metric['name']}"] = setup
+            training = metric["name"] in cfg["evaluate"]["against_training"]  # the pool's clean images
             stages[f"evaluate:{metric['name']}{suffix}"] = Stage(
-                "evaluate", {"metric": ref("metric", metric)}, {"metric": metric, "dataset": cfg["dataset"]},
-                {"sample": sample, "setup": setup},
-                f"{metric['name']} of {brief_label('method', cfg['method'])}" + (f" at {kimg:g} kimg" if kimg else ""))
+                "evaluate", {"metric": ref("metric", metric), **({"reference": "training"} if training else {})},
+                {"metric": metric, "dataset": cfg["dataset"]},
+                {"sample": sample, "setup": setup, **({"mix": stages["mix"]} if training else {})},
+                f"{metric['name']} of {brief_label('method', cfg['method'])}" + (f" at {kimg:g} kimg" if kimg else "")
+                + (" against its clean training images" if training else ""))
             heldout = cfg["evaluate"]["heldout_reference"]
             if heldout is not None:  # the same samples against a second reference (e.g. the test split)
                 stages[f"heldout:{metric['name']}{suffix}"] = Stage(

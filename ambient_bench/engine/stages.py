@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ambient_bench import fileio
-from ambient_bench.components import HIGH_QUALITY, Annotation, AnnotationContext, MixedData
+from ambient_bench.components import HIGH_QUALITY, Annotation, AnnotationContext, ImageSet, MixedData
 from ambient_bench.config.schema import as_list, spec_label
 from ambient_bench.data.images import model_to_uint8, uint8_to_model
 from ambient_bench.data import mixing, pool
@@ -367,7 +367,13 @@ def run_metric_setup(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
 
 def run_evaluate(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     samples = fileio.torch_load(ctx.dir(stage.deps["sample"]) / "samples.pt")["images"]
-    reference = DATASETS.build(stage.runtime["dataset"]).load().high_quality()
+    if "mix" in stage.deps:  # evaluate.against_training: the clean images the cell trained on
+        mixed = load_mixed(stage.deps["mix"], ctx)
+        clean = ~mixed.corrupted & ~mixed.ood
+        reference = ImageSet(images=mixed.images[torch.nonzero(clean).flatten()],
+                             labels=None if mixed.labels is None else mixed.labels[clean])
+    else:
+        reference = DATASETS.build(stage.runtime["dataset"]).load().high_quality()
     metric = METRICS.build(stage.runtime["metric"])
     cache = ctx.store.root / REFSTATS_DIR
     cache.mkdir(parents=True, exist_ok=True)
