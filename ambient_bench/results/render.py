@@ -11,9 +11,9 @@ import pandas as pd
 
 from ambient_bench import fileio
 from ambient_bench.results.reference import RefTable, canonical
-from ambient_bench.results.tables import (SEED_KEY, Cell, Layout, TableSpec, aggregate, flat_config, label_cells,
-                                          load_spec, lookup, matches, row_id, sort_rows, to_latex, to_markdown,
-                                          value_key)
+from ambient_bench.results.layout import Layout, label_cells, to_latex, to_markdown
+from ambient_bench.results.tables import (SEED_KEY, Cell, TableSpec, aggregate, flat_config, load_spec, lookup,
+                                          matches, row_id, sort_rows, value_key)
 
 TINY_NOTE = ("Tiny profile (`--profile tiny`): every size shrunk by the rules in ambient_bench/config/profiles.py "
              "(same stages, same code); the numbers exercise the machinery and say nothing about the method.")

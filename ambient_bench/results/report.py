@@ -19,7 +19,8 @@ import pandas as pd
 
 from ambient_bench import fileio
 from ambient_bench.results.render import render
-from ambient_bench.results.tables import TableSpec, aggregate, label_cells, load_spec, value_key
+from ambient_bench.results.layout import label_cells
+from ambient_bench.results.tables import TableSpec, aggregate, load_spec, value_key
 
 REPORT_DIR = "report"
 
