@@ -105,6 +105,9 @@ def metric_plots(df: pd.DataFrame, spec: TableSpec, folder: Path) -> list[dict[s
         ax.set_ylabel(f"{title} ({'lower' if value['better'] == 'lower' else 'higher'} is better)")
         if numeric:
             ax.set_xlabel(spec.columns["label"].replace("{}", "").strip(" =:") or spec.columns["key"])
+            xs = [float(c) for c in cols]
+            if min(xs) > 0 and max(xs) / min(xs) >= 16:  # a log grid (data sizes) on a log axis
+                ax.set_xscale("log")
         else:
             ax.set_xticks(range(len(cols)))
             ax.set_xticklabels([spec.columns["label"].format(c) if spec.columns else "" for c in cols], fontsize=7)

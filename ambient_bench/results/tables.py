@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import numpy as np
 import pandas as pd
 
 from ambient_bench.config import yamlio
@@ -196,8 +198,11 @@ def sort_rows(rows: list[tuple], spec: TableSpec) -> list[tuple]:
     return sorted(rows, key=lambda r: tuple(_sortable(v, p) for v, p in zip(r, spec.parts)))
 
 
-def _value_key(v: Any) -> Any:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+def _value_key(v: Any) -> tuple:
+    """Numbers (numpy's too: pandas hands out numpy.int64) by value, before text."""
+    if isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)):
+        return (0, float(v), "")
+    return (1, 0.0, str(v))
 
 
 def flat_config(record: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,7 @@
 For every method and number of clean images n (the suite's ``mix.max_clean`` axis), the number n* of clean
 images clean-only training needs to reach the method's score (ambient_bench/results/exchange.py: the
 clean-only seed means interpolated on log n; the interval from the method's 95% t-interval over seeds).
-Writes ``exchange_rate.md`` and ``exchange_rate.png`` beside the suite's results.
+Writes ``exchange_rate_<metric>.md`` and ``.png`` beside the suite's results.
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def main() -> int:
             bracket = "" if r.interval is None else f" [{fmt(r.equivalent_low)}, {fmt(r.equivalent_high)}]"
             lines.append(f"| {r.method} | {r.n_clean:,.0f} | {r.score:.1f}{interval} | {fmt(r.equivalent)}{bracket} | "
                          f"{r.equivalent - r.n_clean:+,.0f} clean images |")
-    (results / "exchange_rate.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    stem = results / f"exchange_rate_{args.metric}"
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     import matplotlib
 
@@ -90,8 +91,8 @@ def main() -> int:
     ax.set_title(f"{suite.name}: {args.metric}; above the dashed line the bad pool helps", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(results / "exchange_rate.png", dpi=110)
-    print(f"wrote {results / 'exchange_rate.md'}, {results / 'exchange_rate.png'}")
+    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    print(f"wrote {stem.with_suffix('.md')}, {stem.with_suffix('.png')}")
     return 0
 
 
