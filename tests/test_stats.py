@@ -90,3 +90,15 @@ def test_fd_digits_bootstrap_interval_reaches_the_table(tmp_path):
     md = render(pd.DataFrame(rows), load_spec(REPO / "benchmarks" / "tables" / "table2a.yaml"))["md"]
     low, high = values["fd_digits_boot_low"], values["fd_digits_boot_high"]
     assert f"{values['fd_digits']:.1f} [{low:.1f}, {high:.1f}]" in md and "bootstrap interval" in md
+
+
+def test_the_report_lists_paired_comparisons_with_each_columns_best():
+    from test_tables import SPEC, frame
+
+    from ambient_bench.results.report import paired_comparisons
+    from ambient_bench.results.tables import load_spec
+
+    six = paired_comparisons(frame(seeds=[(k, 0.5 * k) for k in range(6)]), load_spec(SPEC))
+    assert "<td>Only clean</td>" in six and "<td>Ambient-o (fixed σ_min)</td>" in six  # row vs the best
+    assert "0.031" in six  # 6 seeds, every difference the same sign: p = 2/2^6
+    assert paired_comparisons(frame(seeds=[(0, 0.0)]), load_spec(SPEC)) == ""  # one seed: nothing to pair

@@ -154,6 +154,39 @@ def loss_curves(cells: list[tuple[str, Path]], path: Path) -> bool:
     return bool(drawn)
 
 
+def paired_comparisons(df: pd.DataFrame, spec: TableSpec) -> str:
+    """HTML: in every column, each row against the column's best, paired over their shared seeds (mean
+    difference, sign-flip permutation p-value, effect size d_z); '' when no pair has two seeds."""
+    from ambient_bench.results.stats import paired_test
+
+    rows, cols, grid, _ = aggregate(df, spec)
+    lines = []
+    for value in spec.values:
+        if value["better"] is None:
+            continue
+        key = value_key(value)
+        for col in cols:
+            cells = {r: grid[(r, col, key)] for r in rows if (r, col, key) in grid and grid[(r, col, key)].seeds}
+            if len(cells) < 2:
+                continue
+            pick = min if value["better"] == "lower" else max
+            best = pick(cells, key=lambda r: cells[r].mean)
+            for row, cell in cells.items():
+                shared = sorted(set(cell.seeds) & set(cells[best].seeds))
+                if row == best or len(shared) < 2:
+                    continue
+                result = paired_test([cell.seeds[s] for s in shared], [cells[best].seeds[s] for s in shared])
+                column = " · ".join(x for x in [*value["group"], value["label"],
+                                                 "" if col is None else spec.columns["label"].format(col)] if x)
+                lines.append({"column": column, "row": " / ".join(label_cells(spec, row, None)),
+                              "best": " / ".join(label_cells(spec, best, None)), "seeds": len(shared),
+                              "difference": f"{result.mean_difference:+.4g}", "p": f"{result.p_value:.3f}",
+                              "d_z": f"{result.effect_size:.2f}"})
+    if not lines:
+        return ""
+    return pd.DataFrame(lines).to_html(index=False, escape=True, border=0)
+
+
 def provenance_table(df: pd.DataFrame) -> str:
     columns = [c for c in ("code_version", "git_commit", "git_dirty", "torch", "cuda", "device") if c in df.columns]
     if not columns:
@@ -178,6 +211,7 @@ def write_report(suite: Any, graph: Any, store: Any, results_dir: Path, df: pd.D
         ours, _, paper = md.partition("## The paper's numbers (same layout)")
         paper_caption = next((line for line in paper.splitlines() if line and not line.startswith("|")), "")
         tables.append({"id": spec.id, "title": spec.title, "html": markdown_table_to_html(ours),
+                       "paired": _markup(paired_comparisons(df, spec)),
                        "notes": _notes(md), "plots": metric_plots(df, spec, folder),
                        "paper_html": markdown_table_to_html(paper), "paper_caption": paper_caption})
     samples, trained, seen = [], [], set()
