@@ -53,16 +53,16 @@ def main() -> int:
              f"| method | n_clean | {args.metric} | n* (clean-equivalent) | the bad pool is worth |",
              "|---|---:|---:|---:|---:|"]
     for r in rates:
-        interval = "" if r.interval is None else f" [{r.interval[0]:.1f}, {r.interval[1]:.1f}]"
+        interval = "" if r.interval is None else f" [{r.interval[0]:.4g}, {r.interval[1]:.4g}]"
         if r.equivalent is None:
             n_star = {"above": f"> {max(n for _, n in points):,.0f}", "below": f"< {min(n for _, n in points):,.0f}"}
             worth = {"above": f"> {max(n for _, n in points) - r.n_clean:,.0f} clean images",
                      "below": "less than nothing (worse than clean-only)"}
-            lines.append(f"| {r.method} | {r.n_clean:,.0f} | {r.score:.1f}{interval} | {n_star.get(r.bound, '–')} | "
+            lines.append(f"| {r.method} | {r.n_clean:,.0f} | {r.score:.4g}{interval} | {n_star.get(r.bound, '–')} | "
                          f"{worth.get(r.bound, '–')} |")
         else:
             bracket = "" if r.interval is None else f" [{fmt(r.equivalent_low)}, {fmt(r.equivalent_high)}]"
-            lines.append(f"| {r.method} | {r.n_clean:,.0f} | {r.score:.1f}{interval} | {fmt(r.equivalent)}{bracket} | "
+            lines.append(f"| {r.method} | {r.n_clean:,.0f} | {r.score:.4g}{interval} | {fmt(r.equivalent)}{bracket} | "
                          f"{r.equivalent - r.n_clean:+,.0f} clean images |")
     stem = results / f"exchange_rate_{args.metric}"
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
