@@ -123,3 +123,35 @@ def test_fp16_with_loss_scaling_trains_and_resumes_bit_for_bit(tmp_path):
     assert train(data, {"preset": "edm2_tiny"}, cfg, interrupted, objective=OBJECTIVE, log=lambda m: None)
     a, b = fileio.torch_load(straight / NETWORK)["ema"], fileio.torch_load(interrupted / NETWORK)["ema"]
     assert all(torch.equal(a[k], b[k]) for k in a) and all(torch.isfinite(v).all() for v in a.values())
+
+
+def test_the_ema_probe_scores_the_ema_weights_and_leaves_training_alone(tmp_path, monkeypatch):
+    """At every checkpoint stats.jsonl gets the EMA model's denoising error per σ bin on fixed clean images;
+    the last equals the error of the written network, and training without the probe gives the same weights."""
+    import json
+
+    from ambient_bench.data.images import uint8_to_model
+    from ambient_bench.seeding import seed_for
+    from ambient_bench.training import curves
+    from ambient_bench.training.loop import load_network
+
+    data = training_set()
+    probed, plain = tmp_path / "probed", tmp_path / "plain"
+    probed.mkdir(), plain.mkdir()
+    assert train(data, NET, CFG, probed, objective=OBJECTIVE, log=lambda m: None)
+    lines = [json.loads(line) for line in (probed / "stats.jsonl").read_text().splitlines()]
+    probes = [line for line in lines if "ema_loss" in line]
+    assert [p["step"] for p in probes] == [3, 6, 9, 12, 15, 18, 20]  # checkpoint_kimg 0.05 at batch 16, and the end
+    assert set(probes[-1]["ema_loss_by_sigma"]) == set(curves.BIN_NAMES)
+
+    rows = torch.argsort(data["sigma_min"].double(), stable=True)[:curves.PROBE_IMAGES]
+    assert bool((data["sigma_min"][rows] == 0).all())  # the clean images
+    again = curves.ema_denoising_error(load_network(probed / NETWORK), uint8_to_model(data["images"][rows]), None,
+                                       CFG["sigma_data"], seed_for("ema-probe", CFG["seed"]))
+    assert again["ema_loss_by_sigma"] == probes[-1]["ema_loss_by_sigma"]
+
+    monkeypatch.setattr(curves, "ema_probe", lambda *args, **kwargs: None)
+    assert train(data, NET, CFG, plain, objective=OBJECTIVE, log=lambda m: None)
+    assert not any("ema_loss" in line for line in (plain / "stats.jsonl").read_text().splitlines())
+    a, b = fileio.torch_load(probed / NETWORK)["ema"], fileio.torch_load(plain / NETWORK)["ema"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -4,16 +4,51 @@ event files (``tensorboard/`` beside stats.jsonl) when the optional ``tensorboar
 The loss of a diffusion model mixes very different noise levels; its mean hides which ones are still
 learning. Between two log lines the per-sample losses are summed in fixed bins of σ (EDM's range
 split at 0.02, 0.1, 0.5, 2 and 10) and the bin means are logged with the step.
+
+The training loss is the raw network's, on fresh noise at random σ: noisy, and not the model that gets
+sampled. At every checkpoint and EMA snapshot ``ema_denoising_error`` scores the EMA weights instead, on
+the same clean training images with the same noise each time, at one σ inside each bin: a curve whose
+changes are the model's alone.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
+from ambient_bench.data.images import uint8_to_model
+
 SIGMA_EDGES = (0.02, 0.1, 0.5, 2.0, 10.0)  # bins: below 0.02, 0.02-0.1, ..., above 10
 BIN_NAMES = ("<0.02", "0.02-0.1", "0.1-0.5", "0.5-2", "2-10", ">10")
+PROBE_SIGMAS = (0.01, 0.045, 0.22, 1.0, 4.5, 20.0)  # one noise level inside each bin, for the EMA probe
+PROBE_IMAGES = 32
+
+
+@torch.no_grad()
+def ema_denoising_error(ema: torch.nn.Module, x0: torch.Tensor, class_labels: torch.Tensor | None,
+                        sigma_data: float, seed: int) -> dict[str, Any]:
+    """The EDM-weighted denoising error (summed over pixels, mean over images) of ``ema`` on the images
+    ``x0`` at each of ``PROBE_SIGMAS``, the noise drawn from ``seed`` (the same at every call)."""
+    generator = torch.Generator().manual_seed(seed)
+    errors = {}
+    for name, level in zip(BIN_NAMES, PROBE_SIGMAS):
+        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        sigma = torch.full((len(x0),), level, device=x0.device)
+        denoised = ema(x0 + level * noise, sigma, class_labels=class_labels).float()
+        weight = (level ** 2 + sigma_data ** 2) / (level * sigma_data) ** 2
+        errors[name] = float((weight * (denoised - x0.float()) ** 2).flatten(1).sum(1).mean())
+    return {"ema_loss": sum(errors.values()) / len(errors), "ema_loss_by_sigma": errors}
+
+
+def ema_probe(ema: torch.nn.Module, images: torch.Tensor, sigma_min: torch.Tensor, classes: torch.Tensor | None,
+              sigma_data: float, seed: int, device: torch.device) -> Callable[[], dict[str, Any]]:
+    """``ema_denoising_error`` of ``ema`` as it is when called, on the ``PROBE_IMAGES`` most trusted training
+    images (uint8 ``images``; the lowest ``sigma_min`` first: the clean ones) with their class labels."""
+    rows = torch.argsort(sigma_min, stable=True)[:PROBE_IMAGES]
+    x0 = uint8_to_model(images[rows]).to(device)
+    labels = None if classes is None else classes[rows.to(classes.device)]
+    return lambda: ema_denoising_error(ema, x0, labels, sigma_data, seed)
 
 
 def summary_writer(run_dir: Path) -> Any:
@@ -55,6 +90,14 @@ class Curves:
                 self.writer.add_scalar(f"loss_by_sigma/{name}", value, step)
             self.writer.flush()
         return extra
+
+    def ema(self, probe: dict[str, Any]) -> None:
+        """Write an ``ema_denoising_error`` result (with its ``step``) to TensorBoard."""
+        if self.writer is not None:
+            self.writer.add_scalar("ema/loss", probe["ema_loss"], probe["step"])
+            for name, value in probe["ema_loss_by_sigma"].items():
+                self.writer.add_scalar(f"ema_loss_by_sigma/{name}", value, probe["step"])
+            self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:

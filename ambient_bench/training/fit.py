@@ -169,13 +169,15 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
         stop_at_step: int | None = None, snapshots: set[int] = frozenset(),
         save_snapshot: Callable[[int], None] | None = None,
         log_stats: Callable[[], dict[str, float]] | None = None,
-        ema_update: Callable[[torch.nn.Module, int], None] | None = None) -> int:
+        ema_update: Callable[[torch.nn.Module, int], None] | None = None,
+        ema_probe: Callable[[], dict[str, Any]] | None = None) -> int:
     """Take the optimizer steps of ``steps`` (steps ``start``, ``start`` + 1, ...); returns the step reached.
 
     Logs to ``stats.jsonl`` every ``cfg["log_every"]`` steps (``log_stats`` adds the caller's numbers),
     checkpoints every ``cfg["checkpoint_kimg"]``, at ``stop_at_step`` and at the end, and calls
     ``save_snapshot(step)`` after the steps in ``snapshots``; weights are checked finite before either
-    is written. Only rank 0 writes files.
+    is written. ``ema_probe()``, at the same steps, scores the EMA weights (its numbers go to stats.jsonl as
+    a line of their own and to TensorBoard). Only rank 0 writes files.
     """
     batch, step, main = cfg["batch"], start, distributed.is_main()
     device = next(net.parameters()).device
@@ -212,6 +214,11 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
                 check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
             if step in snapshots and main and save_snapshot is not None:
                 save_snapshot(step)
+            if (step in snapshots or checkpoint) and main and ema_probe is not None:
+                probe = {"step": step, "kimg": step * batch / 1000, **ema_probe()}
+                stats_file.write(json.dumps(probe) + "\n")
+                stats_file.flush()
+                curves.ema(probe)
             if checkpoint:
                 save_checkpoint(run_dir, step, net, ema, opt, item.stream_state)
                 if scaler is not None and main:

@@ -25,7 +25,7 @@ from ambient_bench.registry import OBJECTIVES
 from ambient_bench.seeding import seed_for, torch_generator
 from ambient_bench import distributed
 from ambient_bench.data.pool import loader_workers
-from ambient_bench.training import batches
+from ambient_bench.training import batches, curves
 from ambient_bench.training.fit import (CHECKPOINT, Step, TrainingDiverged, fit, optimizer_step,  # noqa: F401
                                         restore_checkpoint)
 from ambient_bench.training.phema import PowerEMA
@@ -307,6 +307,10 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                            drawn.stream_state)
 
     final = power_ema.averages[0] if power_ema else ema
+    # the EMA probe: pixel-space models trained on in-memory images only
+    probe = curves.ema_probe(final, data["images"], sigma_min, classes, cfg["sigma_data"], seed_for("ema-probe", seed),
+                             device) if data.get("images") is not None and net_channels == channels and not views \
+        else None
 
     def save_snapshot(step: int) -> None:
         if step in snapshots:
@@ -319,7 +323,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
 
     step = fit(net, ema, opt, cfg, run_dir, losses(), start=step, total=total, desc="train", stop_at_step=stop_at_step,
                snapshots=snapshots | profiles, save_snapshot=save_snapshot,
-               ema_update=power_ema.update if power_ema else None)
+               ema_update=power_ema.update if power_ema else None, ema_probe=probe)
     if step < total:
         return False
     if distributed.is_main():
