@@ -32,6 +32,18 @@ def fmt(n: float | None) -> str:
     return "–" if n is None or (isinstance(n, float) and math.isnan(n)) else f"{n:,.0f}"
 
 
+def monotonicity_warning(points: dict[tuple[str, float], list[float]], lower: bool) -> list[str]:
+    """Lines warning that the clean-only seed means do not improve steadily with n_clean (then n* is the first
+    crossing of a curve the seed spread makes; read it with its interval); none when they do."""
+    curve = sorted((n, sum(v) / len(v)) for (method, n), v in points.items() if method == "clean_only")
+    means = [m if lower else -m for _, m in curve]
+    if all(b <= a for a, b in zip(means, means[1:])):
+        return []
+    shown = ", ".join(f"{m:.4g} at {n:,.0f}" for n, m in curve)
+    return [f"**The clean-only curve is not monotone in n_clean** ({shown}): n* is where it first crosses the "
+            "method's score; where the curve turns, n* is unreliable and the intervals are the result.", ""]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suite")
@@ -50,6 +62,7 @@ def main() -> int:
              "n* = the clean images clean-only training needs to score what the method scores with n_clean clean "
              "images and the bad pool; in brackets, n* at the ends of the method's 95% interval over seeds. "
              "'> max' / '< min': beyond the clean-only grid.", "",
+             *monotonicity_warning(points, lower),
              f"| method | n_clean | {args.metric} | n* (clean-equivalent) | the bad pool is worth |",
              "|---|---:|---:|---:|---:|"]
     for r in rates:
