@@ -25,7 +25,9 @@ nothing and adds no labels. In order (labels in brackets, concatenated in this o
 
 So the x-flip coin decides whether a flip is *drawn*; the flip itself is a fair coin. EDM's train.py sets
 xflip=1e8, which makes that coin land for any p > 0: every image draws a fair flip (half are mirrored).
-``AugmentPipe.edm_recipe(p)`` builds that recipe. Its labels are 9 numbers (LABEL_DIM).
+``AugmentPipe.edm_recipe(p)`` builds that recipe. Its labels are 9 numbers (LABEL_DIM). EDM's anisotropy
+labels are kept as they are, quirk included: (w, r) and (-w, r + pi) get the same labels, yet one stretches
+along the axis at angle r and the other across it.
 
 Geometry (EDM's conventions): pixel coordinates about the image centre, x to the right, y down. The
 forward map is scale, then rotation by a (counter-clockwise on screen for a > 0, the content turning
