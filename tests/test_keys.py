@@ -96,3 +96,32 @@ def test_clean_only_ignores_corruption_lists_and_ood_sources(write_suite):
         assert variant["clean_only"]["train"].key == plain["clean_only"]["train"].key
         assert variant["all_data"]["mix"].key != plain["all_data"]["mix"].key
     assert with_ood["all_data"]["mix"].material["mix"]["ood"][0]["params"]["resolution"] == 8
+
+
+AUGMENT_SUITE = """
+suite: keys_augment
+defaults:
+  dataset: {name: digits, resolution: 16}
+  mix: {clean_fraction: 0.1, corruption: {name: gaussian_blur, sigma: 0.6}}
+  method: {name: ambient_o, annotate: classifier, num_sigmas: 16, trials: 1, classifier: {duration_kimg: 1}}
+  network: {model_channels: 16, channel_mult: [1, 2], num_blocks: 1}
+  train: {duration_kimg: 1}
+  evaluate: {metrics: [fd_digits]}
+"""
+AUGMENTED = ["train.augment_p=0.12", "network.augment_dim=9", "method.classifier.augment_p=0.12"]
+
+
+def test_augmentation_version_enters_only_augmented_training_keys(write_suite):
+    # Keys computed at f7424a9, before the pipe became EDM's (issue 27): unaugmented stages (every committed
+    # result) keep them; augmented diffusion and classifier trainings get new keys, so they retrain.
+    def keys(overrides):
+        (cell,) = load_suite(write_suite(AUGMENT_SUITE), overrides).cells
+        stages = cell_stages(cell.config)
+        return stages["train"].key, stages["classifier:noise"].key
+
+    assert keys([]) == ("305e5b2bd02d0933ce38f9127f3736e44ba932657cdbeac4b8a1198c0b8d7aed",
+                        "8d0034d586f81190fa8265a65369c7333cc868a1c769da58890223341faf7e02")
+    train, classifier = keys(AUGMENTED)
+    assert train != "8a1d16efbf795d7eacbf830cfa4257d765394a1f274170eb0f1a05d884bb7186"
+    assert classifier != "00f1f284f21364f9e8e7d140bc6e2a5344cf85d84b8366ea078a647bc51451b5"
+    assert (train, classifier) != keys([])

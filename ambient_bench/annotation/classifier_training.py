@@ -5,7 +5,8 @@ half whatever its share of the pool, so the output is the posterior under equal 
 map of the likelihood ratio, and a 10/90 pool gives the same annotations as a 50/50 one) on
 x_t = x_0 + sigma·eps,
 ln(sigma) ~ N(P_mean, P_std²) (paper §3.1, §3.2), with EDM's non-leaky augmentation of x_0 when
-``augment_p`` > 0 (the paper's classifiers use the diffusion recipe: p = 0.12, 0.15 at 64 px).
+``augment_p`` > 0 (``AugmentPipe.edm_recipe``: the paper's classifiers use the diffusion recipe, p = 0.12,
+0.15 at 64 px, as the release's train.py builds it for both).
 The crops classifier sees one random K×K window of x_t per image with everything outside set to 0,
 the same zero-padded form it is given at annotation time (the official release trained it on full
 images by mistake).
@@ -73,7 +74,7 @@ def train_classifier(images: torch.Tensor, labels: torch.Tensor, net_cfg: dict[s
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, 0.999), eps=1e-8)
     everyone = np.zeros(len(x_all))
     stream = AdmissibleStream(everyone, everyone, 1.0, seed_for("classifier-order", seed))
-    augment = AugmentPipe(cfg["augment_p"], xflip=1e8) if cfg["augment_p"] > 0 else None
+    augment = AugmentPipe.edm_recipe(cfg["augment_p"]) if cfg["augment_p"] > 0 else None
 
     step = restore_checkpoint(run_dir, net, ema, opt, stream, log)
     total = max(1, math.ceil(cfg["duration_kimg"] * 1000 / batch))
@@ -140,8 +141,9 @@ CLASSIFIER_SECTION = Section("classifier", {
     "num_blocks": Param(None, "residual blocks per level", kind=int, ge=1, nullable=True),
     "attn_resolutions": Param(None, "resolutions with self-attention", kind=list, item=int, nullable=True),
     "dropout": Param(None, "dropout probability", ge=0, lt=1, nullable=True),
-    "augment_p": Param(0.0, "EDM non-leaky augmentation probability (paper: the diffusion recipe's 0.12, 0.15 at "
-                            "64 px); > 0 adds the 9 augmentation-label inputs", ge=0, le=1, omit_default=True),
+    "augment_p": Param(0.0, "EDM's non-leaky augmentation (its train.py recipe) at probability p (paper: the "
+                            "diffusion recipe's 0.12, 0.15 at 64 px); > 0 adds the 9 augmentation-label inputs",
+                       ge=0, le=1, omit_default=True),
     "duration_kimg": Param(20.0, "training length in thousands of images (paper: ~15 Mimg)", gt=0, le=1e7),
     "batch": Param(128, "images per step (paper: 512)", kind=int, ge=1, le=1 << 20),
     "lr": Param(1e-3, "Adam learning rate (paper: 1e-4 noise, 1e-3 crops)", gt=0),

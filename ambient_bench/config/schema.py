@@ -181,8 +181,9 @@ TRAIN = Section("train", {
     "P_mean": Param(-1.2, "mean of ln(sigma) during training"),
     "P_std": Param(1.2, "std of ln(sigma) during training", gt=0),
     "sigma_data": Param(0.5, "EDM's data standard deviation", gt=0),
-    "augment_p": Param(0.0, "EDM non-leaky augmentation probability (paper: 0.12 CIFAR, 0.15 at 64 px; "
-                            "0 = off; needs network.augment_dim 9)", ge=0, le=1),
+    "augment_p": Param(0.0, "EDM's non-leaky augmentation, its train.py recipe at probability p (paper: 0.12 "
+                            "CIFAR, 0.15 at 64 px; half the images mirrored, each other transform with "
+                            "probability p; 0 = off; needs network.augment_dim 9)", ge=0, le=1),
     "lr_ref_kimg": Param(None, "EDM2's decay: lr / sqrt(max(kimg / lr_ref_kimg, 1)) after the warm-up (null = "
                                "constant; EDM2-512: 70k batches of 2048 = 143360)", gt=0, nullable=True,
                          omit_default=True),

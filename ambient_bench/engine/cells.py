@@ -19,12 +19,19 @@ from ambient_bench.annotation.classifier_training import CLASSIFIER_SECTION
 from ambient_bench.components import ClassifierRequest
 from ambient_bench.config.schema import (LATENT, MIX, NETWORK, SAMPLE, TRAIN, ComponentRef, as_list, brief_label,
                                          spec_label)
+from ambient_bench.diffusion.augment import VERSION as AUGMENT_VERSION
 from ambient_bench.engine.keys import stage_key
 from ambient_bench.registry import DATASETS, METHODS, VIEWS
 
 # Bump a stage's version when its code changes what it writes.
 STAGE_VERSIONS = {"mix": 3, "classifier": 3, "annotate": 3, "train": 2, "sample": 1, "metric_setup": 1,
                   "evaluate": 1, "latents": 1, "reconstruct": 1}
+
+
+def _augmentation(augment_p: float) -> dict[str, Any]:
+    """Key material of a training stage's augmentation: its version when it augments (so a change of the pipe
+    retrains exactly the augmented models), nothing otherwise (so unaugmented stages keep their keys)."""
+    return {"augment_version": AUGMENT_VERSION} if augment_p > 0 else {}
 
 
 @dataclass(eq=False)
@@ -103,7 +110,8 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         what = f"{'crops' if request.crop_size else 'noise'} classifier"
         stages[f"classifier:{name}"] = Stage(
             "classifier", {"pool": request.pool, "crop_size": request.crop_size,
-                           "classifier": CLASSIFIER_SECTION.semantic(request.config)},
+                           "classifier": CLASSIFIER_SECTION.semantic(request.config),
+                           **_augmentation(request.config.get("augment_p", 0))},
             {"pool": request.pool, "crop_size": request.crop_size, "classifier": request.config},
             {"mix": pool_stage}, f"{what}{f' {request.crop_size}×{request.crop_size}' if request.crop_size else ''}"
                                  f" on {_pool_text(request, mix_cfg, cfg['dataset'])}, class-balanced loss, "
@@ -125,7 +133,8 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         network = {**cfg["network"], "label_dim": view.label_dim()} if view.label_dim() else cfg["network"]
         stages[f"view:{k}"] = train_deps[f"view:{k}"] = Stage(
             "train", {"network": NETWORK.semantic(network), "train": TRAIN.semantic(train_cfg),
-                      "objective": ref("objective", plain), "view": view.spec()},
+                      "objective": ref("objective", plain), "view": view.spec(),
+                      **_augmentation(train_cfg["augment_p"])},
             {"network": network, "train": train_cfg, "objective": plain, "view": spec}, {"mix": stages["mix"]},
             f"view model ({view.describe()}), seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg")
     objective = method.objective_spec()
@@ -133,7 +142,7 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         stages["latents"] = train_deps["latents"] = _latents_stage(cfg["latent"], stages["mix"])
     stages["train"] = Stage(
         "train", {"network": NETWORK.semantic(cfg["network"]), "train": TRAIN.semantic(train_cfg),
-                  "objective": ref("objective", objective)},
+                  "objective": ref("objective", objective), **_augmentation(train_cfg["augment_p"])},
         {"network": cfg["network"], "train": train_cfg, "objective": objective}, train_deps,
         f"{brief_label('method', cfg['method'])}, seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg"
         + (" from the pretrained model" if pretraining is not None else ""))

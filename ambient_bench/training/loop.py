@@ -205,7 +205,7 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
         fileio.write_json(run_dir / "network.json", {"num_parameters": sum(p.numel() for p in net.parameters())})
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"], betas=(0.9, cfg.get("adam_beta2", 0.999)), eps=1e-8)
     stream = AdmissibleStream(sigma_min.numpy(), data["sigma_max"].double().numpy(), objective.buffer(), seed)
-    augment = AugmentPipe(cfg["augment_p"], xflip=1e8) if cfg["augment_p"] > 0 else None
+    augment = AugmentPipe.edm_recipe(cfg["augment_p"]) if cfg["augment_p"] > 0 else None
     if augment is not None and not net.net.augment_dim:
         from ambient_bench.errors import UserError
 
