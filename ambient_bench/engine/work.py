@@ -173,13 +173,21 @@ def stage_work(stage: Stage, networks: dict[str, float], metric_networks: dict[s
             return Work(f"? {what} scored", kind)
         if network is None or (metric == "clip_iqa" and not rt["metric"].get("scorer", "clip_iqa").startswith("clip")):
             return Work(f"{n:,} {what} scored (CPU)", kind, gpu=False)
-        if f"{source}|{network}" in shared:
+        parts = []
+        if f"{source}|{network}" not in shared:
+            shared.add(f"{source}|{network}")
+            parts.append((n, what))
+        reference = canonical_json(rt["dataset"])
+        if stage.kind == "evaluate" and f"{reference}|{network}" not in shared:  # a reference no setup stage
+            shared.add(f"{reference}|{network}")                                # scored: its first evaluate does
+            parts.append((dataset_count(rt["dataset"]) or 0, "reference images"))
+        if not parts:
             return Work(f"{n:,} {what}: features shared", kind, gpu=False)
-        shared.add(f"{source}|{network}")
+        n = sum(count for count, _ in parts)
         per_image = networks[network] * 1e9
         if network.startswith("clip"):  # CLIP-IQA runs at the image's size, at least CLIP's 224²
             per_image *= max(1.0, ((resolution_of(rt["dataset"]) or 224) / 224) ** 2)
-        return Work(f"{n:,} {what} scored", kind, per_image * n, n / 1000, "fp32",
+        return Work(" + ".join(f"{c:,} {w}" for c, w in parts) + " scored", kind, per_image * n, n / 1000, "fp32",
                     {"stage": "score", "network": network}, totals={f"images through {network}": n})
     return Work("–", kind, gpu=False)
 
