@@ -120,3 +120,24 @@ def test_nominal_counts():
     assert DATASETS.build({"name": "afhq", "animal": "dog", "split": "all"}).nominal_count() == 5_239
     assert DATASETS.build({"name": "afhq", "animal": "dog", "split": "train"}).nominal_count() is None
     assert Path(PAPER).is_dir()
+
+
+@pytest.mark.slow
+def test_gpu_throughput_script_prints_entries_plan_can_use():
+    """benchmarks/perf/throughput_entries.py at --tiny on the CPU (about a minute): its entries parse, and
+    compute derives a utilisation from each (the same path a GPU's entries take)."""
+    import sys
+
+    import yaml
+
+    from ambient_bench.engine.compute import entry_flops_per_kimg
+
+    sys.path.insert(0, str(REPO / "benchmarks" / "perf"))
+    from throughput_entries import main
+
+    entries = yaml.safe_load("\n".join(main(["--tiny", "--repeats", "1"])))
+    assert [(e["stage"], e.get("guided")) for e in entries] == [("train", None), ("sample", False), ("train", None),
+                                                                 ("sample", False), ("sample", True)]
+    for e in entries:
+        assert e["kind"] == "measured" and e["device"] == "cpu" and e["seconds_per_kimg"] > 0 and e["date"]
+        assert entry_flops_per_kimg(e) > 0

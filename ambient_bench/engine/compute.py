@@ -24,7 +24,8 @@ THROUGHPUT_FILE = Path(__file__).with_name("throughput.yaml")
 # anchors whose utilisation a stage may borrow (same network and precision class), most similar first
 PROXIES = {"train": ("train",), "classifier": ("classifier", "train"), "annotate": ("annotate", "classifier", "train"),
            "sample": ("sample", "train"), "score": ("score",)}
-MATCH = ("stage", "network", "resolution", "precision", "nfe", "guided")
+# an entry matches a stage exactly on these (a latent sampler's decoding is in no entry: "vae" never matches)
+MATCH = ("stage", "network", "resolution", "precision", "nfe", "guided", "vae")
 SPLIT_KINDS = ("train", "sample", "annotate", "evaluate")  # as engine/runner.py: one task per GPU
 
 

@@ -208,7 +208,7 @@ def _sample_work(stage: Stage, networks: dict[str, float]) -> Work:
     return Work(f"{cfg['num']:,} samples × {nfe} NFE" + (" × 2 (guide)" if guided else ""), KINDS["sample"],
                 cfg["num"] * (nfe * per_eval + decode), cfg["num"] / 1000, "fp32",
                 {"stage": "sample", "network": network_name(train.runtime["network"], NETWORK_PRESETS),
-                 "resolution": res, "nfe": nfe, "guided": guided},
+                 "resolution": res, "nfe": nfe, "guided": guided, **({"vae": vae} if vae else {})},
                 totals={"samples generated": cfg["num"], "M network evaluations (sampling)": evaluations / 1e6})
 
 
