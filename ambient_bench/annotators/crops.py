@@ -60,10 +60,9 @@ class CropsSigmaMax(Annotator):
     def annotation_work(self, pool: PoolSize) -> dict[str, float]:
         if pool.resolution is None:
             return {}
-        # every tile of every OOD image, once per crop size (the pixels: a tile's FLOPs scale with its size)
-        tiles = {k: len(tile_origins(pool.resolution, k)) for k in self._sizes(pool.resolution)}
-        return {"classifier_inputs": pool.ood * sum(tiles.values()),
-                "classifier_input_pixels": pool.ood * sum(n * k * k for k, n in tiles.items())}
+        # every tile of every OOD image, once per crop size (alone on a full-size canvas: a full-size input)
+        return {"classifier_inputs": pool.ood * sum(len(tile_origins(pool.resolution, k))
+                                                    for k in self._sizes(pool.resolution))}
 
     def annotate(self, data: MixedData, ann: Annotation, ctx: AnnotationContext | None) -> None:
         from ambient_bench.annotation.figures import plot_patch_probabilities

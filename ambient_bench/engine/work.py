@@ -143,7 +143,7 @@ def stage_work(stage: Stage, networks: dict[str, float], metric_networks: dict[s
 
         cfg = rt["classifier"]
         dataset = _mix_of(stage).runtime["dataset"]
-        res = rt.get("crop_size") or resolution_of(dataset)
+        res = resolution_of(dataset)  # a crops classifier sees its crops on a full-size canvas
         per_image = 3 * flops.classifier_flops(cfg, _channels(dataset), res) if res else 0.0
         return Work(f"{cfg['duration_kimg']:,.6g} kimg trained", kind, per_image * cfg["duration_kimg"] * 1000,
                     cfg["duration_kimg"], _precision(cfg),
@@ -226,8 +226,7 @@ def _annotate_work(stage: Stage, networks: dict[str, float]) -> Work:
         cfg = classifiers[0].runtime["classifier"]
         res, ch = size.resolution, _channels(stage.deps["mix"].runtime["dataset"])
         per_input = flops.classifier_flops(cfg, ch, res) if res else 0.0
-        pixels = work.get("classifier_input_pixels")  # crops: inputs of several sizes; FLOPs scale with pixels
-        total += per_input * (pixels / res ** 2 if pixels and res else inputs)
+        total += per_input * inputs
         names = {network_name(d.runtime["classifier"], PRESETS) for d in classifiers}
         lookup = {"stage": "annotate", "network": names.pop() if len(names) == 1 else "mixed", "resolution": res,
                   "precision": "fp32"}
