@@ -83,10 +83,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if (stage.kind, stage.key) in corrupt:
             row["state"] = "corrupt"
     args.gpu = args.gpu.lower()
-    work, summary = estimate(graph.stages, args.gpu)
-    for row, (amount, hours) in zip(rows, work):
+    work, summary = estimate(graph.stages, args.gpu, suite.resources)
+    for row, (amount, est) in zip(rows, work):
         row["work"] = amount.text
-        row[f"{args.gpu}-h"] = "–" if hours == 0 else ("unknown" if hours is None else f"{hours:,.1f}")
+        row[f"{args.gpu}-h"] = "–" if est.hours == 0 else ("unknown" if est.hours is None else f"{est.hours:,.1f}")
+        row["source"] = est.source
     counts = {s: sum(r["state"] == s for r in rows) for s in ("done", "partial", "missing", "corrupt")}
     _print(f"suite {suite.name}: {len(suite.cells)} cells, {len(rows)} stages "
            f"({counts['done']} done, {counts['partial']} partial, {counts['missing']} missing"
@@ -94,9 +95,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
            + (f"; profile {suite.profile}" if suite.profile != "full" else ""))
     if suite.description:
         _print(suite.description)
-    _print(tabulate(rows, headers="keys", tablefmt="simple"))
-    for line in summary:
+    for line in summary:  # the totals first, then the stages they add up
         _print(line)
+    _print(tabulate(rows, headers="keys", tablefmt="simple"))
     for (kind, key), problem in corrupt.items():
         _print(f"corrupt: stage {kind} {key[:16]}: {problem}; `run` recomputes it and what reads it")
     standins = standin_datasets(suite)
@@ -465,8 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--profile", default="full", choices=PROFILES,
                        help="full (the suite as written) or tiny (every size shrunk, same stages; runs in RUNS/tiny)")
         if name == "plan":
-            p.add_argument("--gpu", default="v100", help="device kind for the GPU-hour estimate, from measured "
-                                                        "throughput (default v100: the paper's figure)")
+            p.add_argument("--gpu", default="v100", choices=("v100", "a100", "h100", "h200"), type=str.lower,
+                           help="device kind for the GPU-hour estimate: measured or published throughput where "
+                                "ambient_bench/engine/throughput.yaml has it, else scaled by FLOPs (default v100)")
         if name == "run":
             p.add_argument("--results", help="results directory (default: the suite's results_dir)")
             p.add_argument("--expect-cached", action="store_true",

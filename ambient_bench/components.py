@@ -179,6 +179,12 @@ class Dataset(Component):
         """
         return None
 
+    def nominal_count(self) -> int | None:
+        """The number of images ``load()`` returns on the real, published data (its official size,
+        ``limit`` applied), for ``plan``'s estimate when the files on disk are stand-ins; None = not
+        known (``plan`` then counts the files). Reads nothing."""
+        return None
+
     def fingerprint(self) -> dict[str, Any]:
         """What identifies the data on disk beyond the parameters ({} = nothing); enters stage keys.
 

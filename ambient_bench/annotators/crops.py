@@ -60,7 +60,7 @@ class CropsSigmaMax(Annotator):
     def annotation_work(self, pool: PoolSize) -> dict[str, float]:
         if pool.resolution is None:
             return {}
-        # every tile of every OOD image, once per crop size
+        # every tile of every OOD image, once per crop size (alone on a full-size canvas: a full-size input)
         return {"classifier_inputs": pool.ood * sum(len(tile_origins(pool.resolution, k))
                                                     for k in self._sizes(pool.resolution))}
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ambient_bench.annotation.crops import scaled_table
-from ambient_bench.components import Annotation, AnnotationContext, Annotator, MixedData
+from ambient_bench.components import Annotation, AnnotationContext, Annotator, MixedData, PoolSize
 from ambient_bench.params import Param
 from ambient_bench.registry import register_annotator
 from ambient_bench.training.loop import resolve_device
@@ -52,6 +52,17 @@ class QualitySigmaMin(Annotator):
         from ambient_bench.annotation.quality import build_scorer
 
         build_scorer(self.p.quality_scorer)
+
+    def annotation_work(self, pool: PoolSize) -> dict[str, float]:
+        """CLIP's input pixels: every image at its size, then every patch (upsampled to CLIP's 224² when
+        smaller, as ``patch_scores`` does); the offline scorer runs on the CPU (nothing notable)."""
+        if not self.p.quality_scorer.startswith("clip") or pool.resolution is None:
+            return {}
+        from ambient_bench.annotation.quality import CLIP_INPUT
+
+        side = pool.resolution
+        pixels = side * side + sum((side // k) ** 2 * max(k, CLIP_INPUT) ** 2 for k in self.p.quality_patch_sizes)
+        return {"clip_pixels": (pool.images - pool.ood) * pixels}
 
     def annotate(self, data: MixedData, ann: Annotation, ctx: AnnotationContext | None) -> None:
         from ambient_bench.annotation.quality import build_scorer, high_quality_split, patch_scores, patch_sigma_max

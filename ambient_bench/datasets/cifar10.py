@@ -138,6 +138,10 @@ class Cifar10(Dataset):
             total = sum(batch_size(self._root() / FOLDER / name) for name in BATCHES[self.p.split])
         return total if self.p.limit is None else min(total, self.p.limit)
 
+    def nominal_count(self) -> int | None:
+        total = OFFICIAL_SIZES[self.p.split]
+        return total if self.p.limit is None else min(total, self.p.limit)
+
     def fingerprint(self) -> dict[str, Any]:
         return standin_fingerprint(self._root())
 

@@ -102,6 +102,13 @@ class ImageFolder(Dataset):
         return FileImages(paths, self.p.resolution, self.p.channels, labels)
 
 
+# Real sizes, for plan's estimate on stand-ins: the paper's App. E ("AFHQ consists of 5,653 images of
+# cats, 5,239 images of dogs and 5,000 images of wildlife"; the release's dog folder has 5,239 images,
+# notes §7.1); FFHQ has 70,000 images (github.com/NVlabs/ffhq-dataset).
+AFHQ_PAPER_SIZES = {"cat": 5_653, "dog": 5_239, "wild": 5_000}
+FFHQ_SIZE = 70_000
+
+
 @register_dataset("afhq")
 class AFHQ(Dataset):
     """AFHQv2 (cats, dogs or wild animals), the paper's AFHQ experiments; 64×64 by default.
@@ -148,6 +155,12 @@ class AFHQ(Dataset):
     def count(self) -> int | None:
         return len(self._paths())
 
+    def nominal_count(self) -> int | None:
+        if self.p.split != "all":  # the per-split sizes of AFHQv2 are not stated in the paper
+            return None
+        total = AFHQ_PAPER_SIZES[self.p.animal]
+        return total if self.p.limit is None else min(total, self.p.limit)
+
     def fingerprint(self) -> dict[str, Any]:
         return standin_fingerprint(self._root())
 
@@ -189,6 +202,9 @@ class FFHQ(Dataset):
 
     def count(self) -> int | None:
         return len(self._paths())
+
+    def nominal_count(self) -> int | None:
+        return FFHQ_SIZE if self.p.limit is None else min(FFHQ_SIZE, self.p.limit)
 
     def fingerprint(self) -> dict[str, Any]:
         return standin_fingerprint(root_or_default(self.p.root))

@@ -60,6 +60,10 @@ class DhariwalImages(ImageReader):
         return torch.from_numpy(np.array(_load(self.paths[i], self.resolution)))
 
 
+# ILSVRC-2012 as released (image-net.org): 1,281,167 train images, 50,000 val images
+OFFICIAL_SIZES = {"train": 1_281_167, "val": 50_000}
+
+
 @register_dataset("imagenet")
 class ImageNet(Dataset):
     """ImageNet ILSVRC-2012 class folders (train or val), labelled 0..999, EDM2's centre crop; 512 px by default."""
@@ -98,6 +102,10 @@ class ImageNet(Dataset):
 
     def count(self) -> int | None:
         return len(self._paths_and_labels()[0])
+
+    def nominal_count(self) -> int | None:
+        total = OFFICIAL_SIZES[self.p.split]
+        return total if self.p.limit is None else min(total, self.p.limit)
 
     def fingerprint(self) -> dict[str, Any]:
         return standin_fingerprint(root_or_default(self.p.root))

@@ -1,213 +1,158 @@
-"""Compute before committing to it: the images each stage processes, and GPU-hours where measured.
+"""Compute before committing to it: GPU-hours and wall-clock of every stage on a device kind.
 
-Each stage's work is counted from its configuration and the datasets' sizes (``Dataset.count``,
-which reads no pixels): kimg trained, samples generated (and network evaluations), classifier
-inputs of an annotation, images through a metric's feature network. Hours come only from
-``throughput.yaml`` (measurements with their date and device); a stage without a matching
-measurement is shown with its work and "unknown" hours.
+Each stage's work (engine/work.py: images × network FLOPs, counted on the real dataset sizes)
+becomes hours from ``throughput.yaml``, and every estimate names its source: ``measured`` or
+``published`` (an entry for that stage kind, network, resolution, precision and device), or
+``FLOP-scaled`` (work FLOPs / (device peak × utilisation), the utilisation implied by an entry of
+the same network, else the file's assumed default), or ``negligible`` (CPU work). Totals come
+per stage kind and overall, in GPU-hours and in wall-clock at the suite's ``resources``.
 """
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from ambient_bench.components import PoolSize
-from ambient_bench.diffusion.unet import NETWORK_PRESETS
+from ambient_bench.engine import flops
 from ambient_bench.engine.cells import Stage
-from ambient_bench.engine.keys import canonical_json
-from ambient_bench.registry import DATASETS, METHODS
+from ambient_bench.engine.work import KINDS, Work, stage_work
 
 THROUGHPUT_FILE = Path(__file__).with_name("throughput.yaml")
-
-
-@dataclass
-class Work:
-    """What one stage computes: ``units`` thousands of ``unit`` for the throughput entry ``lookup``."""
-
-    text: str
-    units: float = 0.0          # in thousands
-    lookup: dict[str, Any] | None = None
-    totals: dict[str, float] = field(default_factory=dict)  # category → amount, for the summary line
+# anchors whose utilisation a stage may borrow (same network and precision class), most similar first
+PROXIES = {"train": ("train",), "classifier": ("classifier", "train"), "annotate": ("annotate", "classifier", "train"),
+           "sample": ("sample", "train"), "score": ("score",)}
+# an entry matches a stage exactly on these (a latent sampler's decoding is in no entry: "vae" never matches)
+MATCH = ("stage", "network", "resolution", "precision", "nfe", "guided", "vae")
+SPLIT_KINDS = ("train", "sample", "annotate", "evaluate")  # as engine/runner.py: one task per GPU
 
 
 @functools.lru_cache(maxsize=None)
-def measurements() -> tuple[dict[str, Any], ...]:
+def throughput() -> dict[str, Any]:
     with open(THROUGHPUT_FILE, encoding="utf-8") as f:
-        return tuple(yaml.safe_load(f)["measurements"])
+        return yaml.safe_load(f)
+
+
+def measurements() -> list[dict[str, Any]]:
+    return throughput()["measurements"]
 
 
 def devices_known() -> list[str]:
-    return sorted({m["device"] for m in measurements()})
+    return sorted(throughput()["devices"])
 
 
-_COUNTS: dict[str, int | None] = {}
+def peak(device: str, precision: str) -> float:
+    """Dense peak FLOP/s at a precision class (fp32 | half)."""
+    return throughput()["devices"][device][precision] * 1e12
 
 
-def dataset_count(spec: dict[str, Any]) -> int | None:
-    key = canonical_json(spec)
-    if key not in _COUNTS:
-        _COUNTS[key] = DATASETS.build(spec).count()
-    return _COUNTS[key]
+def entry_flops_per_kimg(entry: dict[str, Any]) -> float:
+    if entry["stage"] == "score":
+        return throughput()["networks"][entry["network"]] * 1e12
+    forward = flops.preset_flops(entry["stage"], entry["network"], entry.get("channels", 3), entry["resolution"],
+                                 entry.get("label_dim", 0))
+    per_unit = {"train": 3, "classifier": 3, "annotate": 1}.get(entry["stage"])
+    if per_unit is None:  # sample: nfe evaluations, twice with a guide of the same network
+        per_unit = entry["nfe"] * (2 if entry.get("guided") else 1)
+    return per_unit * forward * 1000
 
 
-def resolution_of(spec: dict[str, Any]) -> int | None:
-    return spec.get("resolution") or getattr(DATASETS.get(spec["name"]), "native_resolution", None)
+def utilisation(entry: dict[str, Any]) -> float:
+    """The fraction of its device's peak an entry's throughput implies."""
+    seconds = entry["seconds_per_kimg"] * entry["devices"]
+    return entry_flops_per_kimg(entry) / (seconds * peak(entry["device"], entry["precision"]))
 
 
-def network_name(net_cfg: dict[str, Any], presets: dict[str, dict[str, Any]]) -> str:
-    """The preset's name when nothing overrides it (overrides equal to the preset's values are fine)."""
-    preset = presets.get(net_cfg["preset"])
-    if preset is None:  # an EDM2 preset (edm2_xs ...): named as such unless its channels are overridden
-        return "custom" if net_cfg.get("model_channels") else net_cfg["preset"]
-    changed = [k for k, v in net_cfg.items() if k in preset and v is not None and v != preset[k]]
-    return "custom" if changed else net_cfg["preset"]
+@dataclass
+class Estimate:
+    hours: float | None
+    source: str
 
 
-def pool_size(mix_stage: Stage) -> PoolSize | None:
-    """Expected sizes of a mix stage's pool (the coin keeps clean_fraction of the images clean)."""
-    dataset, mix_cfg = mix_stage.runtime["dataset"], mix_stage.runtime["mix"]
-    n = dataset_count(dataset)
-    ood = [dataset_count(d) for d in mix_cfg["ood"]]
-    if n is None or None in ood or DATASETS.get(dataset["name"]).provides_sources:
-        return None
-    bad = n * (1 - mix_cfg["clean_fraction"])
-    kept = n - bad if mix_cfg["discard_rest"] else n
-    low = 0 if mix_cfg["discard_rest"] else bad
-    return PoolSize(images=round(kept + sum(ood)), low_quality=round(low), ood=sum(ood),
-                    resolution=resolution_of(dataset))
+def _short(entry: dict[str, Any]) -> str:
+    return f"{entry['kind']} {entry['stage']} {entry['network']} {entry['device']}"
 
 
-def _dataset_of(stage: Stage) -> dict[str, Any]:
-    """The target dataset of the cell a mix, classifier, train or sample stage belongs to."""
-    if stage.kind == "mix":
-        return stage.runtime["dataset"]
-    if stage.kind == "classifier":
-        return stage.deps["mix"].runtime["dataset"]
-    if stage.kind == "train":  # a view model reads the mix itself
-        mix = stage.deps["mix"] if "mix" in stage.deps else stage.deps["annotate"].deps["mix"]
-        return mix.runtime["dataset"]
-    return _dataset_of(stage.deps["train"])
+def hours(work: Work, device: str) -> Estimate:
+    """GPU-hours of ``work`` on ``device`` and where the figure comes from."""
+    if not work.gpu:
+        return Estimate(0.0, "negligible")
+    if device not in throughput()["devices"]:
+        return Estimate(None, f"no peak for '{device}' in {THROUGHPUT_FILE.name}")
+    lookup = work.lookup or {}
+    for entry in measurements():
+        if lookup and entry["device"] == device and all(entry.get(k) == lookup.get(k) for k in MATCH if k in lookup):
+            return Estimate(work.units * entry["seconds_per_kimg"] * entry["devices"] / 3600, entry["kind"])
+    candidates = [e for e in measurements() if lookup and e["stage"] in PROXIES.get(lookup["stage"], ())
+                  and e["network"] == lookup.get("network") and e.get("resolution") == lookup.get("resolution")
+                  and e["precision"] == work.precision]
+    candidates.sort(key=lambda e: (e["device"] != device, PROXIES[lookup["stage"]].index(e["stage"])))
+    if candidates:
+        util, source = utilisation(candidates[0]), f"FLOP-scaled, u {utilisation(candidates[0]):.3g} " \
+                                                   f"from {_short(candidates[0])}"
+    else:
+        util = throughput()["default_utilisation"][work.precision]
+        source = f"FLOP-scaled, u {util:g} assumed"
+    note = " (fp16 peak: V100 has no bf16 tensor cores)" if work.precision == "half" and device == "v100" else ""
+    return Estimate(work.flops / (peak(device, work.precision) * util) / 3600, source + note)
 
 
-def stage_work(stage: Stage) -> Work:
-    rt = stage.runtime
-    if stage.kind == "mix":
-        size = pool_size(stage)
-        return Work(f"≈{size.images:,} images" if size else "? images")
-    if stage.kind in ("train", "classifier"):
-        cfg = rt["train"] if stage.kind == "train" else rt["classifier"]
-        dataset = _dataset_of(stage)
-        if stage.kind == "train":
-            name = network_name(rt["network"], NETWORK_PRESETS)
-        else:
-            from ambient_bench.annotation.classifier_net import PRESETS
-
-            name = network_name(cfg, PRESETS)
-        resolution = resolution_of(dataset)
-        if resolution is not None and rt.get("view"):  # a pooled view or a grid cell: that many times smaller
-            resolution //= rt["view"].get("factor") or rt["view"]["grid"]
-        lookup = {"stage": stage.kind, "network": name, "resolution": resolution,
-                  "precision": cfg.get("precision", "fp32")}
-        return Work(f"{cfg['duration_kimg']:,.6g} kimg trained", cfg["duration_kimg"], lookup,
-                    {f"kimg trained ({'diffusion' if stage.kind == 'train' else 'classifiers'})":
-                     cfg["duration_kimg"]})
-    if stage.kind == "annotate":
-        size = pool_size(stage.deps["mix"])
-        method = METHODS.build(rt["method"])
-        if size is None:
-            return Work("? classifier inputs")
-        work = method.annotation_work(size)
-        inputs = work.get("classifier_inputs", 0)
-        if not inputs:
-            return Work("–")
-        classifiers = [d for n, d in stage.deps.items() if n.startswith("classifier:")]
-        from ambient_bench.annotation.classifier_net import PRESETS
-
-        names = {network_name(d.runtime["classifier"], PRESETS) for d in classifiers}
-        lookup = {"stage": "annotate", "network": names.pop() if len(names) == 1 else "mixed",
-                  "resolution": size.resolution}
-        return Work(f"≈{inputs / 1e6:,.4g} M classifier inputs", inputs / 1000, lookup,
-                    {"M classifier inputs (annotation)": inputs / 1e6})
-    if stage.kind == "sample":
-        cfg = rt["sample"]
-        nfe = 2 * cfg["steps"] - 1
-        train = stage.deps["train"]
-        dataset = _dataset_of(train)
-        lookup = {"stage": "sample", "network": network_name(train.runtime["network"], NETWORK_PRESETS),
-                  "resolution": resolution_of(dataset), "nfe": nfe}
-        return Work(f"{cfg['num']:,} samples × {nfe} NFE", cfg["num"] / 1000, lookup,
-                    {"samples generated": cfg["num"], "M network evaluations (sampling)": cfg["num"] * nfe / 1e6})
-    if stage.kind == "latents":
-        size = pool_size(stage.deps["mix"])
-        images = size.images if size else None
-        return Work(f"≈{images:,} images encoded" if images else "? images encoded")
-    if stage.kind == "reconstruct":
-        return Work(f"EMA σ_rel {rt['sigma_rel']:g}")
-    if stage.kind in ("metric_setup", "evaluate"):
-        reference = rt["dataset"]
-        metric = rt["metric"]["name"]
-        if stage.kind == "metric_setup":  # the reference's features, computed once and cached
-            n = dataset_count(reference)
-            if n is None:
-                return Work("? reference images scored")
-        else:
-            n = stage.deps["sample"].runtime["sample"]["num"]
-        lookup = {"stage": "score", "network": metric, "resolution": resolution_of(reference)}
-        what = "reference images" if stage.kind == "metric_setup" else "samples"
-        return Work(f"{n:,} {what} scored", n / 1000, lookup, {"images scored (metrics)": n})
-    return Work("–")
+def _gpus(kind: str, resources: dict[str, dict[str, Any]] | None) -> int:
+    """GPUs one job of a stage kind uses at the suite's resources (kinds without a section: one)."""
+    res = (resources or {}).get(kind)
+    if res is None:
+        return 1
+    return max(1, res["gpus"] * res["nodes"]) if kind in SPLIT_KINDS else 1
 
 
-def hours(work: Work, device: str) -> float | None:
-    """GPU-hours of ``work`` on ``device`` from a measurement that matches exactly, else None."""
-    if work.lookup is None:
-        return 0.0
-    for m in measurements():
-        if m["device"] == device and all(m.get(k) == v for k, v in work.lookup.items()):
-            return work.units * m["seconds_per_kimg"] * m["devices"] / 3600
-    return None
-
-
-def describe_lookup(work: Work) -> str:
-    parts = [str(work.lookup.get(k)) for k in ("stage", "network") if work.lookup.get(k) is not None]
-    if work.lookup.get("resolution"):
-        parts.append(f"{work.lookup['resolution']}px")
-    if work.lookup.get("nfe"):
-        parts.append(f"{work.lookup['nfe']} NFE")
-    if work.lookup.get("precision"):
-        parts.append(work.lookup["precision"])
-    return " ".join(parts)
+def _fmt(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:,.1f}"
 
 
 def _amount(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.4g}"
 
 
-def estimate(stages: list[Stage], device: str) -> tuple[list[tuple[Work, float | None]], list[str]]:
-    """Work and hours per stage, and the summary lines (totals, what has no measurement)."""
-    rows = [(work, hours(work, device)) for work in (stage_work(s) for s in stages)]
+def estimate(stages: list[Stage], device: str, resources: dict[str, dict[str, Any]] | None = None
+             ) -> tuple[list[tuple[Work, Estimate]], list[str]]:
+    """Work and estimate per stage, and the summary lines: totals per stage kind and overall, then the work."""
+    tp, shared = throughput(), set()
+    rows = [(w, hours(w, device)) for w in (stage_work(s, tp["networks"], tp["metric_networks"], shared)
+                                            for s in stages)]
+    by_kind: dict[str, list[float | None]] = {}
+    finish: dict[int, float] = {}
+    serial = 0.0
+    for stage, (work, est) in zip(stages, rows):
+        wall = None if est.hours is None else est.hours / _gpus(stage.kind, resources)
+        gpu_h, wall_h, count = by_kind.setdefault(work.kind, [0.0, 0.0, 0])
+        by_kind[work.kind] = [None if gpu_h is None or est.hours is None else gpu_h + est.hours,
+                              None if wall_h is None or wall is None else wall_h + wall, count + 1]
+        start = max((finish.get(id(d), 0.0) for d in stage.deps.values()), default=0.0)
+        finish[id(stage)] = start + (wall or 0.0)
+        serial += wall or 0.0
+    unknown = [k for k, (g, _, _) in by_kind.items() if g is None]
+    total = None if unknown else sum(g for g, _, _ in by_kind.values())
+    lines = [f"compute on {device.upper()} (work on the real dataset sizes; each stage's source in the table):",
+             f"  {'stage kind':<22}{'GPU-hours':>12}{'wall-clock h':>14}{'stages':>8}  sources"]
+    order = list(dict.fromkeys(KINDS.values()))
+    for kind in sorted(by_kind, key=lambda k: order.index(k) if k in order else len(order)):
+        gpu_h, wall_h, count = by_kind[kind]
+        sources = sorted({e.source.split(",")[0] for w, e in rows if w.kind == kind})
+        lines.append(f"  {kind:<22}{_fmt(gpu_h):>12}{_fmt(wall_h):>14}{count:>8}  {', '.join(sources)}")
+    critical = max(finish.values(), default=0.0)
+    lines.append(f"  {'total':<22}{_fmt(total):>12}{_fmt(None if unknown else critical):>14}{len(rows):>8}"
+                 + (f"  unknown: {', '.join(unknown)}" if unknown else ""))
+    gpus = ", ".join(f"{k} {_gpus(k, resources)}"
+                     for k in ("train", "classifier", "annotate", "sample", "metric_setup", "evaluate"))
+    lines.append(f"wall-clock at the suite's resources (GPUs per job: {gpus}; a job's GPUs in linear scaling): "
+                 f"{_fmt(None if unknown else critical)} h with every stage its own job, started when its inputs "
+                 f"are done (SLURM afterok, enough GPUs); {_fmt(None if unknown else serial)} h one job at a time; "
+                 f"per stage kind: its jobs one after another")
     totals: dict[str, float] = {}
     for work, _ in rows:
         for k, v in work.totals.items():
             totals[k] = totals.get(k, 0.0) + v
-    known = sum(h for _, h in rows if h)
-    missing: dict[str, int] = {}
-    for work, h in rows:
-        if h is None:
-            missing[describe_lookup(work)] = missing.get(describe_lookup(work), 0) + 1
-    lines = ["work: " + "; ".join(f"{_amount(v)} {k}" for k, v in totals.items())]
-    where = f"{device.upper()}-hours (measured throughput, {THROUGHPUT_FILE.name})"
-    if device not in devices_known():
-        lines.append(f"{where}: unknown for every stage: no measurement on '{device}' "
-                     f"(measured: {', '.join(devices_known())})")
-    elif missing:
-        lines.append(f"{where}: {known:,.1f} for the stages with a measurement; unknown for "
-                     f"{sum(missing.values())} stages without one: "
-                     + ", ".join(f"{k} ({n})" for k, n in sorted(missing.items(), key=lambda kv: -kv[1])))
-    else:
-        lines.append(f"{where}: {known:,.1f} in total")
+    lines.append("work: " + "; ".join(f"{_amount(v)} {k}" for k, v in totals.items()))
     return rows, lines

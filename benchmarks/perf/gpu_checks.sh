@@ -10,6 +10,9 @@
 #    then DistributedDataParallel over all GPUs when there are several);
 # 3. issue 18: EDM2-XS training and sampling throughput on ImageNet-512 latents (img/s), for plan's
 #    compute-estimate table;
+# 3b. issue 27: DDPM++ CIFAR-10 (32 px, fp32) and EDM2-XS (latents 4×64×64, bf16) training img/s and sampling
+#    img/s (fp32, as the harness samples; EDM2 unguided and guided), printed as throughput.yaml entries with
+#    date and device (about 3 minutes on an H100; `--tiny` checks the script on a CPU);
 # 4. a CUDA training run through the harness (benchmarks/smoke_cpu.yaml on the GPU), when
 #    torch-fidelity is importable (its metric needs it).
 set -uo pipefail
@@ -32,6 +35,7 @@ else
     echo; echo "== one GPU: DistributedDataParallel throughput not measured"
 fi
 step "$PY" benchmarks/perf/edm2_throughput.py --preset xs --batch 64
+step "$PY" benchmarks/perf/throughput_entries.py   # prints throughput.yaml entries: paste them into the file
 if "$PY" -c "import torch_fidelity" 2>/dev/null; then
     step "$PY" -m ambient_bench run benchmarks/smoke_cpu.yaml
 else
