@@ -84,3 +84,50 @@ def _fmt(value: object) -> str:
     if value is None:
         return "–"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def row(check: str, value: float | str, bound: float | None, note: str = "") -> dict:
+    """One result row; ``ok`` when ``value`` ≤ ``bound`` (always, for an informational row without a bound)."""
+    ok = bound is None or (isinstance(value, float) and value <= bound)
+    return {"check": check, "value": value, "bound": bound, "ok": bool(ok), "note": note}
+
+
+def failed_row(check: str, error: BaseException, note: str = "") -> dict:
+    """A check that could not run (a peer's module failed to import, a shape mismatch): a FAIL row, not a crash."""
+    text = f"{type(error).__name__}: {error}".splitlines()[0][:160]
+    return {"check": check, "value": "error", "bound": None, "ok": False, "note": (note + " " + text).strip()}
+
+
+def stub_modules(*names: str) -> None:
+    """Empty stand-ins for packages a peer imports at module level but the checked code never calls
+    (wandb, psutil): the check runs without installing them. A name that imports is left alone."""
+    for name in names:
+        if name in sys.modules:
+            continue
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            sys.modules[name] = ModuleType(name)
+
+
+def ambient_utils_package() -> ModuleType:
+    """``ambient_utils`` (github.com/giannisdaras/ambient-utils, which the release's environment.yml installs),
+    without running its ``__init__``: that one imports webdataset, diffusers, … for dataset code the
+    checks never call. Its submodules (``ambient_utils.loss``, ``.classifier``) import as usual from the
+    installed package's folder."""
+    import importlib.util
+
+    existing = sys.modules.get("ambient_utils")
+    if existing is not None:
+        return existing
+    spec = importlib.util.find_spec("ambient_utils")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("ambient_utils is not installed: pip install git+https://github.com/giannisdaras/ambient-utils")
+    package = ModuleType("ambient_utils")
+    package.__path__ = list(spec.submodule_search_locations)
+    sys.modules["ambient_utils"] = package
+    loss = importlib.import_module("ambient_utils.loss")
+    for name in dir(loss):  # the release calls ambient_utils.<function> (the package re-exports loss.*)
+        if not name.startswith("_"):
+            setattr(package, name, getattr(loss, name))
+    return package
