@@ -10,7 +10,7 @@ sample: no annotation noise is added (x_tn = x0, line 287) and lambda_amb = sigm
     loss = lambda_EDM(sigma) · ||D(x0 + sigma·eps, sigma) - x0||²,  lambda_EDM = (sigma² + sd²)/(sigma·sd)²
 
 where x0 is the stored image, corrupted or clean. What still separates the two kinds of sample is
-where they are drawn (the sampler, torch_utils/misc.py:152-159, kept here as ``buffer()``): a
+where they are drawn (the sampler, torch_utils/misc.py:128, 152-161, kept here as ``buffer()``): a
 low-quality sample only at sigma > b·sigma_min, b = sqrt(1 + 1/(s_max - 1)) (the scripts pass
 s_max 4); a clean one (sigma_min 0) at every sigma. The release's EDM2 code (ImageNet) uses
 sigma_n = sigma_min, i.e. ``ambient``. Not reproduced: a record with a finite sigma_min and a
