@@ -19,7 +19,7 @@ from conftest import REPO
 PAPER = REPO / "benchmarks" / "paper"
 SUITES = ["table1_imagenet512", "table5_imagenet512",
           "table2a_cifar_blur", "table3_cifar_jpeg", "appB1_cifar_motion", "table4_ffhq_blur", "table2b_afhq_ood",
-          "table6_loss_ablation", "table7_single_annotation", "appD_classifier"]
+          "table6_loss_ablation", "table7_single_annotation", "appD_classifier", "table2a_release_vs_paper"]
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,27 @@ def test_table7_and_appendix_grids():
     appd = cells("appD_classifier")
     assert {(c["method"]["classifier_pool"], c["method"]["classifier"]["duration_kimg"]) for c in appd} == \
         {("balanced", 15000), ("diffusion", 15000), ("balanced", 5000), ("balanced", 10000)}
+
+
+def test_release_vs_paper_suite_is_table2a_with_the_release_variant_beside_it():
+    """benchmarks/paper/table2a_release_vs_paper.yaml copies Table 2(a)'s protocol (no include in suites):
+    its cells are table2a_cifar_blur's plus one release-variant Ambient-o per σ_B, differing in three keys."""
+    table2a = cells("table2a_cifar_blur")
+    both = cells("table2a_release_vs_paper")
+    release = [c for c in both if c["method"].get("objective") == "ambient_release"]
+    others = [c for c in both if c not in release]
+    assert len(release) == 4 and len(others) == len(table2a)
+    assert sorted(map(repr, others)) == sorted(map(repr, table2a))  # fails when the two suites drift apart
+    for cfg in release:
+        paper = next(c for c in table2a if c["method"]["name"] == "ambient_o"
+                     and c["mix"] == cfg["mix"])
+        different = {k for k in cfg["method"] if cfg["method"][k] != paper["method"][k]}
+        assert different == {"objective", "never_crossed", "grid"}
+        assert (cfg["method"]["objective"], cfg["method"]["never_crossed"], cfg["method"]["grid"]) == \
+            ("ambient_release", "top", "random")
+        assert (paper["method"]["objective"], paper["method"]["never_crossed"], paper["method"]["grid"]) == \
+            ("ambient", "drop", "quantile")
+        assert {k: v for k, v in cfg.items() if k != "method"} == {k: v for k, v in paper.items() if k != "method"}
 
 
 def test_imagenet_protocol_values():
@@ -219,40 +240,51 @@ def test_standin_and_real_data_never_share_a_key(data, tmp_path, monkeypatch):
     assert standin_keys.isdisjoint(real_keys)  # every stage reads the data, directly or upstream
 
 
-@pytest.mark.slow
-def test_tiny_profile_of_every_paper_suite_end_to_end(standins, tmp_path, monkeypatch, capsys):
-    """Every paper suite at --profile tiny on stand-in data, through the real loaders, training,
-    annotation, sampling and metrics (random-weight feature networks: a loading check, not FID).
-    In one process, as `python -m ambient_bench run` (the CLI's main) would run them one by one."""
+@pytest.fixture(scope="module")
+def tiny_home(tmp_path_factory) -> Path:
+    """Random-weight feature networks and a tiny CLIP (CLIP-IQA: ImageNet's quality annotation, Table 5),
+    and one runs folder, shared by the suites so that the stages they share run once."""
     from random_weights import write_random_weights
     from test_quality import write_tiny_clip
 
-    write_random_weights(tmp_path / "torch")
-    write_tiny_clip(tmp_path / "home" / ".cache" / "clip")  # CLIP-IQA: ImageNet's quality annotation, Table 5
+    home = tmp_path_factory.mktemp("tiny_home")
+    write_random_weights(home / "torch")
+    write_tiny_clip(home / "home" / ".cache" / "clip")
+    return home
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SUITES)
+def test_tiny_profile_of_every_paper_suite_end_to_end(name, standins, tiny_home, monkeypatch, capsys):
+    """Every paper suite at --profile tiny on stand-in data, through the real loaders, training,
+    annotation, sampling and metrics (random-weight feature networks: a loading check, not FID).
+    In one process, as `python -m ambient_bench run` (the CLI's main) would run them one by one."""
     monkeypatch.setenv("AMBIENT_BENCH_DATA", str(standins))
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    runs = tmp_path / "runs"
+    monkeypatch.setenv("TORCH_HOME", str(tiny_home / "torch"))
+    monkeypatch.setenv("HOME", str(tiny_home / "home"))
+    runs = tiny_home / "runs"
     expected = {"table1_imagenet512": {"fid", "fd_dinov2", "fid_heldout", "fd_dinov2_heldout", "parameters_m", "nfe"},
                 "table5_imagenet512": {"clip_iqa_mean", "clip_iqa_median", "clip_iqa_win_rate"}}
-    for name in SUITES:
-        code = main(["run", str(PAPER / f"{name}.yaml"), "--profile", "tiny", "--runs", str(runs)])
-        out, err = capsys.readouterr()
-        assert code == 0, (name, err[-3000:])
-        results = runs / "tiny" / "results" / name
-        frame = pd.read_csv(results / "results.csv")
-        assert set(frame["profile"]) == {"tiny"} and frame["standin_data"].all()
-        assert frame["cell"].nunique() == len(load_suite(PAPER / f"{name}.yaml").cells), name
-        assert expected.get(name, {"fid", "kid", "fd_dinov2"}) <= set(frame["quantity"])
-        table = next(p for p in results.glob("*.md") if p.name != "figures.md").read_text()
-        ours = table.split("## The paper's numbers (same layout)")[0]
-        assert "Tiny profile" in ours and "STAND-IN DATA" in ours and "Δ" not in ours
-        assert " paper " in ours.splitlines()[2] and "## The paper's numbers (same layout)" in table
-        if name == "table1_imagenet512":  # the paper's nested layout, the paper's numbers beside ours
-            header = ours.splitlines()[2]
-            assert "Train · FID · no CFG" in header and "Test · FD_DINOv2 · CFG" in header and "Mparams" in header
-            assert "| EDM2-XS " in ours and "| Ambient-o-XXL " in ours and " 3.57 |" in ours
-    assert not (REPO / "results" / "table2a_cifar_blur").exists()  # tiny results never land in results/
+    code = main(["run", str(PAPER / f"{name}.yaml"), "--profile", "tiny", "--runs", str(runs)])
+    out, err = capsys.readouterr()
+    assert code == 0, (name, err[-3000:])
+    results = runs / "tiny" / "results" / name
+    frame = pd.read_csv(results / "results.csv")
+    assert set(frame["profile"]) == {"tiny"} and frame["standin_data"].all()
+    assert frame["cell"].nunique() == len(load_suite(PAPER / f"{name}.yaml").cells), name
+    assert expected.get(name, {"fid", "kid", "fd_dinov2"}) <= set(frame["quantity"])
+    table = next(p for p in results.glob("*.md") if p.name != "figures.md").read_text()
+    ours = table.split("## The paper's numbers (same layout)")[0]
+    assert "Tiny profile" in ours and "STAND-IN DATA" in ours and "Δ" not in ours
+    assert " paper " in ours.splitlines()[2] and "## The paper's numbers (same layout)" in table
+    if name == "table1_imagenet512":  # the paper's nested layout, the paper's numbers beside ours
+        header = ours.splitlines()[2]
+        assert "Train · FID · no CFG" in header and "Test · FD_DINOv2 · CFG" in header and "Mparams" in header
+        assert "| EDM2-XS " in ours and "| Ambient-o-XXL " in ours and " 3.57 |" in ours
+    if name == "table2a_release_vs_paper":  # both variants, each with the paper's one Ambient-o number
+        assert ours.count("| Ambient-o, paper's variant") == 4 and ours.count("| Ambient-o, release's variant") == 4
+        assert ours.count(" 5.34 |") == 2
+    assert not (REPO / "results" / name).exists()  # tiny results never land in results/
 
 
 def test_slurm_dry_run_of_the_paper_table2a_suite(data, tmp_path, capsys):

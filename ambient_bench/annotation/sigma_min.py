@@ -3,7 +3,9 @@
 For an ascending grid of noise levels the classifier sees T noisy copies of the image per
 level; the mean P(corrupted) is smoothed along the grid by a causal EMA (span 32) and
 sigma_min is the first level where it drops below 0.5 + epsilon. An image whose curve never
-drops is not trustworthy at any noise level in the grid: it is dropped.
+drops is not trustworthy at any noise level in the grid: it is dropped, or (the official code's
+way) annotated at the grid's largest level. The grid is evenly spaced log-normal quantiles, or
+(the official code's way) a sorted random log-normal draw seeded 42.
 
 The work is batched over images × levels × trials; noise is seeded per (image, level block)
 so that results do not depend on how the work is chunked.
@@ -43,6 +45,41 @@ def lognormal_grid(num: int, p_mean: float = -1.2, p_std: float = 1.2) -> np.nda
     return np.exp(p_mean + p_std * scipy.stats.norm.ppf(quantiles))
 
 
+RELEASE_GRID_SEED = 42  # pixel-diffusion/annotate.py:109
+GRIDS = ("quantile", "random")
+NEVER_CROSSED = ("drop", "top")
+
+
+def random_grid(num: int, p_mean: float = -1.2, p_std: float = 1.2, seed: int = RELEASE_GRID_SEED) -> np.ndarray:
+    """The official annotate.py's grid (lines 109-111): ``num`` draws n ~ N(0, 1) from a torch generator
+    seeded ``seed``, sigma = exp(n·p_std + p_mean) in float32, sorted ascending. The release drew on a CUDA
+    generator, whose stream differs from torch's CPU one used here (same seed and distribution, not the
+    same numbers): a CPU draw keeps the grid, and the annotate key, the same on every machine."""
+    n = torch.randn([num], generator=torch.Generator().manual_seed(seed))
+    return (n * p_std + p_mean).exp().sort().values.double().numpy()
+
+
+def annotation_grid(kind: str, num: int, p_mean: float = -1.2, p_std: float = 1.2) -> np.ndarray:
+    """The ascending sigma grid of ``kind`` ('quantile' or 'random', see ``GRIDS``)."""
+    if kind == "quantile":
+        return lognormal_grid(num, p_mean, p_std)
+    if kind == "random":
+        return random_grid(num, p_mean, p_std)
+    raise ValueError(f"unknown annotation grid {kind!r}; one of {', '.join(GRIDS)}")
+
+
+def resolve_never_crossed(sigma_min: np.ndarray, sigmas: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """(sigma_min, keep) once the curves that never cross (sigma_min inf) are settled: 'drop' keeps them
+    out; 'top' keeps them at the grid's largest sigma, as the official code does (ambient_utils
+    classifier.py analyze_classifier_trajectory: "if no such time exists, return the last time")."""
+    crossed = np.isfinite(sigma_min)
+    if mode == "drop":
+        return sigma_min, crossed
+    if mode == "top":
+        return np.where(crossed, sigma_min, float(np.max(sigmas))), np.ones_like(crossed)
+    raise ValueError(f"unknown never_crossed mode {mode!r}; one of {', '.join(NEVER_CROSSED)}")
+
+
 def causal_ema(values: np.ndarray, span: int) -> np.ndarray:
     """pandas ``ewm(span, adjust=False).mean()`` along the last axis: s_0 = v_0, s_k = (1-a)s_{k-1} + a v_k."""
     alpha = 2.0 / (span + 1)
@@ -63,7 +100,7 @@ class SigmaMinResult:
     sigmas: np.ndarray         # K ascending grid
     probabilities: np.ndarray  # M×K mean P(corrupted) over trials
     smoothed: np.ndarray       # M×K after the causal EMA
-    sigma_min: np.ndarray      # M, inf = never crossed (dropped)
+    sigma_min: np.ndarray      # M, inf = never crossed (resolve_never_crossed)
     threshold: float
 
 
@@ -161,18 +198,19 @@ def classifier_probabilities_looped(classifier: torch.nn.Module, images: torch.T
 def annotate_sigma_min(classifier: torch.nn.Module, images: torch.Tensor, indices: torch.Tensor, *,
                        num_sigmas: int = 2048, trials: int = 4, ema_span: int | None = None, epsilon: float = 0.05,
                        p_mean: float = -1.2, p_std: float = 1.2, seed: int = 0,
-                       batch: int | None = None, compile: bool = False) -> SigmaMinResult:
+                       batch: int | None = None, compile: bool = False, grid: str = "quantile") -> SigmaMinResult:
     """sigma_min of every image (model-space float tensor) from its classifier curve.
 
     ``ema_span`` None scales the paper's span to the grid (see ``scaled_span``). ``compile`` runs
     the classifier through ``torch.compile`` (fused elementwise layers: about 1.7× on a CPU,
     benchmarks/perf/annotate.py --compile); it pays off on large grids and needs a C++ compiler
-    on a CPU.
+    on a CPU. ``grid`` is the sigma grid's kind (``annotation_grid``). sigma_min is inf where a curve
+    never crosses (``resolve_never_crossed`` settles those).
     """
     batch = batch or auto_batch(classifier, tuple(images.shape[1:]), images.device)
     if compile:  # fixed shapes: every pass but the last of a grid block has ``batch`` inputs
         classifier = torch.compile(classifier, dynamic=False)
-    sigmas = lognormal_grid(num_sigmas, p_mean, p_std)
+    sigmas = annotation_grid(grid, num_sigmas, p_mean, p_std)
     probabilities = classifier_probabilities(classifier, images, indices, sigmas, trials, seed, batch)
     smoothed = causal_ema(probabilities, ema_span or scaled_span(num_sigmas))
     threshold = 0.5 + epsilon

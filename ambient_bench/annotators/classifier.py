@@ -1,6 +1,7 @@
 """sigma_min from a noise classifier trained by the harness (paper §3.1, Fig. 2; the official annotate.py):
 the first noise level at which the classifier's smoothed P(corrupted) falls below 0.5 + epsilon.
-Samples whose curve never crosses are dropped."""
+Samples whose curve never crosses are dropped (``never_crossed: top`` keeps them at the grid's largest
+level, as the official code does; ``grid: random`` draws the grid as it does)."""
 from __future__ import annotations
 
 import numpy as np
@@ -28,7 +29,13 @@ class ClassifierSigmaMin(Annotator):
         "classifier_pool": Param("balanced", "what the noise classifier learns from: balanced (50/50 coin, "
                                              "paper) or diffusion (the training pool, App. D)",
                                  kind=str, choices=("balanced", "diffusion")),
-        "num_sigmas": Param(2048, "noise levels in the annotation grid (log-normal quantiles)", kind=int, ge=2),
+        "num_sigmas": Param(2048, "noise levels in the annotation grid", kind=int, ge=2),
+        "grid": Param("quantile", "the grid: quantile (evenly spaced log-normal quantiles) or random (the official "
+                                  "annotate.py's sorted log-normal draw seeded 42, on torch's CPU generator)",
+                      kind=str, choices=("quantile", "random"), omit_default=True),
+        "never_crossed": Param("drop", "samples whose curve never crosses the threshold: drop, or top = annotate "
+                                       "them at the grid's largest sigma (the official code; used almost never)",
+                               kind=str, choices=("drop", "top"), omit_default=True),
         "trials": Param(4, "noisy copies per image and level", kind=int, ge=1),
         "ema_span": Param(None, "span of the causal EMA in grid levels (null = the paper's 32 of 2048, "
                                 "scaled to num_sigmas)", kind=int, ge=1, nullable=True),
@@ -56,7 +63,7 @@ class ClassifierSigmaMin(Annotator):
 
     def annotate(self, data: MixedData, ann: Annotation, ctx: AnnotationContext | None) -> None:
         from ambient_bench.annotation.figures import plot_classifier_curves
-        from ambient_bench.annotation.sigma_min import annotate_sigma_min
+        from ambient_bench.annotation.sigma_min import annotate_sigma_min, resolve_never_crossed
 
         if ctx is None:
             raise ValueError("classifier annotation needs the harness's AnnotationContext")
@@ -68,13 +75,14 @@ class ClassifierSigmaMin(Annotator):
                                     num_sigmas=self.p.num_sigmas, trials=self.p.trials, ema_span=self.p.ema_span,
                                     epsilon=self.p.epsilon, p_mean=cfg["P_mean"], p_std=cfg["P_std"],
                                     seed=self.p.annotate_seed, batch=self.p.annotate_batch,
-                                    compile=self.p.annotate_compile)
+                                    compile=self.p.annotate_compile, grid=self.p.grid)
         n = len(data.index)
         for name, values in (("p_lowest_sigma", result.smoothed[:, 0]), ("p_highest_sigma", result.smoothed[:, -1])):
             ann.columns[name] = torch.full((n,), float("nan"), dtype=torch.float64)
             ann.columns[name][low] = torch.from_numpy(values)
         crossed = np.isfinite(result.sigma_min)
-        ann.summary.update({"never_crossed": int((~crossed).sum()), "threshold": result.threshold,
+        ann.summary.update({"never_crossed": int((~crossed).sum()), "never_crossed_mode": self.p.never_crossed,
+                            "threshold": result.threshold,
                             "grid": [float(result.sigmas[0]), float(result.sigmas[-1]), len(result.sigmas)]})
         if len(result.sigma_min):
             picks = np.unique(np.linspace(0, len(result.sigma_min) - 1, num=min(6, len(result.sigma_min))).astype(int))
@@ -83,13 +91,16 @@ class ClassifierSigmaMin(Annotator):
                                    labels=[f"image {int(i)}" for i in data.index[low][picks]],
                                    quality=ctx.classifier_quality.get(NOISE_CLASSIFIER))
         self._check_dropped(crossed, result.threshold)
-        ann.sigma_min[low] = torch.from_numpy(result.sigma_min).to(ann.sigma_min.dtype)
-        ann.keep[low] = torch.from_numpy(crossed)
+        sigma_min, keep = resolve_never_crossed(result.sigma_min, result.sigmas, self.p.never_crossed)
+        ann.sigma_min[low] = torch.from_numpy(sigma_min).to(ann.sigma_min.dtype)
+        ann.keep[low] = torch.from_numpy(keep)
 
     def _check_dropped(self, crossed: np.ndarray, threshold: float) -> None:
         dropped = int((~crossed).sum())
+        # at the grid's top (never_crossed: top) a sample is as good as dropped: used only above ~b·20
         if dropped > self.p.max_dropped_fraction * len(crossed):  # Ambient-o would silently be clean-only
-            raise UserError(f"ambient_o annotation drops {dropped:,} of {len(crossed):,} low-quality images (their "
+            where = "drops" if self.p.never_crossed == "drop" else "puts at the grid's largest sigma"
+            raise UserError(f"ambient_o annotation {where} {dropped:,} of {len(crossed):,} low-quality images (their "
                             f"smoothed P(corrupted) never falls below {threshold:.2f}; max_dropped_fraction "
                             f"{self.p.max_dropped_fraction:g}): the classifier finds them distinguishable at every "
                             f"noise level of the grid; train a better classifier, or set max_dropped_fraction: 1 to "
