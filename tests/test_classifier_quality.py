@@ -158,3 +158,51 @@ defaults:
     # the measurement is kept beside the failed stage, to look at
     quality = json.loads(next((runs / "classifier").iterdir()).joinpath("quality.json").read_text())
     assert quality["auc_low"] < 0.6 and Path(next((runs / "classifier").iterdir()), "classifier_quality.png").is_file()
+
+
+def test_plain_bce_and_the_whole_pool(write_suite, tmp_path, monkeypatch):
+    """classifier.class_balance false trains on the plain BCE (every sample weighs 1: the loss the optimiser
+    sees is the unweighted mean), and holdout_fraction 0 trains on every image of the pool, the quality
+    then measured in-sample (App. D's unbalanced classifier; the paper's classifiers see their whole pool)."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from ambient_bench.annotation import classifier_training
+    from ambient_bench.cli import main
+
+    seen = []
+
+    def spy(logits, target, weight=None):
+        seen.append((weight.detach().clone(), F.binary_cross_entropy_with_logits(logits, target).detach()))
+        return F.binary_cross_entropy_with_logits(logits, target, weight=weight)
+
+    monkeypatch.setattr(classifier_training, "F", SimpleNamespace(binary_cross_entropy_with_logits=spy))
+    suite = write_suite(f"""
+suite: plain_bce
+results_dir: {tmp_path / "results"}
+defaults:
+  dataset: {{name: digits, resolution: 8}}
+  mix: {{clean_fraction: 0.25, corruption: {{name: gaussian_blur, sigma: 1.0}}}}
+  method: {{name: ambient_o, annotate: classifier, classifier_pool: diffusion, num_sigmas: 16, trials: 1,
+           max_dropped_fraction: 1.0,
+           classifier: {{duration_kimg: 0.256, batch: 64, model_channels: 8, min_auc: 0, class_balance: false,
+                        holdout_fraction: 0}}}}
+  network: {{model_channels: 8, channel_mult: [1], num_blocks: 1}}
+  train: {{batch: 32, duration_kimg: 0.064}}
+  sample: {{num: 8, steps: 2}}
+  evaluate: {{metrics: [{{name: fd_digits, epochs: 1}}]}}
+""")
+    runs = tmp_path / "runs"
+    assert main(["run", str(suite), "--runs", str(runs)]) == 0
+    assert len(seen) == 4  # 256 images in batches of 64
+    for weight, _ in seen:
+        assert torch.equal(weight, torch.ones_like(weight))
+    summary = json.loads(next((runs / "classifier").iterdir()).joinpath("summary.json").read_text())
+    mix_summary = json.loads(next((runs / "mix").iterdir()).joinpath("summary.json").read_text())
+    assert summary["objective"] == "plain BCE"
+    assert summary["num_images"] == mix_summary["num_images"]  # every image of the pool, none held out
+    assert summary["quality"]["in_sample"] and 0 < summary["quality"]["holdout_images"] < summary["num_images"]
+    # the balanced loss on the same pool weighs its classes 0.5/prior and 0.5/(1 - prior): not ones
+    prior = summary["prior"]
+    assert 0.6 < prior < 0.9 and abs(0.5 / prior - 1) > 0.1

@@ -55,11 +55,12 @@ def test_cifar_protocol_values():
             (512, 1e-3, 10000, 500)
         assert (train["ema_rampup"], train["grad_clip"], train["augment_p"]) == (0.05, 1.0, 0.12)
         assert (train["P_mean"], train["P_std"], train["precision"], train["tf32"]) == (-1.2, 1.2, "fp32", False)
-        assert train["duration_kimg"] == pytest.approx(20 * 1003.52) and train["snapshot_kimg"] == 1003.52
+        # 30 release snapshots: its 5-20 Mimg lists, its internal 22.5-30 Mimg list and its public script's 025088
+        assert train["duration_kimg"] == pytest.approx(30 * 1003.52) and train["snapshot_kimg"] == 1003.52
         assert (sample["num"], sample["steps"], sample["sigma_min"], sample["sigma_max"], sample["rho"]) == \
             (50000, 18, 0.002, 80.0, 7.0)
         assert [m["name"] for m in evaluate["metrics"]] == ["fid", "kid", "fd_dinov2"]
-        assert evaluate["select"] == "best" and evaluate["snapshot_range_kimg"] == [5017.6, 20070.4]
+        assert evaluate["select"] == "best" and evaluate["snapshot_range_kimg"] == [5017.6, 30105.6]
         assert evaluate["metrics"][2]["arch"] == "vitl14"
     ambient = [c["method"] for c in found if c["method"]["name"] == "ambient_o"]
     assert len(ambient) == 4
@@ -70,7 +71,8 @@ def test_cifar_protocol_values():
         assert (method["epsilon"], method["s_max"], method["ema_span"], method["ambient_weight"]) == \
             (0.05, 4.0, None, "full")
         assert (classifier["preset"], classifier["lr"], classifier["batch"], classifier["duration_kimg"]) == \
-            ("paper_cifar", 1e-3, 512, 15000)
+            ("paper_cifar", 1e-4, 512, 15000)  # the release's classifier scripts: --lr=1e-4
+        assert (classifier["class_balance"], classifier["holdout_fraction"]) == (False, 0)  # plain BCE, whole pool
         assert (classifier["warmup_kimg"], classifier["ema_halflife_kimg"], classifier["augment_p"]) == \
             (10000, 500, 0.12)
     sigmas = sorted(c["mix"]["corruption"]["sigma"] for c in found if c["method"]["name"] == "all_data")
@@ -101,7 +103,7 @@ def test_table7_and_appendix_grids():
     table7 = cells("table7_single_annotation")
     singles = {(c["mix"]["corruption"]["sigma"], c["method"]["sigma_min"]) for c in table7
                if c["method"]["name"] == "ambient_o" and c["method"]["annotate"] == "fixed"}
-    assert (1.0, 2.32) in singles and (0.8, 1.89) in singles and len(singles) == 12
+    assert (1.0, 2.32) in singles and (0.8, 1.89) in singles and (0.4, 0.0) in singles and len(singles) == 13
     table6 = cells("table6_loss_ablation")
     rows = {(c["method"]["ambient_weight"], c["method"]["weight_clip"], c["method"]["s_max"]) for c in table6}
     inf = float("inf")
@@ -110,6 +112,32 @@ def test_table7_and_appendix_grids():
     appd = cells("appD_classifier")
     assert {(c["method"]["classifier_pool"], c["method"]["classifier"]["duration_kimg"]) for c in appd} == \
         {("balanced", 15000), ("diffusion", 15000), ("balanced", 5000), ("balanced", 10000)}
+    # App. D's unbalanced classifier: the release's plain BCE on the 10/90 pool, its drops allowed
+    unbalanced = [c["method"] for c in appd if c["method"]["classifier_pool"] == "diffusion"]
+    assert len(unbalanced) == 1 and unbalanced[0]["classifier"]["class_balance"] is False
+    assert unbalanced[0]["max_dropped_fraction"] == 1.0
+
+
+def test_table7_single_annotation_zero_matches_the_paper_row(data):
+    """The paper's "single annotation σ_min 0.00 at σ_B 0.4" (FID 2.47) is a cell, and the reference row
+    that carries the number matches it (and no other cell)."""
+    from ambient_bench.config.suite import flatten
+    from ambient_bench.results.reference import reference_table
+
+    paper = reference_table(REPO / "benchmarks" / "reference" / "ambient_omni_paper.yaml", "table7", "test")
+    found = {}
+    for cfg in cells("table7_single_annotation"):
+        row = paper.lookup(flatten(cfg))
+        if row is not None and row.values.get("fid") == 2.47 and row.label == "Single annotation":
+            found[(cfg["method"]["annotate"], cfg["method"]["sigma_min"], cfg["mix"]["corruption"]["sigma"])] = row
+    assert list(found) == [("fixed", 0.0, 0.4)]
+
+
+# EDM2's generate_images.py presets behind the paper's EDM2 numbers: (guidance, σ_rel, guide σ_rel) per metric
+EDM2_PRESETS = {("edm2_xs", False): {"fid": (1.0, 0.135, None), "fd_dinov2": (1.0, 0.200, None)},
+                ("edm2_xs", True): {"fid": (1.4, 0.045, 0.045), "fd_dinov2": (1.7, 0.150, 0.150)},
+                ("edm2_xxl", False): {"fid": (1.0, 0.070, None), "fd_dinov2": (1.0, 0.150, None)},
+                ("edm2_xxl", True): {"fid": (1.2, 0.015, 0.015), "fd_dinov2": (1.7, 0.015, 0.015)}}
 
 
 def test_release_vs_paper_suite_is_table2a_with_the_release_variant_beside_it():
@@ -134,24 +162,68 @@ def test_release_vs_paper_suite_is_table2a_with_the_release_variant_beside_it():
 
 
 def test_imagenet_protocol_values():
-    """Table 1's suite: the EDM2 recipe, the paper's five models, three guidance weights, one shared guide."""
+    """Table 1's suite: the EDM2 recipe, the paper's five models with and without guidance, each metric on the
+    samples of EDM2's preset for it, no ambient buffer, one shared guide."""
+    from ambient_bench.engine.cells import metric_samples
+
     found = cells("table1_imagenet512")
-    assert len(found) == 15
+    assert len(found) == 10
+    seen = set()
     for cfg in found:
         train, sample, latent = cfg["train"], cfg["sample"], cfg["latent"]
         xxl = cfg["network"]["preset"] == "edm2_xxl"
         assert cfg["dataset"]["name"] == "imagenet" and cfg["dataset"]["resolution"] == 512
-        assert latent["vae"] == "sd-vae-ft-mse" and cfg["network"]["label_dim"] == 1000
+        assert latent["vae"] == "sd-vae-ft-mse" and not latent["xflip"] and cfg["network"]["label_dim"] == 1000
         assert (train["batch"], train["P_mean"], train["P_std"], train["adam_beta2"]) == (2048, -0.4, 1.0, 0.99)
         assert (train["lr"], train["duration_kimg"]) == ((0.0065, 939524.096) if xxl else (0.012, 2147483.648))
         assert train["lr_ref_kimg"] == 70000 * 2048 / 1000 and train["ema_sigma_rels"] == [0.05, 0.10]
-        assert (sample["steps"], sample["num"], sample["ema_sigma_rel"]) == (32, 50000, 0.015)
+        assert (sample["steps"], sample["num"]) == (32, 50000)
         assert sample["guide"]["method"] == "all_data" and sample["guide"]["network"]["label_dim"] == 0
         assert [m["name"] for m in cfg["evaluate"]["metrics"]] == ["fid", "fd_dinov2"]
         assert cfg["evaluate"]["heldout_reference"]["split"] == "val"
-    assert sorted({c["sample"]["guidance"] for c in found}) == [1.0, 1.2, 1.7]
+        if cfg["method"]["name"] == "ambient_o":
+            assert cfg["method"]["s_max"] == float("inf")  # the EDM2 code has no buffer
+        guided = sample["guidance"] != 1
+        preset = EDM2_PRESETS[(cfg["network"]["preset"], guided)]
+        own = metric_samples(cfg)
+        assert list(own) == ["fd_dinov2"]
+        for name, setting in (("fid", sample), ("fd_dinov2", own["fd_dinov2"])):
+            wanted = preset[name]
+            assert (setting["guidance"], setting["ema_sigma_rel"]) == wanted[:2], (name, cfg["network"], guided)
+            if guided:
+                assert setting["guide_sigma_rel"] == wanted[2]
+        crops = bool(cfg["method"].get("quality_patch_sizes"))
+        seen.add((cfg["network"]["preset"], guided, cfg["method"]["name"], crops))
+    assert len(seen) == 10
     crops = [c for c in found if c["method"].get("quality_patch_sizes")]
-    assert len(crops) == 3 and crops[0]["method"]["quality_patch_table"][512] == 200.0
+    assert len(crops) == 2 and crops[0]["method"]["quality_patch_table"][512] == 200.0
+
+
+def test_table1_graph_samples_each_metric_at_its_preset(data):
+    """The graph behind `plan`: each cell's FID is evaluated on the samples of the FID preset, its FD_DINOv2 (train
+    and test) on those of the FD_DINOv2 preset, each from the network reconstructed at that preset's σ_rel."""
+    suite = load_suite(PAPER / "table1_imagenet512.yaml", profile="tiny")
+    graph = build_graph(suite)
+    for cell, stages in zip(suite.cells, graph.cells):
+        cfg = cell.config
+        preset = EDM2_PRESETS[(cfg["network"]["preset"], cfg["sample"]["guidance"] != 1)]
+        for name in ("fid", "fd_dinov2"):
+            for prefix in ("evaluate", "heldout"):
+                sample = stages[f"{prefix}:{name}"].deps["sample"]
+                guidance, sigma_rel, guide_rel = preset[name]
+                assert sample.runtime["sample"]["guidance"] == guidance
+                network = sample.deps["train"]
+                assert network.kind == "reconstruct" and network.material["sigma_rel"] == sigma_rel
+                assert f"EMA σ_rel {sigma_rel:g}" in sample.describe
+                if guide_rel is not None:
+                    assert sample.deps["guide"].material["sigma_rel"] == guide_rel
+                    assert f"guidance {guidance:g}" in sample.describe
+                else:
+                    assert "guide" not in sample.deps
+        assert stages["evaluate:fid"].deps["sample"] is stages["sample"]
+        assert stages["evaluate:fd_dinov2"].deps["sample"] is not stages["sample"]
+        if cfg["method"]["name"] == "ambient_o":
+            assert "s_max=inf" in stages["train"].describe  # no buffer
 
 
 def test_tiny_profile_keeps_every_cell_and_shrinks_every_size():
@@ -201,6 +273,9 @@ def test_plan_on_standins_prints_work_and_gpu_hours(data, tmp_path, monkeypatch,
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # no weights: plan prints, then names them
     assert main(["plan", str(PAPER / "table2a_cifar_blur.yaml"), "--runs", str(tmp_path / "runs")]) == 2
     out, err = capsys.readouterr()
+    assert "481.7 for the stages with a measurement" in out  # 9 trainings × 30,105.6 kimg × 0.8 s × 8 V100s
+    assert "30,105.6 kimg trained" in out and "50,000 samples × 35 NFE" in out and "unknown" in out
+
     assert "diffusion training           321.1" in out  # 9 trainings × 20,070.4 kimg × 0.8 s × 8 V100s
     assert out.index("compute on V100") < out.index("stage         key")  # the totals first
     assert "20,070.4 kimg trained" in out and "50,000 samples × 35 NFE" in out and "unknown" not in out

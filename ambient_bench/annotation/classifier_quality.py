@@ -1,7 +1,8 @@
 """How good a trained classifier is, on images it never saw, and the gate a noise classifier must pass.
 
-The classifier stage holds out a fixed fraction of its pool (a coin per pool index) and, after
-training, scores those images at a dozen noise levels (evenly spaced quantiles of the training
+The classifier stage holds out a fixed fraction of its pool (a coin per pool index; ``holdout_fraction``
+0: none, and the images below are a 10% coin of its training images, ``in_sample`` in the result) and,
+after training, scores those images at a dozen noise levels (evenly spaced quantiles of the training
 log-normal, ``trials`` noisy copies each; crops classifiers on random zero-padded windows, as in
 training): ROC-AUC and balanced accuracy per level. Both are independent of the class ratio, as the
 class-balanced training objective makes the output itself (see classifier_training.py).
@@ -30,10 +31,24 @@ LOW_LEVELS = 3    # the lowest ones: the gate's AUC is their mean
 TRIALS = 4        # noisy copies per image and level
 
 
+IN_SAMPLE_FRACTION = 0.1  # holdout_fraction 0: the share of the training images the measurement scores
+
+
 def holdout_mask(indices: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
     """Bool per image: held out of training (a coin per pool index, so it never depends on the order)."""
     coins = np.array([numpy_rng("classifier-holdout", seed, int(i)).random() for i in indices.tolist()])
     return torch.from_numpy(coins < fraction)
+
+
+def split(indices: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(held out of training, measured): the same images, or with ``fraction`` 0 none held out and the
+    measurement in-sample on the images the same coin at IN_SAMPLE_FRACTION picks (the paper trains its
+    classifiers on their whole pool; an in-sample AUC can only flatter, so the min_auc gate still fails a
+    classifier that learnt nothing, but no longer one that only memorised)."""
+    if fraction > 0:
+        held = holdout_mask(indices, fraction, seed)
+        return held, held
+    return torch.zeros(len(indices), dtype=torch.bool), holdout_mask(indices, IN_SAMPLE_FRACTION, seed)
 
 
 @torch.no_grad()
@@ -72,8 +87,9 @@ def check(quality: dict[str, Any], min_auc: float, what: str) -> None:
     auc = quality["auc_low"]
     if auc is None or auc >= min_auc:
         return
-    raise UserError(f"{what}: held-out ROC-AUC {auc:.2f} at σ ≤ {quality['low_sigma_max']:.2g} (min_auc {min_auc:g}, "
-                    f"{quality['holdout_images']} held-out images): it cannot tell the low-quality images from the "
+    scored = "in-sample" if quality.get("in_sample") else "held-out"
+    raise UserError(f"{what}: {scored} ROC-AUC {auc:.2f} at σ ≤ {quality['low_sigma_max']:.2g} (min_auc {min_auc:g}, "
+                    f"{quality['holdout_images']} images scored): it cannot tell the low-quality images from the "
                     f"clean ones, so every annotation would be noise; train it longer (classifier.duration_kimg), "
                     f"make it larger (classifier.model_channels or preset), or check that the good and bad images "
                     f"really differ")

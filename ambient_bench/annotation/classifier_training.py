@@ -2,7 +2,8 @@
 
 Both are noise-conditional binary classifiers trained with a class-balanced BCE (each class weighs
 half whatever its share of the pool, so the output is the posterior under equal priors: a monotone
-map of the likelihood ratio, and a 10/90 pool gives the same annotations as a 50/50 one) on
+map of the likelihood ratio, and a 10/90 pool gives the same annotations as a 50/50 one; with
+``class_balance: false`` the release's plain BCE, whose output is the posterior under the pool's ratio) on
 x_t = x_0 + sigma·eps,
 ln(sigma) ~ N(P_mean, P_std²) (paper §3.1, §3.2), with EDM's non-leaky augmentation of x_0 when
 ``augment_p`` > 0 (``AugmentPipe.edm_recipe``: the paper's classifiers use the diffusion recipe, p = 0.12,
@@ -156,7 +157,11 @@ CLASSIFIER_SECTION = Section("classifier", {
     "sigma_data": Param(0.5, "EDM's data standard deviation (input scaling)", gt=0),
     "seed": Param(0, "training seed (also of the held-out split)", kind=int, ge=0),
     "holdout_fraction": Param(0.1, "share of the pool held out of training to measure the classifier (ROC-AUC per "
-                                   "noise level)", ge=0.01, lt=1),
+                                   "noise level); 0 = train on the whole pool (the paper), the measurement and the "
+                                   "min_auc gate then in-sample, on a 10% coin of the training images", ge=0, lt=1),
+    "class_balance": Param(True, "class-balanced BCE (each class weighs ½ whatever its share of the pool); false = "
+                                 "plain BCE, the official release's, whose output carries the pool's class ratio "
+                                 "(App. D's unbalanced classifier)", kind=bool, omit_default=True),
     "min_auc": Param(0.6, "a noise classifier whose held-out ROC-AUC at the lowest noise levels is below this fails "
                           "its stage (0 = never; crops classifiers are measured, not gated)", ge=0, le=1,
                      semantic=False),

@@ -280,6 +280,11 @@ EVALUATE = Section("evaluate", {
     "against_training": Param([], "names of metrics computed against the clean images this cell trained on (the "
                                   "pool's clean images) instead of the dataset: memorization under mix.max_clean",
                               kind=list, item=str, omit_default=True),
+    "per_metric_sample": Param({}, "metric name → overrides of the sample section (ema_sigma_rel, guidance, "
+                                   "guide_sigma_rel): that metric is computed on samples of its own, drawn so (EDM2's "
+                                   "per-metric presets, e.g. {fd_dinov2: {ema_sigma_rel: 0.2}}); the other metrics, "
+                                   "the model columns and the table rows use the cell's sample section",
+                               kind=dict, omit_default=True),
     "select": Param("best", "with train.snapshot_kimg: the snapshot a table reports, best (by the first "
                             "metric, as the paper) or last", kind=str, choices=("best", "last")),
     "snapshot_range_kimg": Param(None, "[from, to]: only the EMA snapshots taken in this range are sampled and "
@@ -301,9 +306,26 @@ CELL = {
 SECTION_NAMES = tuple(CELL)
 
 
+PER_METRIC_SAMPLE_KEYS = ("ema_sigma_rel", "guidance", "guide_sigma_rel")
+
+
+def _check_per_metric_sample(cell: dict[str, Any]) -> None:
+    """Each override names one of the cell's metrics and only the keys that pick the network and guidance
+    (the samples' count and seeds stay the cell's, so every metric sees the same noise)."""
+    names = [m["name"] for m in cell["evaluate"]["metrics"]]
+    for name, override in cell["evaluate"]["per_metric_sample"].items():
+        key = ("evaluate", "per_metric_sample", name)
+        if name not in names:
+            raise ParamError(key, f"'{name}' is not one of the cell's metrics ({', '.join(names)})")
+        if not isinstance(override, dict) or not set(override) <= set(PER_METRIC_SAMPLE_KEYS):
+            raise ParamError(key, f"expected a mapping of {', '.join(PER_METRIC_SAMPLE_KEYS)}, got {override!r}")
+        SAMPLE.resolve({**cell["sample"], **override}, key)
+
+
 def resolve_cell(data: dict[str, Any]) -> dict[str, Any]:
     """Validate a merged cell; raises ParamError with the path of the first problem."""
     cell = resolve_params(CELL, data, (), what="the suite's defaults")
+    _check_per_metric_sample(cell)
     mix = cell["mix"]
     if REGISTRIES["dataset"].get(cell["dataset"]["name"]).provides_sources and mix["clean_fraction"] < 1 \
             and mix["corruption"] is None and not mix["discard_rest"]:

@@ -8,7 +8,9 @@
 configuration it reads (semantic fields only, component versions included) plus the keys of
 its upstream stages. ``clean_only`` never reads the corruption, so its mix stage — and
 everything downstream — is shared by every corruption level of a grid. With
-``train.snapshot_kimg`` every EMA snapshot gets its own sample and evaluate stages.
+``train.snapshot_kimg`` every EMA snapshot gets its own sample and evaluate stages. A metric named in
+``evaluate.per_metric_sample`` is computed on samples of its own (stage ``sample:<metric>``, drawn with
+those sample settings: EDM2 reports FID and FD_DINOv2 each at its own EMA width and guidance).
 """
 from __future__ import annotations
 
@@ -114,7 +116,9 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
                            **_augmentation(request.config.get("augment_p", 0))},
             {"pool": request.pool, "crop_size": request.crop_size, "classifier": request.config},
             {"mix": pool_stage}, f"{what}{f' {request.crop_size}×{request.crop_size}' if request.crop_size else ''}"
-                                 f" on {_pool_text(request, mix_cfg, cfg['dataset'])}, class-balanced loss, "
+                                 f" on {_pool_text(request, mix_cfg, cfg['dataset'])}, "
+                                 f"{'class-balanced loss' if request.config['class_balance'] else 'plain BCE'}, "
+                                 f"{'the whole pool, ' if request.config['holdout_fraction'] == 0 else ''}"
                                  f"{request.config['duration_kimg']:g} kimg")
     stages["annotate"] = Stage(
         "annotate", {"method": method.annotation_spec()}, {"method": cfg["method"]},
@@ -146,11 +150,9 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
         {"network": cfg["network"], "train": train_cfg, "objective": objective}, train_deps,
         f"{brief_label('method', cfg['method'])}, seed {train_cfg['seed']}, {train_cfg['duration_kimg']:g} kimg"
         + (" from the pretrained model" if pretraining is not None else ""))
-    sample_deps = {"train": _reconstructed(stages, "", stages["train"], cfg["sample"]["ema_sigma_rel"])}
-    if cfg["sample"]["guidance"] != 1:
-        sample_deps["guide"] = _guide_stages(stages, cfg, train_cfg)
-    if "latents" in stages:
-        sample_deps["latents"] = stages["latents"]
+    sample_deps = _sample_deps(stages, cfg, cfg["sample"], train_cfg, "")
+    own = {name: (sample_cfg, _sample_deps(stages, cfg, sample_cfg, train_cfg, f"{name}:"))
+           for name, sample_cfg in metric_samples(cfg).items()}
     names = [m["name"] for m in cfg["evaluate"]["metrics"]]
     for name in cfg["evaluate"]["against_training"]:
         if name not in names:
@@ -160,15 +162,11 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
                             f"({', '.join(names)}); add it to evaluate.metrics or remove it")
     # "" is the final network; each earlier EMA snapshot gets its own sample and evaluate stages
     for suffix, kimg in [("", None)] + [(f"@{k:g}", k) for k in evaluated_snapshots(train_cfg, cfg["evaluate"])]:
-        what = f"{cfg['sample']['num']} images, Heun {cfg['sample']['steps']} steps"
-        if cfg["sample"]["guidance"] != 1:
-            what += f", guidance {cfg['sample']['guidance']:g}"
-        stages[f"sample{suffix}"] = sample = Stage(
-            "sample", {"sample": SAMPLE.semantic(cfg["sample"]), **({"snapshot_kimg": kimg} if kimg else {})},
-            {"sample": cfg["sample"], "snapshot_kimg": kimg},
-            sample_deps if kimg is None else {**sample_deps, "train": stages["train"]},
-            what + (f", snapshot at {kimg:g} kimg" if kimg else ""))
+        stages[f"sample{suffix}"] = _sample_stage(cfg["sample"], sample_deps, kimg, stages["train"])
+        for name, (sample_cfg, deps) in own.items():  # evaluate.per_metric_sample: that metric's own samples
+            stages[f"sample:{name}{suffix}"] = _sample_stage(sample_cfg, deps, kimg, stages["train"])
         for metric in cfg["evaluate"]["metrics"]:
+            sample = stages.get(f"sample:{metric['name']}{suffix}", stages[f"sample{suffix}"])
             setup = Stage("metric_setup", {"metric": ref("metric", metric),
                                            "reference": dataset_identity(cfg["dataset"])},
                           {"metric": metric, "dataset": cfg["dataset"]}, {},
@@ -191,6 +189,40 @@ def cell_stages(cfg: dict[str, Any]) -> dict[str, Stage]:
     return stages
 
 
+def metric_samples(cfg: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The sample section of each metric that ``evaluate.per_metric_sample`` gives samples of its own (EDM2's
+    per-metric presets: FID and FD_DINOv2 each at their own EMA width and guidance), by metric name."""
+    overrides = cfg["evaluate"].get("per_metric_sample") or {}
+    return {name: {**cfg["sample"], **overrides[name]} for name in [m["name"] for m in cfg["evaluate"]["metrics"]]
+            if name in overrides}
+
+
+def _sample_deps(stages: dict[str, Stage], cfg: dict[str, Any], sample_cfg: dict[str, Any],
+                 train_cfg: dict[str, Any], prefix: str) -> dict[str, Stage]:
+    """What a sample stage of ``sample_cfg`` reads: the network (its EMA reconstructed at ema_sigma_rel), the
+    guide (reconstructed at guide_sigma_rel) when guided, the VAE latents' stage in latent space."""
+    deps = {"train": _reconstructed(stages, prefix, stages["train"], sample_cfg["ema_sigma_rel"])}
+    if sample_cfg["guidance"] != 1:
+        deps["guide"] = _guide_stages(stages, {**cfg, "sample": sample_cfg}, train_cfg, prefix)
+    if "latents" in stages:
+        deps["latents"] = stages["latents"]
+    return deps
+
+
+def _sample_stage(sample_cfg: dict[str, Any], deps: dict[str, Stage], kimg: float | None, train: Stage) -> Stage:
+    """Sampling the final network (kimg None: through ``deps``' reconstruction) or the EMA snapshot at kimg."""
+    what = f"{sample_cfg['num']} images, Heun {sample_cfg['steps']} steps"
+    if sample_cfg["ema_sigma_rel"] is not None and kimg is None:
+        what += f", EMA σ_rel {sample_cfg['ema_sigma_rel']:g}"
+    if sample_cfg["guidance"] != 1:
+        what += f", guidance {sample_cfg['guidance']:g}"
+        if sample_cfg["guide_sigma_rel"] is not None:
+            what += f" (guide σ_rel {sample_cfg['guide_sigma_rel']:g})"
+    return Stage("sample", {"sample": SAMPLE.semantic(sample_cfg), **({"snapshot_kimg": kimg} if kimg else {})},
+                 {"sample": sample_cfg, "snapshot_kimg": kimg}, deps if kimg is None else {**deps, "train": train},
+                 what + (f", snapshot at {kimg:g} kimg" if kimg else ""))
+
+
 def _latents_stage(latent_cfg: dict[str, Any], mix: Stage) -> Stage:
     from ambient_bench.latents.vae import weights_identity
 
@@ -210,7 +242,7 @@ def _reconstructed(stages: dict[str, Stage], prefix: str, train: Stage, sigma_re
     return stage
 
 
-def _guide_stages(stages: dict[str, Stage], cfg: dict[str, Any], train_cfg: dict[str, Any]) -> Stage:
+def _guide_stages(stages: dict[str, Stage], cfg: dict[str, Any], train_cfg: dict[str, Any], prefix: str = "") -> Stage:
     """The guide network of ``sample.guidance``: the cell trained again with ``sample.guide``'s overrides
     (``network``, ``train``, and ``method``, e.g. EDM2's small unconditional all-data guide), through the
     same stages a cell of that configuration has, so every row that names the same guide shares it."""
@@ -234,7 +266,7 @@ def _guide_stages(stages: dict[str, Stage], cfg: dict[str, Any], train_cfg: dict
     for name, stage in trained.items():
         if not name.startswith(("sample", "reconstruct")):
             stages[f"guide:{name}"] = stage
-    return _reconstructed(stages, "guide:", trained["train"], cfg["sample"]["guide_sigma_rel"])
+    return _reconstructed(stages, f"{prefix}guide:", trained["train"], cfg["sample"]["guide_sigma_rel"])
 
 
 def evaluated_snapshots(train_cfg: dict[str, Any], evaluate_cfg: dict[str, Any]) -> list[float]:

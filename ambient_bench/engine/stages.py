@@ -144,16 +144,18 @@ def run_classifier(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     else:
         chosen, labels = ~mixed.ood, mixed.corrupted         # label 1 = corrupted
     images, labels = mixed.images[chosen], labels[chosen]
-    held = classifier_quality.holdout_mask(mixed.index[chosen], cfg["holdout_fraction"], cfg["seed"])
+    held, measured = classifier_quality.split(mixed.index[chosen], cfg["holdout_fraction"], cfg["seed"])
     trained = labels[~held]
     if trained.all() or not trained.any():
         raise UserError(f"{stage.describe}: its pool has only one class among the {len(trained)} images it trains "
                         f"on; it needs both clean and low-quality (or in- and out-of-distribution) images")
-    if not train_classifier(images[~held], trained, cfg, cfg, out, crop_size=rt["crop_size"], log=ctx.log):
+    if not train_classifier(images[~held], trained, cfg, cfg, out, crop_size=rt["crop_size"], log=ctx.log,
+                            class_balanced=cfg["class_balance"]):
         raise StageIncomplete("classifier training stopped before its duration; re-run to resume")
     net = load_classifier(out / CLASSIFIER, resolve_device(cfg["device"]))
-    quality = classifier_quality.measure(net, uint8_to_model(images[held]).to(next(net.parameters()).device),
-                                         labels[held], cfg["P_mean"], cfg["P_std"], cfg["seed"], rt["crop_size"])
+    quality = classifier_quality.measure(net, uint8_to_model(images[measured]).to(next(net.parameters()).device),
+                                         labels[measured], cfg["P_mean"], cfg["P_std"], cfg["seed"], rt["crop_size"])
+    quality["in_sample"] = not bool(held.any())  # holdout_fraction 0: measured on images it trained on
     fileio.write_json(out / "quality.json", quality)
     plot_classifier_quality(out / "classifier_quality.png", quality, stage.describe, classifier_quality.LOW_LEVELS)
     if rt["crop_size"] is None:
@@ -161,7 +163,8 @@ def run_classifier(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     lines = (out / "stats.jsonl").read_text().splitlines()
     last = json.loads(lines[-1]) if lines else {}
     return {"num_images": int(len(trained)), "num_positive": int(trained.sum()),
-            "prior": float(trained.float().mean()), "objective": "class-balanced BCE (each class weighs ½)",
+            "prior": float(trained.float().mean()),
+            "objective": "class-balanced BCE (each class weighs ½)" if cfg["class_balance"] else "plain BCE",
             "parameters": fileio.torch_load(out / CLASSIFIER)["parameters"],
             "final_loss": last.get("loss"), "final_train_accuracy": last.get("train_accuracy"), "quality": quality}
 

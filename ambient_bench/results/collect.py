@@ -3,7 +3,8 @@
 One row per (cell, quantity). Quantities are the metrics of the evaluate stages plus the
 annotation summaries ``sigma_min_mean`` and ``sigma_max_mean`` (the paper's mean-sigma columns), plus
 ``<score>_win_rate`` for metrics that keep per-sample scores (paper Table 5). Every row carries its
-cell's whole configuration (one dotted column per key) and the protocol behind the number.
+cell's whole configuration (one dotted column per key) and the protocol behind the number; a metric
+with samples of its own (``evaluate.per_metric_sample``) carries the sample settings they were drawn with.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import numpy as np
 import pandas as pd
 
 from ambient_bench import fileio
-from ambient_bench.config.schema import as_list, spec_label
+from ambient_bench.config.schema import PER_METRIC_SAMPLE_KEYS, as_list, spec_label
 from ambient_bench.config.suite import Suite, flatten
+from ambient_bench.engine.cells import metric_samples
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.stages import PER_SAMPLE
 from ambient_bench.engine.store import RunStore
@@ -52,13 +54,7 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
             "dataset_hash": store.summary("mix", stages["mix"].key)["dataset_hash"][:16],
             "clean_fraction": cfg["mix"]["clean_fraction"],
             "num_samples": sample["num"],
-            "sampler": f"EDM Heun, {sample['steps']} steps ({2 * sample['steps'] - 1} NFE)"
-                       + (f", guidance {sample['guidance']:g}" if sample.get("guidance", 1) != 1 else ""),
-            "checkpoint": (f"power-function EMA σ_rel {sample['ema_sigma_rel'] or train['ema_sigma_rels'][0]:g}"
-                           f"{' (post-hoc)' if sample['ema_sigma_rel'] else ''} after {train['duration_kimg']:g} kimg"
-                           if train.get("ema_sigma_rels") else
-                           f"final EMA weights (half-life {train['ema_halflife_kimg']:g} kimg) "
-                           f"after {train['duration_kimg']:g} kimg"),
+            **_sampling(sample, train),
             "profile": suite.profile,
             "standin_data": bool(DATASETS.build(cfg["dataset"]).fingerprint().get("standin")),
         }
@@ -73,27 +69,46 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
             quality = store.summary("classifier", noise.key).get("quality") or {}
             rows.append({**base, "quantity": "classifier_auc_low", "value": quality.get("auc_low"),
                          "stage_key": noise.key[:16], **protocol, "feature_extractor": None,
-                         "implementation": f"held-out ROC-AUC, mean of the lowest noise levels "
+                         "implementation": f"{'in-sample' if quality.get('in_sample') else 'held-out'} ROC-AUC, "
+                                           f"mean of the lowest noise levels "
                                            f"(σ ≤ {quality.get('low_sigma_max', float('nan')):.2g})"})
         suffix, protocol["checkpoint"] = _selected_snapshot(cfg, stages, store, protocol["checkpoint"])
         rows += _model_rows(base, protocol, stages, store)
+        own = metric_samples(cfg)
         for metric in cfg["evaluate"]["metrics"]:
+            metric_base, metric_protocol = base, protocol
+            if metric["name"] in own:  # its own samples: the row says which settings they were drawn with
+                sample_m = own[metric["name"]]
+                metric_base = {**base, **{f"sample.{k}": sample_m[k] for k in PER_METRIC_SAMPLE_KEYS}}
+                metric_protocol = {**protocol, **{k: v for k, v in _sampling(sample_m, train).items()
+                                                  if k == "sampler" or not suffix}}
             for prefix, ending in (("evaluate", ""), ("heldout", "_heldout")):
                 stage = stages.get(f"{prefix}:{metric['name']}{suffix}")
                 if stage is None:
                     continue
                 summary = store.summary("evaluate", stage.key)
                 for quantity, value in summary["values"].items():
-                    rows.append({**base, "quantity": quantity + ending, "value": value,
-                                 "stage_key": stage.key[:16], **protocol,
+                    rows.append({**metric_base, "quantity": quantity + ending, "value": value,
+                                 "stage_key": stage.key[:16], **metric_protocol,
                                  "feature_extractor": summary["protocol"].get("feature_extractor"),
                                  "implementation": summary["protocol"].get("implementation")})
                 if prefix == "evaluate" and summary.get("per_sample"):  # win-rates on the training reference
-                    scored.append((base, protocol, metric, stage, summary))
+                    scored.append((metric_base, metric_protocol, metric, stage, summary))
     rows += _win_rate_rows(scored, store)
     _add_provenance(rows, graph, suite, store)
     columns = ["suite", "cell", *config_columns, "quantity", "value", "stage_key", *PROTOCOL, *PROVENANCE]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _sampling(sample: dict[str, Any], train: dict[str, Any]) -> dict[str, str]:
+    """The protocol columns ``sampler`` and ``checkpoint`` of samples drawn with ``sample``."""
+    return {"sampler": f"EDM Heun, {sample['steps']} steps ({2 * sample['steps'] - 1} NFE)"
+                       + (f", guidance {sample['guidance']:g}" if sample.get("guidance", 1) != 1 else ""),
+            "checkpoint": (f"power-function EMA σ_rel {sample['ema_sigma_rel'] or train['ema_sigma_rels'][0]:g}"
+                           f"{' (post-hoc)' if sample['ema_sigma_rel'] else ''} after {train['duration_kimg']:g} kimg"
+                           if train.get("ema_sigma_rels") else
+                           f"final EMA weights (half-life {train['ema_halflife_kimg']:g} kimg) "
+                           f"after {train['duration_kimg']:g} kimg")}
 
 
 def _add_provenance(rows: list[dict[str, Any]], graph: Graph, suite: Suite, store: RunStore) -> None:
@@ -156,7 +171,8 @@ def _classifier_protocol(cfg: dict[str, Any], stages: dict[str, Any], store: Run
         quality = summary.get("quality") or {}
         auc = quality.get("auc_low")
         out["classifier"] = (f"noise classifier on {noise.describe.split(' on ', 1)[-1]}: {summary['num_images']:,} "
-                             f"training images, {summary.get('prior', float('nan')):.0%} low quality; held-out ROC-AUC "
+                             f"training images, {summary.get('prior', float('nan')):.0%} low quality; "
+                             f"{'in-sample' if quality.get('in_sample') else 'held-out'} ROC-AUC "
                              + ("n/a" if auc is None else f"{auc:.2f}")
                              + f" at σ ≤ {quality.get('low_sigma_max', float('nan')):.2g}")
     dropped = annotate.get("num_dropped_low_quality", 0)

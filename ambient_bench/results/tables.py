@@ -37,8 +37,9 @@ VALUE = Section("values entry", {
     "fmt": Param("{:.2f}", "format of the numbers", kind=str),
     "better": Param(None, "lower or higher: bold the best row", kind=str, nullable=True, choices=("lower", "higher")),
     "paper": Param(None, "name of the matching quantity in the reference file", kind=str, nullable=True),
-    "where": Param({}, "only the results whose configuration has these values, e.g. {sample.guidance: 1.2}: the "
-                       "column shows one setting of a key the rows do not fix (Table 1's CFG columns)", kind=dict),
+    "where": Param({}, "only the results whose configuration has these values, e.g. {sample.guidance: 1.2}, or "
+                       "not this value: {sample.guidance: {not: 1}}: the column shows one setting of a key the rows "
+                       "do not fix (Table 1's CFG columns)", kind=dict),
     "group": Param([], "header levels above the label, outermost first (nested column groups: [Train, FID])",
                    kind=list, item=str),
 })
@@ -87,7 +88,14 @@ def value_key(value: dict[str, Any]) -> str:
 
 
 def matches(config: dict[str, Any], where: dict[str, Any]) -> bool:
-    return all(canonical(lookup(config, key)) == canonical(wanted) for key, wanted in where.items())
+    """``config`` has every value of ``where``; ``{not: v}`` wants any value but v (Table 1's CFG columns:
+    every guidance weight but 1, whichever each model's preset uses)."""
+    def one(value: Any, wanted: Any) -> bool:
+        if isinstance(wanted, dict) and set(wanted) == {"not"}:
+            return canonical(value) != canonical(wanted["not"])
+        return canonical(value) == canonical(wanted)
+
+    return all(one(lookup(config, key), wanted) for key, wanted in where.items())
 ROW = "_row"  # the row identity of every result (a tuple of its parts' canonical values)
 
 
@@ -224,7 +232,11 @@ def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict
     for key, where in filters.items():
         subsets.append((where, [key]))
     for where, keys in subsets:
-        mask = [matches(flat_config(record), where) for record in records]
+        # a filtered value reads only its own quantity's results (and their bootstrap bounds): each metric of
+        # a cell may come from samples of its own (evaluate.per_metric_sample), with its own sample settings
+        own = {q + s for q in {k.split("@", 1)[0] for k in keys} for s in ("", "_boot_low", "_boot_high")}
+        mask = [matches(flat_config(record), where) and (not where or record["quantity"] in own)
+                for record in records]
         if not any(mask):
             continue
         sub_rows, _, sub_grid, sub_configs = _aggregate(df[mask], spec)
