@@ -63,7 +63,7 @@ def test_the_networks_flops_as_counted():
 @pytest.mark.parametrize("device", DEVICES)
 def test_table2a(suites, device):
     totals, lines, rows = by_kind(suites["table2a_cifar_blur"], device)
-    anchor = 20_070.4 * 0.8 * 8 / 3600  # one training from the paper's 0.8 s/kimg on 8 V100s, in V100-hours
+    anchor = 30_105.6 * 0.8 * 8 / 3600  # one 30-Mimg training at the paper's 0.8 s/kimg on 8 V100s, in V100-hours
     u = 3 * DDPMPP * 1000 / (0.8 * 8 * FP32["v100"])  # the utilisation that anchor implies (1.27: Winograd)
     speed = FP32[device] * u  # FLOP/s of this device for DDPM++ and its encoder (fp32, tf32 off)
     inputs = 4 * 45_000 * 2048 * 4  # 4 Ambient-o cells × the real pool's 45k blurred images × grid × trials
@@ -71,9 +71,10 @@ def test_table2a(suites, device):
     assert totals["diffusion training"] == pytest.approx(9 * anchor * FP32["v100"] / FP32[device], rel=1e-6)
     assert totals["classifier training"] == pytest.approx(4 * 15_000e3 * 3 * CLASSIFIER / speed / 3600, rel=1e-6)
     assert totals["annotation"] == pytest.approx(inputs * CLASSIFIER / speed / 3600, rel=1e-6)
-    assert totals["sampling"] == pytest.approx(144 * 50_000 * 35 * DDPMPP / speed / 3600, rel=1e-6)
-    # 144 sample sets + the 50k reference through Inception (FID and KID share them) and DINOv2, u 0.5 assumed
-    features = 145 * 50_000 * (INCEPTION + DINOV2) / (FP32[device] * 0.5) / 3600
+    # 9 cells × 26 snapshots (5,017.6 to 30,105.6 kimg, every 1,003.52; the last is the final network)
+    assert totals["sampling"] == pytest.approx(234 * 50_000 * 35 * DDPMPP / speed / 3600, rel=1e-6)
+    # 234 sample sets + the 50k reference through Inception (FID and KID share them) and DINOv2, u 0.5 assumed
+    features = 235 * 50_000 * (INCEPTION + DINOV2) / (FP32[device] * 0.5) / 3600
     assert totals["feature extraction"] == pytest.approx(features, rel=1e-6)
     assert "unknown" not in "\n".join(lines)
     total = float(lines[-3].split()[1].replace(",", ""))
@@ -90,14 +91,19 @@ def test_table1(suites, device):
     # three XS-sized trainings (all data, Ambient-o, the unconditional guide) and three XXL: ≈ 23,000 H200-hours
     assert totals["diffusion training"] == pytest.approx((3 * xs + 3 * xxl) * HALF["h200"] / HALF[device], rel=1e-3)
     fp32 = FP32[device] * 0.5
-    assert totals["latents encoding"] == pytest.approx(IMAGENET * 2 * VAE_ENC / fp32 / 3600, rel=1e-6)
-    main = 6 * EDM2_XS + 9 * EDM2_XXL  # 15 cells; 10 of them guided (w 1.2, 1.7) by the unconditional XS
-    sampling = 50_000 * (63 * (main + 10 * EDM2_XS_UNCOND) + 15 * VAE_DEC)
+    # the pool encoded once (no mirror images: EDM2 trains without x-flip)
+    assert totals["latents encoding"] == pytest.approx(IMAGENET * VAE_ENC / fp32 / 3600, rel=1e-6)
+    # 10 cells (2 XS, 3 XXL models; no CFG and CFG), each with its FID and its FD_DINOv2 sample set (EDM2's
+    # per-metric presets): 8 XS and 12 XXL sets; the 5 guided cells' 10 sets also run the unconditional XS guide
+    main = 8 * EDM2_XS + 12 * EDM2_XXL
+    sampling = 50_000 * (63 * (main + 10 * EDM2_XS_UNCOND) + 20 * VAE_DEC)
     assert totals["sampling"] == pytest.approx(sampling / fp32 / 3600, rel=1e-6)
     patches = 512 ** 2 + sum((512 // k) ** 2 * max(k, 224) ** 2 for k in (32, 64, 128, 256, 512))
     clip = IMAGENET * (512 ** 2 + patches) / 224 ** 2 * CLIP  # quality (whole images), + crops (their patches)
     assert totals["annotation"] == pytest.approx(clip / fp32 / 3600, rel=1e-6)
-    features = (IMAGENET + VAL + 15 * 50_000) * (INCEPTION + DINOV2)
+    # train and test references through both networks; each cell's FID set through Inception, its FD set
+    # through DINOv2
+    features = (IMAGENET + VAL) * (INCEPTION + DINOV2) + 10 * 50_000 * (INCEPTION + DINOV2)
     assert totals["feature extraction"] == pytest.approx(features / fp32 / 3600, rel=1e-6)
     assert "unknown" not in "\n".join(lines)
     if device == "h200":
