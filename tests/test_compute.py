@@ -69,7 +69,7 @@ def test_table2a(suites, device):
     inputs = 4 * 45_000 * 2048 * 4  # 4 Ambient-o cells × the real pool's 45k blurred images × grid × trials
     assert inputs == 1_474_560_000
     assert totals["diffusion training"] == pytest.approx(9 * anchor * FP32["v100"] / FP32[device], rel=1e-6)
-    assert totals["classifier training"] == pytest.approx(4 * 15_000e3 * 3 * CLASSIFIER / speed / 3600, rel=1e-6)
+    assert totals["classifier training"] == pytest.approx(4 * 15_053.312e3 * 3 * CLASSIFIER / speed / 3600, rel=1e-6)
     assert totals["annotation"] == pytest.approx(inputs * CLASSIFIER / speed / 3600, rel=1e-6)
     # 9 cells × 26 snapshots (5,017.6 to 30,105.6 kimg, every 1,003.52; the last is the final network)
     assert totals["sampling"] == pytest.approx(234 * 50_000 * 35 * DDPMPP / speed / 3600, rel=1e-6)
