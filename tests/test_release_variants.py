@@ -77,15 +77,13 @@ def test_release_objective_is_chosen_in_the_methods_objective_slot():
     assert release.annotation_spec() == paper.annotation_spec()  # the objective is the train stage's alone
 
 
-def test_random_grid_is_the_releases_draw():
+def test_random_grid_is_sorted_reproducible_and_log_normal_as_the_releases():
+    """The release's grid (annotate.py:109-111) is 2,048 sorted draws exp(1.2·n − 1.2) from a CUDA generator
+    seeded 42; ours draws on the CPU generator, so this checks the distribution, not the release's numbers."""
     grid = random_grid(2048)
     assert grid.shape == (2048,) and np.all(np.diff(grid) >= 0)
     np.testing.assert_array_equal(grid, random_grid(2048))  # reproducible
     np.testing.assert_array_equal(annotation_grid("random", 2048), grid)
-    # annotate.py:109-111: randn([num_sigmas, 1, 1, 1], generator seeded 42); (n·1.2 − 1.2).exp(); sorted
-    n = torch.randn([2048, 1, 1, 1], generator=torch.Generator().manual_seed(42))
-    stated = (n * 1.2 - 1.2).exp().sort(dim=0)[0].squeeze()
-    np.testing.assert_array_equal(grid, stated.double().numpy())
     # the release's distribution, LogNormal(-1.2, 1.2), and not the quantile grid
     assert scipy.stats.kstest(np.log(grid), "norm", args=(-1.2, 1.2)).pvalue > 0.01
     assert not np.allclose(grid, lognormal_grid(2048))

@@ -158,7 +158,8 @@ CLASSIFIER_SECTION = Section("classifier", {
     "seed": Param(0, "training seed (also of the held-out split)", kind=int, ge=0),
     "holdout_fraction": Param(0.1, "share of the pool held out of training to measure the classifier (ROC-AUC per "
                                    "noise level); 0 = train on the whole pool (the paper), the measurement and the "
-                                   "min_auc gate then in-sample, on a 10% coin of the training images", ge=0, lt=1),
+                                   "min_auc gate then in-sample, on a 10% coin of the training images", ge=0, lt=1,
+                             check=lambda v: None if v == 0 or v >= 0.01 else "0 (no hold-out) or at least 0.01"),
     "class_balance": Param(True, "class-balanced BCE (each class weighs ½ whatever its share of the pool); false = "
                                  "plain BCE, the official release's, whose output carries the pool's class ratio "
                                  "(App. D's unbalanced classifier)", kind=bool, omit_default=True),

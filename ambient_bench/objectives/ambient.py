@@ -24,14 +24,17 @@ def buffer_factor(s_max: float) -> float:
     return 1.0 if math.isinf(s_max) else math.sqrt(1.0 + 1.0 / (s_max - 1.0))
 
 
+S_MAX = Param(4.0, "buffer: low-quality samples only where sigma²/(sigma²-sigma_min²) < s_max, i.e. sigma > "
+                   "b·sigma_min with b = sqrt(1 + 1/(s_max-1)) (.inf = no buffer)", gt=1, allow_inf=True)
+
+
 @register_objective("ambient")
 class AmbientLoss(Objective):
     """lambda_EDM·min(lambda_amb, c)-weighted loss on the Tweedie target of x0 + sigma_min·Z_i."""
 
     version = 2
     params = {
-        "s_max": Param(4.0, "buffer: low-quality samples only where sigma²/(sigma²-sigma_min²) < s_max "
-                            "(.inf = no buffer)", gt=1, allow_inf=True),
+        "s_max": S_MAX,
         "ambient_weight": Param("full", "loss weight of low-quality samples: full = lambda_amb = "
                                         "sigma⁴/(sigma²-sigma_min²)² (paper), none = 1", kind=str,
                                 choices=("full", "none")),

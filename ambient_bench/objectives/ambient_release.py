@@ -19,9 +19,8 @@ of the release or of the paper suites writes one).
 """
 from __future__ import annotations
 
-from ambient_bench.objectives.ambient import buffer_factor
+from ambient_bench.objectives.ambient import S_MAX, buffer_factor
 from ambient_bench.objectives.edm import EDMLoss
-from ambient_bench.params import Param
 from ambient_bench.registry import register_objective
 
 
@@ -30,10 +29,7 @@ class AmbientReleaseLoss(EDMLoss):
     """The official pixel code's loss: EDM's loss on the stored image, low-quality samples above b·sigma_min."""
 
     version = 1
-    params = {
-        "s_max": Param(4.0, "buffer: low-quality samples only at sigma > b·sigma_min, b = sqrt(1 + 1/(s_max-1)) "
-                            "(the release's --s_max; .inf = no buffer)", gt=1, allow_inf=True),
-    }
+    params = {"s_max": S_MAX}  # the release's --s_max
 
     # loss: EDMLoss's, on every sample (sigma_tn = 0: training_loop.py:280, 284; loss.py:30-40)
 
