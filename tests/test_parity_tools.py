@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-CHECKS = ("annotation", "classifier", "constants", "loss", "networks", "sampler")
+CHECKS = ("annotation", "augmentation", "classifier", "constants", "edm2_presets", "loss", "networks", "sampler")
 
 
 def _run(script: str, *args: str) -> subprocess.CompletedProcess:
