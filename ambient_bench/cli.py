@@ -105,7 +105,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         _print(f"note: stand-in data (synthetic images in the real file formats) for {', '.join(standins)}; "
                + ("`run` refuses it at the full profile (use --profile tiny)" if suite.profile == "full" else
                   "results are labelled as such"))
-    check_requirements(suite)  # after the plan: a missing weights file does not hide what would run
+    for note in check_requirements(suite, fetch=False):  # plan never downloads: a missing weights file is a note
+        _print(note)
     return 0
 
 
@@ -121,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = _load(args)
     check_data(suite)
-    check_requirements(suite)
+    # weights are fetched here, before anything trains; a dry run writes scripts only and never needs them
+    args.weights_notes = check_requirements(suite, fetch=not (args.launcher != "none" and args.dry_run))
     standins = standin_datasets(suite)
     if standins and suite.profile == "full":
         raise UserError(f"{', '.join(standins)}: the data folder holds stand-in data (synthetic, written by "
@@ -189,6 +191,8 @@ def _launch(args: argparse.Namespace, suite, graph, store) -> int:
         script = dry_run(graph, store, suite.resources, args.suite, args.overrides, args.profile,
                          store.root / SLURM_DIR / f"dry-run-{suite.name}", _print)
         _print(f"wrote the sbatch scripts and {script}; nothing submitted (run it to submit)")
+        for note in getattr(args, "weights_notes", []):
+            _print(note)
         return 0
     jobs = submit(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.launcher, _print)
     if args.launcher == "slurm":
@@ -453,9 +457,18 @@ def cmd_index(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_weights(args: argparse.Namespace) -> int:
+    from ambient_bench.weights_cli import run
+
+    return run(args, _print)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ambient_bench",
                                      description="Benchmark harness for diffusion models trained on bad data.")
+    parser.add_argument("--offline", action="store_true",
+                        help="never touch the network: pretrained weights must already be cached (as with "
+                             "AMBIENT_BENCH_OFFLINE=1 or HF_HUB_OFFLINE=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (("run", "execute what is missing, skip what is done, resume what was interrupted"),
                            ("plan", "list every stage with its key and state; runs nothing")):
@@ -532,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=8, help="images per row")
     p.add_argument("--cell", type=int, default=64, help="pixels per image in the picture")
     p.add_argument("--out", help="PNG path (default results/figures/corruptions_<dataset>.png)")
+    from ambient_bench.weights_cli import add_parser as add_weights_parser
+
+    add_weights_parser(sub)
     return parser
 
 
@@ -543,6 +559,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    if args.offline:  # before any hub library reads its environment
+        os.environ["AMBIENT_BENCH_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
     retain_freed_memory()  # CPU forward passes would otherwise page-fault their activations in each time
     threads = os.environ.get("AMBIENT_BENCH_THREADS")
     if threads:  # a worker of `run --workers N` gets its share of the cores
@@ -555,7 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _PREFIX = f"[w{worker}] "
     handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "stage": cmd_stage, "list": cmd_list,
                "tables": cmd_tables, "show": cmd_show, "standins": cmd_standins, "index": cmd_index,
-               "report": cmd_report}[args.command]
+               "report": cmd_report, "weights": cmd_weights}[args.command]
     try:
         return handler(args)
     except UserError as err:

@@ -68,6 +68,9 @@ grid:
 
 # content fingerprints of data folders are cached per user (datasets/manifest.py); tests keep theirs apart
 os.environ.setdefault("AMBIENT_BENCH_CACHE", tempfile.mkdtemp(prefix="ambient_bench_cache_"))
+# tests never download pretrained weights (GBs from the real hosts); tests/test_weights.py lifts this for its
+# loopback server only
+os.environ.setdefault("AMBIENT_BENCH_OFFLINE", "1")
 
 
 def numbers_of(path) -> str:

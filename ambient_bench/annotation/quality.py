@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ambient_bench import distributed
+from ambient_bench import distributed, weights
 from ambient_bench.errors import UserError
 from ambient_bench.params import suggest
 
@@ -98,7 +98,8 @@ class LaplacianSharpness(QualityScorer):
 
 def _missing_weights_error(scorer: str, missing: list[tuple[str, str]], directory: str, note: str = "") -> UserError:
     files = "; ".join(f"{name} from {url}" for name, url in missing)
-    return UserError(f"{scorer}: weights not found offline: {files}; download into {directory}{note}")
+    return UserError(f"{scorer}: weights not found offline or not downloaded: {files}; download into "
+                     f"{directory}{note}")
 
 
 class _ClipIqa(QualityScorer):
@@ -121,17 +122,17 @@ class PiqClipIqa(_ClipIqa):
         super().__init__(device)
         try:
             import piq
-            from piq.clip_iqa import TOKENS_URL
-            from piq.feature_extractors.clip import PIQ_CLIP_MODEL_PATH
         except ImportError as err:
             raise UserError(f"clip_iqa needs piq ({err}); pip install piq") from err
-        # piq caches in os.path.expanduser("~/.cache/clip") ($HOME, not $TORCH_HOME) and downloads
-        # whatever is missing; checking first turns an offline URLError traceback into one line.
-        directory = os.path.expanduser(os.path.join("~", ".cache", "clip"))
-        missing = [(os.path.basename(url), url) for url in (PIQ_CLIP_MODEL_PATH, TOKENS_URL)
-                   if not os.path.isfile(os.path.join(directory, os.path.basename(url)))]
-        if missing:
-            raise _missing_weights_error(self.name, missing, directory, " (piq reads $HOME/.cache/clip)")
+        # piq caches in os.path.expanduser("~/.cache/clip") ($HOME, not $TORCH_HOME) and would download whatever
+        # is missing unchecked; ours fetches first (RN50 from OpenAI's URL, piq's own fallback, with its pinned
+        # sha256; weights.py), and offline or after a failed download the one-line error names files and folder.
+        entries = [weights.REGISTRY["clip_rn50"], weights.REGISTRY["clip_iqa_tokens"]]
+        failed = weights.fetch_all(entries)
+        directory = str(entries[0].folder())
+        if failed:
+            raise _missing_weights_error(self.name, [(e.filename, e.source_url()) for e, _ in failed], directory,
+                                         f" (piq reads $HOME/.cache/clip; {failed[0][1]})")
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notices inside piq
@@ -155,10 +156,12 @@ class PyiqaClipIqa(_ClipIqa):
             raise UserError(f"clip_iqa_pyiqa needs pyiqa ({err}); {PYIQA_INSTALL}") from err
         # pyiqa's CLIP loader uses torch.hub.get_dir()/clip ($TORCH_HOME/hub/clip), read at call time
         url = _MODELS["RN50"]
-        directory = os.path.join(torch.hub.get_dir(), "clip")
-        if not os.path.isfile(os.path.join(directory, os.path.basename(url))):
+        entry = weights.REGISTRY["clip_rn50_pyiqa"]
+        directory = str(entry.folder())
+        reason = weights.fetch(entry) if url == entry.url else "pyiqa's RN50 URL is not the pinned one"
+        if reason:
             raise _missing_weights_error(self.name, [(os.path.basename(url), url)], directory,
-                                         " (pyiqa reads $TORCH_HOME/hub/clip and checks the SHA-256)")
+                                         f" (pyiqa reads $TORCH_HOME/hub/clip and checks the SHA-256; {reason})")
         try:
             self.model = pyiqa.create_metric("clipiqa", device=torch.device(device))
         except ImportError as err:  # openai-clip needs pkg_resources, gone in setuptools >= 82

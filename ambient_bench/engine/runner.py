@@ -100,26 +100,51 @@ def check_data(suite: Suite) -> None:
     _one_line(problems)
 
 
-def check_requirements(suite: Suite) -> None:
-    """Every method and metric has what it needs (e.g. pretrained weights): otherwise one UserError
-    line naming each missing file, its URL and its folder."""
+def check_requirements(suite: Suite, fetch: bool = True) -> list[str]:
+    """Every method and metric has what it needs (e.g. pretrained weights, fetched on first use): otherwise one
+    UserError line naming each missing file, its URL and its folder. ``fetch=False`` (``plan``, ``--dry-run``):
+    no download; the weights a stage would fetch are returned as notes instead of failing."""
+    from ambient_bench import weights
+
     problems, seen = [], set()
-    for cell in suite.cells:
-        metrics = [("metric", m) for m in cell.config["evaluate"]["metrics"]]
-        for kind, spec in [("method", cell.config["method"]), *metrics]:
-            identity = canonical_json([spec, cell.config["mix"]["corruption"] if kind == "method" else None])
-            if identity in seen:
-                continue
-            seen.add(identity)
-            try:
-                component = (METHODS if kind == "method" else METRICS).build(spec)
-                component.check()
-                if kind == "method":
-                    component.check_mix(as_list(cell.config["mix"]["corruption"]))
-            except UserError as err:
-                if str(err) not in problems:
-                    problems.append(str(err))
+    with contextlib.ExitStack() as stack:
+        deferred = stack.enter_context(weights.deferred()) if not fetch else []
+        for cell in suite.cells:
+            metrics = [("metric", m) for m in cell.config["evaluate"]["metrics"]]
+            latent = cell.config.get("latent") or {}
+            vae = [("latent", latent)] if latent.get("vae") not in (None, "tiny") else []
+            for kind, spec in [("method", cell.config["method"]), *metrics, *vae]:
+                identity = canonical_json([kind, spec, cell.config["mix"]["corruption"] if kind == "method" else None])
+                if identity in seen:
+                    continue
+                seen.add(identity)
+                try:
+                    _check_component(kind, spec, cell)
+                except weights.Deferred:
+                    continue
+                except UserError as err:
+                    if str(err) not in problems:
+                        problems.append(str(err))
     _one_line(problems)
+    names = list(dict.fromkeys(entry.name for entry in deferred))
+    if not names:
+        return []
+    offline = weights.offline()
+    return [f"note: weights not in the cache yet: {', '.join(names)}; the stages that read them download them on "
+            f"first use" + (f", but this machine is offline ({offline})" if offline else "") + "; for an offline "
+            "machine or compute node run `python -m ambient_bench weights fetch` where there is internet"]
+
+
+def _check_component(kind: str, spec: dict, cell) -> None:
+    if kind == "latent":
+        from ambient_bench.latents.vae import vae_folder
+
+        vae_folder(spec["vae"], spec.get("weights"))
+        return
+    component = (METHODS if kind == "method" else METRICS).build(spec)
+    component.check()
+    if kind == "method":
+        component.check_mix(as_list(cell.config["mix"]["corruption"]))
 
 
 def standin_datasets(suite: Suite) -> list[str]:

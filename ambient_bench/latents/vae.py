@@ -8,8 +8,11 @@ AutoencoderKL built here (fixed seed, 4× downsampling), for tests and the CPU p
 is measured on the data it encodes.
 
 Weights load the normal way: an explicit folder (``weights``), else the Hugging Face cache
-(``HF_HOME``), downloading when online. Offline without them, a one-line error names the files, the
-cache folder and the command that fetches them.
+(``HF_HOME``), downloading when online through huggingface_hub; the safetensors file is checked against
+the sha256 pinned in ``ambient_bench/weights.py`` (a mismatching download is deleted). Offline
+(``--offline`` / ``HF_HUB_OFFLINE=1``) or after a failed download, a one-line error names the files, the
+cache folder and the command that fetches them. Stage keys hold the weights' sha256 (the pin while the
+file is not cached yet), so ``plan`` never needs the file.
 """
 from __future__ import annotations
 
@@ -19,9 +22,10 @@ from typing import Any
 
 import torch
 
+from ambient_bench import weights as weights_registry
 from ambient_bench.errors import UserError
 
-SD_VAE_REPO = "stabilityai/sd-vae-ft-mse"
+SD_VAE_REPO = weights_registry.SD_VAE_REPO
 SD_VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
 # EDM2's per-channel statistics of sd-vae-ft-mse latents of ImageNet-512 (mean and std of the samples)
 EDM2_RAW_MEAN = (5.81, 3.25, 0.12, -2.15)
@@ -35,9 +39,7 @@ TINY_CONFIG: dict[str, Any] = {
 
 
 def hf_cache_folder(repo: str) -> Path:
-    hub = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" /
-                                                                      "huggingface")) / "hub")
-    return hub / f"models--{repo.replace('/', '--')}" / "snapshots" / "<revision>"
+    return weights_registry.hf_hub_cache() / f"models--{repo.replace('/', '--')}" / "snapshots" / "<revision>"
 
 
 def _autoencoder_kl() -> Any:
@@ -61,16 +63,18 @@ def vae_folder(name: str, weights: str | None) -> Path | None:
         return folder
     from huggingface_hub import snapshot_download
 
-    for local_only in (True, False):  # the cache first; then the hub, unless told to stay offline
-        if not local_only and os.environ.get("HF_HUB_OFFLINE"):
-            break
+    # the weights first (pinned sha256; inside `plan` this only notes that they are missing), then the folder
+    reason = weights_registry.fetch(weights_registry.REGISTRY["sd_vae"])
+    if reason is None:
         try:
-            return Path(snapshot_download(SD_VAE_REPO, allow_patterns=list(SD_VAE_FILES), local_files_only=local_only))
-        except Exception:  # not cached / the hub unreachable: say exactly what is needed and where
-            continue
+            return Path(snapshot_download(SD_VAE_REPO, allow_patterns=list(SD_VAE_FILES), cache_dir=str(
+                weights_registry.hf_hub_cache()), local_files_only=bool(weights_registry.offline())))
+        except Exception as err:  # noqa: BLE001 — config.json not cached offline / the hub unreachable
+            reason = f"{SD_VAE_FILES[0]} not fetched ({type(err).__name__})"
     raise UserError(f"latent.vae sd-vae-ft-mse: weights not found: {', '.join(SD_VAE_FILES)} in "
-                    f"{hf_cache_folder(SD_VAE_REPO)}; run `huggingface-cli download {SD_VAE_REPO}` on a machine with "
-                    f"internet and copy the cache there, or set latent.weights to a folder with both files")
+                    f"{hf_cache_folder(SD_VAE_REPO)} ({reason}); run `python -m ambient_bench weights fetch sd_vae` "
+                    f"(or `huggingface-cli download {SD_VAE_REPO}`) on a machine with internet and copy the cache "
+                    f"there, or set latent.weights to a folder with both files")
 
 
 def load_vae(name: str, weights: str | None = None) -> torch.nn.Module:
@@ -90,10 +94,12 @@ def weights_identity(name: str, weights: str | None = None) -> dict[str, str]:
     """What the latents stage's key holds of the VAE: the weights' content hash, never their path."""
     from ambient_bench.metrics.features import file_sha256
 
-    folder = vae_folder(name, weights)
-    if folder is None:
+    if name == "tiny":
         return {"vae": "tiny", "config": str(sorted(TINY_CONFIG.items()))}
-    return {"vae": name, "sha256": file_sha256(folder / SD_VAE_FILES[1])[:24]}
+    if weights is not None:
+        return {"vae": name, "sha256": file_sha256(vae_folder(name, weights) / SD_VAE_FILES[1])[:24]}
+    entry = weights_registry.REGISTRY["sd_vae"]  # the cached file's hash, or the pin it will have once fetched
+    return {"vae": name, "sha256": weights_registry.identity(entry, entry.path())[:24]}
 
 
 @torch.no_grad()

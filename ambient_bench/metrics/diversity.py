@@ -37,8 +37,8 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.errors import UserError
 from ambient_bench.metrics import features
-from ambient_bench.metrics.fd_dinov2 import EXTRACTOR as DINOV2, PREPROCESSING, dinov2_protocol, require_weights, \
-    weights_path, weights_sha256
+from ambient_bench.metrics.fd_dinov2 import EXTRACTOR as DINOV2, PREPROCESSING, default_identity, dinov2_protocol, \
+    require_weights, weights_sha256
 from ambient_bench.params import Param
 from ambient_bench.registry import register_metric
 
@@ -112,8 +112,9 @@ class FeatureMetric(Metric):
             features.require_file(Path(self.p.weights), f"{self.name} ({self.p.features})", "its source")
 
     def content_identity(self) -> dict[str, Any]:
-        path = (Path(self.p.weights).expanduser() if self.p.weights else
-                weights_path(None, "vitl14") if self.p.features == DINOV2 else None)
+        if not self.p.weights and self.p.features == DINOV2:
+            return {"weights_sha256": default_identity("vitl14")}  # the pin until the file is fetched
+        path = Path(self.p.weights).expanduser() if self.p.weights else None
         if path is None:
             return {}
         return {"weights_sha256": weights_sha256(path) if path.is_file() else "missing"}

@@ -6,7 +6,9 @@ Protocol (EDM2 ``DINOv2Detector``, ``resize_mode='torch'``): uint8 images → fl
 Fréchet distance with ``scipy.linalg.sqrtm`` (real part).
 
 The network is timm's ViT with DINOv2's hyper-parameters, loaded from the ORIGINAL checkpoint file
-``dinov2_vitl14_pretrain.pth``: no torch.hub code download, nothing fetched at run time. The
+``dinov2_vitl14_pretrain.pth`` (no torch.hub code download; the checkpoint itself is fetched into
+``$TORCH_HOME/hub/checkpoints`` on first use and checked against the sha256 pinned in
+``ambient_bench/weights.py``; an explicit ``weights`` path is never downloaded). The
 checkpoint's 37×37 position grid is resampled once to 16×16 with DINOv2's own run-time formula
 (bicubic, ``scale_factor=(16 + 0.1) / 37``, no antialias); timm's resampling at load time differs,
 so we never let timm do it. With this the features equal the original DINOv2 code's (max diff 0.0
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ambient_bench import weights
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.metrics import features
 from ambient_bench.params import Param
@@ -51,7 +54,7 @@ def checkpoint_name(arch: str) -> str:
 
 
 def checkpoint_url(arch: str) -> str:
-    return f"https://dl.fbaipublicfiles.com/dinov2/dinov2_{arch}/{checkpoint_name(arch)}"
+    return weights.dinov2(arch).url
 
 
 def checkpoint_dir() -> Path:
@@ -64,11 +67,22 @@ def weights_path(weights: str | None, arch: str) -> Path:
 
 
 def require_weights(weights: str | None, arch: str) -> Path:
-    """The checkpoint path, or the one-line UserError naming file, URL and directory."""
+    """The checkpoint path (the default one fetched on first use), or the one-line UserError naming file, URL
+    and directory."""
     path = weights_path(weights, arch)
+    reason = None if weights else _fetch(arch)
     where = (f" (expected directory: {path.parent}, i.e. $TORCH_HOME/hub/checkpoints with "
              f"TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}; or set the metric's `weights` param)")
-    return features.require_file(path, f"FD_DINOv2 ({arch})", checkpoint_url(arch), where)
+    return features.require_file(path, f"FD_DINOv2 ({arch})", checkpoint_url(arch), where, reason)
+
+
+def _fetch(arch: str) -> str | None:
+    return weights.fetch(weights.dinov2(arch))
+
+
+def default_identity(arch: str) -> str:
+    """The default checkpoint's sha256 for stage keys: the file's, or its pin until it is fetched."""
+    return weights.identity(weights.dinov2(arch), checkpoint_dir() / checkpoint_name(arch))
 
 
 weights_sha256 = features.file_sha256  # memoised per (path, size, mtime)
@@ -220,6 +234,8 @@ class FDDinoV2(Metric):
         require_weights(self.p.weights, self.p.arch)
 
     def content_identity(self) -> dict[str, Any]:
+        if not self.p.weights:
+            return {"weights_sha256": default_identity(self.p.arch)}
         path = weights_path(self.p.weights, self.p.arch)
         return {"weights_sha256": weights_sha256(path) if path.is_file() else "missing"}
 

@@ -35,11 +35,13 @@ def resolve_metric_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def require_file(path: Path, what: str, url: str, how: str = "") -> Path:
-    """``path`` if it exists; otherwise the one-line error naming the file, its source and place."""
+def require_file(path: Path, what: str, url: str, how: str = "", reason: str | None = None) -> Path:
+    """``path`` if it exists; otherwise the one-line error naming the file, its source and place (and
+    ``reason``: why it was not downloaded, see ambient_bench/weights.py)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"{what}: weights file not found: {path}; download {url} to that path{how}")
+        raise UserError(f"{what}: weights file not found: {path}; download {url} to that path{how}"
+                        + (f"; {reason}" if reason else ""))
     return path
 
 

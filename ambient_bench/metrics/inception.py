@@ -3,10 +3,10 @@
 ``inception-v3-compat`` is torch-fidelity's port of the TF1 graph ``inception-2015-12-05``
 (the detector of TTUR, EDM/ambient-utils and clean-fid's ``legacy_tensorflow`` mode): same
 weights, TF1-style bilinear resize to 299 with no antialias, ``(x - 128) / 128``, 2048-d pool3.
-The weights are never downloaded here: they must sit at
-``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth`` (TORCH_HOME defaults
-to ``~/.cache/torch``) or at the metric's ``weights`` path; ``check()`` (run by ``plan`` and
-``run`` before anything trains) names the file, its URL and the folder otherwise.
+The weights are torch-fidelity's file at ``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth``
+(TORCH_HOME defaults to ``~/.cache/torch``), downloaded on first use and checked against the sha256 pinned in
+``ambient_bench/weights.py``; or the metric's ``weights`` path, never downloaded. ``check()`` (run by ``run``
+before anything trains) names the file, its URL and the folder when it is missing offline or a download failed.
 
 Reference features are cached in the run store's ``_refstats`` folder under a key made of the
 reference content hash, extractor, layer, weights sha256 and image count (torch-fidelity's own
@@ -32,6 +32,7 @@ import torch_fidelity
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.metric_prc import prc_features_to_metric
 
+from ambient_bench import weights
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.metrics import features
 from ambient_bench.params import Param
@@ -39,8 +40,8 @@ from ambient_bench.registry import register_metric
 
 EXTRACTOR = "inception-v3-compat"
 LAYER = "2048"
-WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
-WEIGHTS_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{WEIGHTS_FILE}"
+WEIGHTS = weights.REGISTRY["inception"]
+WEIGHTS_FILE, WEIGHTS_URL = WEIGHTS.filename, WEIGHTS.url  # torch-fidelity's URL_INCEPTION_V3
 KID_RNG_SEED = 2020  # torch-fidelity's default: subsets are drawn reproducibly
 
 def default_weights_path() -> Path:
@@ -52,14 +53,17 @@ weights_sha256 = features.file_sha256  # memoised per (path, size, mtime)
 
 
 def require_weights(path: Path, what: str, explicit: bool) -> Path:
+    """The weights file; the default one is fetched on first use (an explicit path never is)."""
+    reason = None
     if explicit:
         how = f" (folder {path.parent}, named by the metric's 'weights' parameter)"
     else:
+        reason = weights.fetch(WEIGHTS)
         home = os.environ.get("TORCH_HOME")
         where = f"TORCH_HOME={home}" if home else "TORCH_HOME unset, so ~/.cache/torch"
         how = (f" (folder {path.parent} = $TORCH_HOME/hub/checkpoints, {where}; "
                f"or set the metric's 'weights' parameter to the file)")
-    return features.require_file(path, what, WEIGHTS_URL, how)
+    return features.require_file(path, what, WEIGHTS_URL, how, reason)
 
 
 COMMON = {
@@ -85,7 +89,9 @@ class InceptionMetric(Metric):
 
     def content_identity(self) -> dict[str, Any]:
         path = self.weights_path()
-        return {"weights_sha256": weights_sha256(path) if path.is_file() else "missing"}
+        if self.p.weights:
+            return {"weights_sha256": weights_sha256(path) if path.is_file() else "missing"}
+        return {"weights_sha256": weights.identity(WEIGHTS, path)}  # the pin until the file is fetched
 
     def features(self, samples: torch.Tensor, reference: ImageSet, cache_dir: Path) -> tuple[np.ndarray, np.ndarray]:
         """(generated, reference) N×2048 pool3 features; the reference side through the cache."""
