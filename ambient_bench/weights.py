@@ -152,7 +152,7 @@ def offline() -> str | None:
     """Why the network is off limits (the variable that says so), or None."""
     for var in (OFFLINE_ENV, "HF_HUB_OFFLINE"):
         if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{var}=1" if var != OFFLINE_ENV else "--offline"
+            return "HF_HUB_OFFLINE=1" if var != OFFLINE_ENV else "--offline or AMBIENT_BENCH_OFFLINE=1"
     return None
 
 

@@ -67,7 +67,7 @@ def test_the_tiny_vae_round_trips_shapes_and_the_scaling_inverts():
     assert torch.equal(load_vae("tiny").encoder.conv_in.weight, vae.encoder.conv_in.weight)  # built the same each time
 
 
-def test_missing_vae_weights_stop_plan_with_one_line_naming_files_and_folder(tmp_path, monkeypatch):
+def test_missing_vae_weights_stop_run_offline_with_one_line_naming_files_and_folder(tmp_path, monkeypatch):
     from conftest import run_cli
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -81,4 +81,8 @@ def test_missing_vae_weights_stop_plan_with_one_line_naming_files_and_folder(tmp
     assert result.returncode == 2, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert "diffusion_pytorch_model.safetensors" in line and "models--stabilityai--sd-vae-ft-mse" in line
+    assert "offline (" in line and "weights fetch sd_vae" in line
     assert not (tmp_path / "runs").exists()
+    # plan never needs the weights: the latents stage's key holds the pinned sha256 until the file is cached
+    result = run_cli("plan", str(suite), "--runs", str(tmp_path / "runs"))
+    assert result.returncode == 0 and "weights not in the cache yet: sd_vae" in result.stdout, result.stderr
