@@ -234,3 +234,22 @@ def test_plan_and_slurm_dry_run_never_need_weights(monkeypatch, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "offline (--offline" in err and weights.INCEPTION_FILE in err
     assert not (tmp_path / "runs2").exists()
+
+
+def test_cifar10_download_true_stays_offline(tmp_path, monkeypatch):
+    """Datasets follow the same switch: download: true never reaches the network offline."""
+    pytest.importorskip("torchvision")
+    import urllib.request
+
+    from ambient_bench.registry import DATASETS
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("the network was touched")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")
+    dataset = DATASETS.build({"name": "cifar10", "root": str(tmp_path / "data"), "download": True})
+    dataset.check()  # planning is fine: it will download at load time
+    with pytest.raises(UserError, match=r"offline \(--offline or AMBIENT_BENCH_OFFLINE=1\)") as err:
+        dataset.load()
+    assert "\n" not in str(err.value) and "cifar-10-python.tar.gz" in str(err.value)

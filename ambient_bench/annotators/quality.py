@@ -48,7 +48,7 @@ class QualitySigmaMin(Annotator):
             return {}
         return dict.fromkeys(("quality_patch_top_fraction", "quality_patch_table"), "quality_patch_sizes: []")
 
-    def check(self) -> None:  # missing CLIP weights fail at plan time, not after the mixing
+    def check(self) -> None:  # CLIP weights are fetched when run starts (a note in plan), not after the mixing
         from ambient_bench.annotation.quality import build_scorer
 
         build_scorer(self.p.quality_scorer)

@@ -148,7 +148,12 @@ class Cifar10(Dataset):
     def _download(self) -> None:
         from torchvision.datasets import CIFAR10
 
+        from ambient_bench.weights import offline
+
         root = self._root()
+        if offline():  # --offline / AMBIENT_BENCH_OFFLINE / HF_HUB_OFFLINE: never touch the network
+            raise UserError(f"cifar10: {self._missing()} is missing and this run is offline ({offline()}); "
+                            f"download {URL} elsewhere and extract it into {root}")
         root.mkdir(parents=True, exist_ok=True)
         try:
             CIFAR10(root=str(root), train=self.p.split == "train", download=True)
