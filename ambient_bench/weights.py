@@ -17,6 +17,8 @@ Pins and where they come from (``sha256`` below; a hash is never guessed):
 - clip_rn50: full sha256 that OpenAI's own URL carries (openai/CLIP checks it); piq downloads its own snapshot
   first and falls back to that URL, into the same file. Whether piq's snapshot is byte-identical is unverified.
 - clip_iqa_tokens: no published hash found: unpinned (``verify`` prints what the file hashes to).
+- cleanfid_inception (optional; benchmarks/tools/fid_parity.py only): full sha256 that k-diffusion pins for the
+  same NVIDIA URL, and other projects publish.
 - sd_vae: full sha256 of ``diffusion_pytorch_model.safetensors`` (334,643,276 bytes), the Hugging Face LFS
   hash, published by several independent projects. ``config.json`` is left to huggingface_hub.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +49,7 @@ class WeightsFile:
     name: str
     filename: str
     url: str
-    cache: str  # torch_hub | torch_hub_clip | piq_clip | huggingface
+    cache: str  # torch_hub | torch_hub_clip | piq_clip | huggingface | cleanfid
     sha256: str | None
     used_by: str
     size_mb: float
@@ -67,6 +70,8 @@ class WeightsFile:
             return torch_hub_dir() / "clip"
         if self.cache == "piq_clip":  # piq: os.path.expanduser("~/.cache/clip"), $HOME and not $TORCH_HOME
             return Path(os.path.expanduser(os.path.join("~", ".cache", "clip")))
+        if self.cache == "cleanfid":  # cleanfid/features.py hard-codes "./" on Windows, else "/tmp"
+            return Path("." if platform.system() == "Windows" else "/tmp")
         return hf_hub_cache() / f"models--{self.hf_repo.replace('/', '--')}" / "snapshots" / "<revision>"
 
     def path(self) -> Path | None:
@@ -105,6 +110,10 @@ REGISTRY: dict[str, WeightsFile] = {w.name: w for w in (
                 "huggingface", "a1d993488569e928462932c8c38a0760b874d166399b14414135bd9c42df5815",
                 "latent suites (latent.vae: sd-vae-ft-mse)", 334.6, hf_repo=SD_VAE_REPO,
                 companions=("config.json",)),
+    WeightsFile("cleanfid_inception", "inception-2015-12-05.pt",
+                "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt",
+                "cleanfid", "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e958f4",
+                "benchmarks/tools/fid_parity.py (clean-fid legacy_tensorflow)", 95.6, optional=True),
     WeightsFile("clip_rn50_pyiqa", "RN50.pt", CLIP_RN50_URL, "torch_hub_clip", CLIP_RN50_SHA256,
                 "clip_iqa with scorer clip_iqa_pyiqa (optional pyiqa)", 244.0, optional=True),
 )}

@@ -82,7 +82,7 @@ def test_urls_are_the_libraries_own_and_pins_agree_with_the_file_names():
     assert weights.REGISTRY["clip_rn50"].sha256 == OPENIQA_CLIP_MODEL_PATH.split("/")[-2]
     for entry in weights.REGISTRY.values():
         assert entry.sha256 is None or all(c in "0123456789abcdef" for c in entry.sha256)
-        assert entry.folder().name in ("checkpoints", "clip", "<revision>")
+        assert entry.folder().name in ("checkpoints", "clip", "<revision>", "tmp")
 
 
 def test_first_use_downloads_verifies_and_caches(server, monkeypatch, tmp_path):

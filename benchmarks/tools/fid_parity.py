@@ -6,7 +6,8 @@ Both run the TF1 ``inception-2015-12-05`` graph with TF-style resizing, so on th
 folders they should agree to about 1e-5 relative (see ambient_bench/metrics/inception.py).
 Without folders, two disjoint sets of ``natural_patches`` (32×32) are written as PNGs first.
 
-Needs two weight files, neither downloaded here:
+Needs two weight files, neither downloaded here (`python -m ambient_bench weights fetch inception
+cleanfid_inception` fetches both, sha256-checked):
   torch-fidelity: $TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth
   clean-fid:      /tmp/inception-2015-12-05.pt (clean-fid hard-codes that path on Linux)
 Exit status: 2 when a file is missing (each named), 0 otherwise; without clean-fid installed
@@ -15,7 +16,6 @@ only our FID is printed (exit 0).
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -24,16 +24,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ambient_bench import weights
 from ambient_bench.components import ImageSet
 from ambient_bench.metrics import inception
 from ambient_bench.registry import DATASETS, METRICS
 
-CLEANFID_URL = "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
+CLEANFID = weights.REGISTRY["cleanfid_inception"]
+CLEANFID_URL = CLEANFID.url
 
 
 def cleanfid_weights() -> Path:
     # cleanfid/features.py: path = "./" on Windows else "/tmp" (not tempfile.gettempdir())
-    return Path("./" if platform.system() == "Windows" else "/tmp") / "inception-2015-12-05.pt"
+    return CLEANFID.path()
 
 
 def load_folder(folder: Path) -> torch.Tensor:
@@ -62,7 +64,8 @@ def main() -> None:
     if missing:
         for path, url in missing:
             print(f"missing: {path} (download {url} to that path)", file=sys.stderr)
-        print("offline: put the files above in place (TORCH_HOME moves the first one)", file=sys.stderr)
+        print("offline: put the files above in place (TORCH_HOME moves the first one), or run `python -m "
+              "ambient_bench weights fetch inception cleanfid_inception`", file=sys.stderr)
         sys.exit(2)
 
     with tempfile.TemporaryDirectory() as tmp:
