@@ -184,6 +184,11 @@ def deferred() -> Iterator[list[WeightsFile]]:
         _DEFERRED.pop()
 
 
+def deferring() -> bool:
+    """Inside ``deferred()``: nothing may touch the network."""
+    return bool(_DEFERRED)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -82,7 +82,7 @@ def test_classifier_annotation_rejects_a_fixed_sigma(write_suite, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def test_quality_annotation_without_clip_weights_is_a_plan_note_and_stops_run_offline(write_suite, tmp_path, monkeypatch):
+def test_quality_annotation_without_clip_weights_is_a_plan_note_and_stops_run(write_suite, tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # piq looks for its CLIP files under $HOME/.cache/clip
     text = SUITE.replace("name: ambient_o_crops\n    annotate: classifier",
                          "name: ambient_o\n    annotate: quality\n    sigma_min: 1.0")

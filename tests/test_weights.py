@@ -253,3 +253,14 @@ def test_cifar10_download_true_stays_offline(tmp_path, monkeypatch):
     with pytest.raises(UserError, match=r"offline \(--offline or AMBIENT_BENCH_OFFLINE=1\)") as err:
         dataset.load()
     assert "\n" not in str(err.value) and "cifar-10-python.tar.gz" in str(err.value)
+
+
+def test_plan_online_makes_no_request(server, monkeypatch, tmp_path, capsys):
+    """plan is online here (the loopback host would answer) and still downloads nothing."""
+    from ambient_bench.cli import main
+
+    pin_inception(monkeypatch, PAYLOAD_SHA)
+    suite = str(REPO / "benchmarks" / "mini_table2a.yaml")
+    assert main(["plan", suite, "evaluate.metrics=[fid, fd_dinov2]", "--runs", str(tmp_path / "runs")]) == 0
+    assert "weights not in the cache yet: inception, dinov2_vitl14;" in capsys.readouterr().out
+    assert server.seen == [] and not (tmp_path / "torch").exists()

@@ -142,9 +142,9 @@ def _check_component(kind: str, spec: dict, cell) -> None:
         vae_folder(spec["vae"], spec.get("weights"))
         return
     component = (METHODS if kind == "method" else METRICS).build(spec)
-    component.check()
-    if kind == "method":
+    if kind == "method":  # first: a weights file deferred by check() must not skip this
         component.check_mix(as_list(cell.config["mix"]["corruption"]))
+    component.check()
 
 
 def standin_datasets(suite: Suite) -> list[str]:

@@ -64,7 +64,10 @@ def vae_folder(name: str, weights: str | None) -> Path | None:
     from huggingface_hub import snapshot_download
 
     # the weights first (pinned sha256; inside `plan` this only notes that they are missing), then the folder
-    reason = weights_registry.fetch(weights_registry.REGISTRY["sd_vae"])
+    entry = weights_registry.REGISTRY["sd_vae"]
+    reason = weights_registry.fetch(entry)
+    if reason is None and weights_registry.deferring():  # plan: the weights are cached, config.json comes at run
+        return entry.path().parent
     if reason is None:
         try:
             return Path(snapshot_download(SD_VAE_REPO, allow_patterns=list(SD_VAE_FILES), cache_dir=str(
