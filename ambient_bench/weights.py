@@ -22,7 +22,8 @@ Pins and where they come from (``sha256`` below; a hash is never guessed):
 - sd_vae: full sha256 of ``diffusion_pytorch_model.safetensors`` (334,643,276 bytes), the Hugging Face LFS
   hash, published by several independent projects. ``config.json`` is left to huggingface_hub.
 
-Lower layer: imports no engine or CLI module, and nothing heavy until a download runs.
+Lower layer: imports no engine or CLI module; torch only for a download, and ``identity`` (called by metrics,
+which have loaded it) shares the metrics' memoised file hash.
 """
 from __future__ import annotations
 
