@@ -134,15 +134,22 @@ def test_offline_never_connects(server, monkeypatch, switch):
     assert server.seen == []
 
 
-def test_the_offline_flag_of_the_cli_never_connects(server):
-    proc = run_cli("--offline", "weights", "fetch", "inception", "clip_rn50", timeout=120)
+def test_the_offline_flag_of_the_cli_never_connects(server, monkeypatch, capsys):
+    from ambient_bench.cli import main
+
+    proc = run_cli("--offline", "weights", "fetch", "inception", "clip_rn50", timeout=120)  # the real command line
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.count("not fetched: offline (--offline or AMBIENT_BENCH_OFFLINE=1)") == 2 and server.seen == []
     # the same command online reaches the (loopback) host; the real pin refuses the test payload
-    proc = run_cli("weights", "fetch", "inception", timeout=120)
-    assert proc.returncode == 1 and "refused" in proc.stdout, proc.stdout + proc.stderr
+    assert main(["weights", "fetch", "inception"]) == 1 and "refused" in capsys.readouterr().out
     assert server.seen == [f"/mirror/{weights.INCEPTION_FILE}"]
     assert not (Path(os.environ["TORCH_HOME"]) / "hub" / "checkpoints" / weights.INCEPTION_FILE).exists()
+    # an unpinned file (piq's tokens) is fetched into piq's cache; a second fetch finds it there
+    server.files["clipiqa_tokens.pt"] = b"tokens"
+    for expected in ("clip_iqa_tokens: fetched (unpinned)", "clip_iqa_tokens: present at"):
+        assert main(["weights", "fetch", "clip_iqa_tokens"]) == 0 and expected in capsys.readouterr().out
+    assert (Path(os.environ["HOME"]) / ".cache" / "clip" / "clipiqa_tokens.pt").read_bytes() == b"tokens"
+    assert server.seen[1:] == ["/mirror/clipiqa_tokens.pt"]
 
 
 def test_verify_reports_each_file(server, monkeypatch, tmp_path, capsys):
