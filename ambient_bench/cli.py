@@ -28,11 +28,10 @@ def _print(*args: object) -> None:
 
 def _load(args: argparse.Namespace):
     from ambient_bench.config.suite import load_suite
-    from ambient_bench.results.tables import load_spec
+    from ambient_bench.results.default_table import check_specs
 
     suite = load_suite(args.suite, getattr(args, "overrides", []), profile=getattr(args, "profile", "full"))
-    for spec in suite.tables:
-        load_spec(spec)  # a typo in a table spec fails now, not after the training
+    check_specs(suite)  # a typo in a table spec, or a column no cell computes, fails now, not after the training
     return suite
 
 

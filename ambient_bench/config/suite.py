@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from ambient_bench.config.resources import resolve_resources
 from ambient_bench.config.schema import SECTION_NAMES, resolve_cell, spec_label
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, check_name, resolve_params, suggest
-from ambient_bench.registry import import_plugin
+from ambient_bench.registry import REGISTRIES, import_plugin
 
 class _GridKind:
     """A grid mapping, or a non-empty list of grid mappings; resolved to the list form."""
@@ -219,7 +220,11 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
             continue
         opath = _dotted(key.strip(), where)
         value = yamlio.parse_scalar(value_text)
-        if any(a[1] == opath for axes in products for a in axes):  # a grid axis: replaced in every grid
+        is_axis = any(a[1] == opath for axes in products for a in axes)
+        if isinstance(value, list) and value and not is_axis and not _takes_list(defaults, products, opath, value):
+            products = products or [[]]  # train.seed=[0,1] on a key that holds one value: a new grid axis
+            is_axis = True
+        if is_axis:  # a grid axis: replaced in every grid (added to every grid when new)
             values = value if isinstance(value, list) else [value]
             axis = (key.strip(), opath, [(v, {opath: where}) for v in values])
             for axes in products:
@@ -269,6 +274,8 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
             raise UserError(f"{at(('exclude', i))}: exclude entry {i + 1} matches no cell of the grid; "
                             f"fix its values or remove it")
     cells, seen = [], set()
+    for config, _, _ in candidates:
+        _resolve_data_paths(config, path.parent)
     for config, axes_taken, where in candidates:
         identity = json.dumps(config, sort_keys=True, default=str)
         if excluded(config) or identity in seen:
@@ -280,13 +287,7 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
     if profile != "full":
         cells = _with_profile(cells, profile, source)
 
-    tables = []
-    for i, table in enumerate(top["tables"]):
-        table_path = (path.parent / table).resolve()
-        if not table_path.is_file():
-            raise UserError(f"{at(('tables', i))}: table spec '{table}' not found (paths are relative to "
-                            f"the suite file)")
-        tables.append(table_path)
+    tables = [_table_path(table, path, at(("tables", i))) for i, table in enumerate(top["tables"])]
     try:
         resolved_resources = resolve_resources(resources)
     except ParamError as err:
@@ -309,3 +310,56 @@ def _with_profile(cells: list[Cell], profile: str, source: str) -> list[Cell]:
     check_distinct([json.dumps(c.config, sort_keys=True, default=str) for c in cells],
                    [json.dumps(c, sort_keys=True, default=str) for c in shrunk], [c.label for c in cells], profile)
     return [Cell(config=config, axes=cell.axes, where=cell.where) for cell, config in zip(cells, shrunk)]
+
+
+PACKAGED = Path(__file__).resolve().parents[2] / "benchmarks"  # the repository's suites and table specs
+
+
+def _table_path(table: str, suite_path: Path, where: str) -> Path:
+    """A table spec named in a suite: relative to the suite file, else among the packaged specs
+    (benchmarks/<table>, benchmarks/tables/<table>), so a suite copied elsewhere keeps its tables."""
+    given = Path(os.path.expanduser(table))
+    tried = [given] if given.is_absolute() else [suite_path.parent / given, PACKAGED / given,
+                                                 PACKAGED / "tables" / given.name]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate.resolve()
+    places = " nor ".join(str(p.absolute()) for p in dict.fromkeys(tried))
+    raise UserError(f"{where}: table spec '{table}' not found: neither {places} exists (relative paths are "
+                    f"tried against the suite's folder, then the packaged specs in {PACKAGED}/tables)")
+
+
+def _resolve_data_paths(config: dict[str, Any], suite_dir: Path) -> None:
+    """Relative folders of the dataset (its location parameters: ``semantic=False`` strings) are read against
+    the suite's folder when they exist there, else against the current directory as before. Locations are not
+    in any key, so an absolute path changes no stored run."""
+    cls = REGISTRIES["dataset"].get(config["dataset"]["name"])
+    for name, param in cls.params.items():
+        value = config["dataset"].get(name)
+        if param.semantic or value is None:
+            continue
+        if isinstance(value, str):
+            config["dataset"][name] = _near_suite(value, suite_dir)
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            config["dataset"][name] = [_near_suite(v, suite_dir) for v in value]
+
+
+def _near_suite(text: str, suite_dir: Path) -> str:
+    path = Path(os.path.expanduser(text))
+    if path.is_absolute() or not (suite_dir / path).exists() or (suite_dir.resolve() == Path.cwd().resolve()):
+        return text
+    return str((suite_dir / path).resolve())
+
+
+def _takes_list(defaults: _Tree, products: list, opath: tuple, value: list) -> bool:
+    """Whether ``opath`` accepts a list value (dataset.low_quality=[a,b]): set on the first cell of the
+    grid, it validates, or fails at another key. Otherwise a list override is a grid axis."""
+    tree = _Tree(copy.deepcopy(defaults.data), {})
+    for axis in (products[0] if products else []):
+        tree.assign(axis[1], axis[2][0][0], {})
+    tree.assign(opath, value, {})
+    try:
+        resolve_cell(tree.data)
+    except ParamError as err:
+        return tuple(err.key[:len(opath)]) != opath
+    return True
