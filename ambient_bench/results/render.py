@@ -48,8 +48,9 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
         lines.append(STANDIN_NOTE)
     datasets, hashes = _unique(shown, "dataset"), _unique(shown, "dataset_hash")
     fractions = _unique(shown, "clean_fraction")
+    counts = _unique(shown, "folder_counts")  # the user's folders: the folders say what is good
     lines.append(f"Data: {' / '.join(datasets)} (content sha256 {' / '.join(h[:12] for h in hashes)}…), "
-                 f"clean fraction {' / '.join(fractions)}.")
+                 + (f"{' / '.join(counts)}." if counts else f"clean fraction {' / '.join(fractions)}."))
     lines.append(f"Samples: {' / '.join(_unique(shown, 'num_samples'))} per model, "
                  f"{' / '.join(_unique(shown, 'sampler'))}; checkpoint: {' / '.join(_unique(shown, 'checkpoint'))}.")
     described: set[str] = set()
