@@ -41,7 +41,8 @@ def test_compare_ends_with_a_table_and_verdicts_in_one_command(tmp_path):
     good, bad = write_folders(tmp_path / "folders")
     results = tmp_path / "answer"
     proc = run_cli("compare", "--good", str(good), "--bad", str(bad), "--seeds", "2", "--runs", str(tmp_path / "runs"),
-                   "--results", str(results), "--metric", "fd_bandpass", cwd=tmp_path)
+                   "--results", str(results), "--metric", "fd_bandpass", "--resolution", "8", "--samples", "32",
+                   "--duration-kimg", "0.064", cwd=tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "against the 40 good images" in out  # the reference the metric scores, not the whole pool
