@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--metric", help="metric name (default: fd_dinov2 when its weights are present, else fd_bandpass)")
     p.add_argument("--seeds", type=int, default=3, help="training seeds per method (default 3; the verdicts pair them)")
     p.add_argument("--duration-kimg", type=float, default=0.128,
-                   help="training length per model in thousands of images (default 0.128: a first look, seconds per model)")
+                   help="training length per model in thousands of images (default 0.128: a first look)")
     p.add_argument("--resolution", type=int, default=16, help="image size in pixels (default 16: a first look)")
     p.add_argument("--samples", type=int, default=64, help="samples per model the metric scores (default 64)")
     p.add_argument("--sigma-min", type=float, default=2.0, help="Ambient-o's σ_min for every bad image (default 2.0)")

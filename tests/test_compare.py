@@ -2,7 +2,6 @@
 filled, suite-relative paths and list overrides."""
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 

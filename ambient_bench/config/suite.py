@@ -3,7 +3,8 @@
 Precedence, lowest first: schema defaults < the suite's ``defaults`` < one value per ``grid``
 axis < ``key=value`` overrides from the command line. Assigning a value at a dotted path
 replaces the whole subtree there, so ``method: clean_only`` in a grid drops the defaults'
-method parameters. An override of a grid axis replaces the axis (in every grid that has it).
+method parameters. An override of a grid axis replaces the axis (in every grid that has it); a list
+given for a key that takes one value (``train.seed=[0,1]``) becomes a new axis of every grid.
 
 ``grid`` is one mapping of axes (cells = their cartesian product) or a list of such mappings:
 the cells are then the union of the products, for tables whose rows are not one product
@@ -14,18 +15,18 @@ from __future__ import annotations
 import copy
 import itertools
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ambient_bench.config import yamlio
+from ambient_bench.config.paths import resolve_data_paths, table_path
 from ambient_bench.config.profiles import apply_profile, check_distinct
 from ambient_bench.config.resources import resolve_resources
 from ambient_bench.config.schema import SECTION_NAMES, resolve_cell, spec_label
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, check_name, resolve_params, suggest
-from ambient_bench.registry import REGISTRIES, import_plugin
+from ambient_bench.registry import import_plugin
 
 class _GridKind:
     """A grid mapping, or a non-empty list of grid mappings; resolved to the list form."""
@@ -50,7 +51,8 @@ TOP_LEVEL = {
     "grid": Param({}, "dotted key → list of values; cells are the cartesian product (a list of such "
                       "mappings: the union of their products)", kind=_GridKind()),
     "exclude": Param([], "cells to drop: mappings of dotted key → value (or list of values)", kind=list),
-    "tables": Param([], "table spec files, relative to the suite file", kind=list, item=str),
+    "tables": Param([], "table spec files, relative to the suite file (else benchmarks/tables/); none: the "
+                       "default table of methods × metrics", kind=list, item=str),
     "results_dir": Param(None, "where results.csv and tables go (default results/<suite>)", kind=str,
                          nullable=True),
     "plugins": Param([], "modules or .py files (relative to the suite) that register components",
@@ -275,7 +277,7 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
                             f"fix its values or remove it")
     cells, seen = [], set()
     for config, _, _ in candidates:
-        _resolve_data_paths(config, path.parent)
+        resolve_data_paths(config, path.parent)
     for config, axes_taken, where in candidates:
         identity = json.dumps(config, sort_keys=True, default=str)
         if excluded(config) or identity in seen:
@@ -287,7 +289,7 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
     if profile != "full":
         cells = _with_profile(cells, profile, source)
 
-    tables = [_table_path(table, path, at(("tables", i))) for i, table in enumerate(top["tables"])]
+    tables = [table_path(table, path, at(("tables", i))) for i, table in enumerate(top["tables"])]
     try:
         resolved_resources = resolve_resources(resources)
     except ParamError as err:
@@ -310,45 +312,6 @@ def _with_profile(cells: list[Cell], profile: str, source: str) -> list[Cell]:
     check_distinct([json.dumps(c.config, sort_keys=True, default=str) for c in cells],
                    [json.dumps(c, sort_keys=True, default=str) for c in shrunk], [c.label for c in cells], profile)
     return [Cell(config=config, axes=cell.axes, where=cell.where) for cell, config in zip(cells, shrunk)]
-
-
-PACKAGED = Path(__file__).resolve().parents[2] / "benchmarks"  # the repository's suites and table specs
-
-
-def _table_path(table: str, suite_path: Path, where: str) -> Path:
-    """A table spec named in a suite: relative to the suite file, else among the packaged specs
-    (benchmarks/<table>, benchmarks/tables/<table>), so a suite copied elsewhere keeps its tables."""
-    given = Path(os.path.expanduser(table))
-    tried = [given] if given.is_absolute() else [suite_path.parent / given, PACKAGED / given,
-                                                 PACKAGED / "tables" / given.name]
-    for candidate in tried:
-        if candidate.is_file():
-            return candidate.resolve()
-    places = " nor ".join(str(p.absolute()) for p in dict.fromkeys(tried))
-    raise UserError(f"{where}: table spec '{table}' not found: neither {places} exists (relative paths are "
-                    f"tried against the suite's folder, then the packaged specs in {PACKAGED}/tables)")
-
-
-def _resolve_data_paths(config: dict[str, Any], suite_dir: Path) -> None:
-    """Relative folders of the dataset (its location parameters: ``semantic=False`` strings) are read against
-    the suite's folder when they exist there, else against the current directory as before. Locations are not
-    in any key, so an absolute path changes no stored run."""
-    cls = REGISTRIES["dataset"].get(config["dataset"]["name"])
-    for name, param in cls.params.items():
-        value = config["dataset"].get(name)
-        if param.semantic or value is None:
-            continue
-        if isinstance(value, str):
-            config["dataset"][name] = _near_suite(value, suite_dir)
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            config["dataset"][name] = [_near_suite(v, suite_dir) for v in value]
-
-
-def _near_suite(text: str, suite_dir: Path) -> str:
-    path = Path(os.path.expanduser(text))
-    if path.is_absolute() or not (suite_dir / path).exists() or (suite_dir.resolve() == Path.cwd().resolve()):
-        return text
-    return str((suite_dir / path).resolve())
 
 
 def _takes_list(defaults: _Tree, products: list, opath: tuple, value: list) -> bool:
