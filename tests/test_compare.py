@@ -99,6 +99,7 @@ def test_a_spec_column_no_result_fills_is_a_loud_warning_and_the_default_table(t
     err = capsys.readouterr().err
     assert "warning:" in err and "fd_digits" in err and "no result has fd_digits" in err
     assert (tmp_path / "methods.md").is_file()
+    assert "**Warning**: column 'FD_digits' is empty: no result has fd_digits" in (tmp_path / "table2a.md").read_text()
 
 
 def test_a_spec_column_the_suite_cannot_compute_fails_before_training(tmp_path):

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +80,18 @@ def absent_quantities(df: pd.DataFrame, spec: TableSpec) -> list[dict[str, Any]]
     """The spec's metric columns (not NOT_METRICS) that no result row fills."""
     present = set(_present(df))
     return [v for v in spec.values if v["quantity"] not in NOT_METRICS and v["quantity"] not in present]
+
+
+def table_specs(df: pd.DataFrame, spec_paths: list[Path], warn: bool = True) -> list[TableSpec]:
+    """The tables a suite's results get: its specs, plus the default table when it names none or a spec's
+    metric column is empty (with ``warn``, said on stderr naming the column and the metric)."""
+    specs = [load_spec(path) for path in spec_paths]
+    absent = [(spec, value) for spec in specs for value in absent_quantities(df, spec)]
+    for spec, value in absent if warn else []:
+        print(f"warning: {spec.path}: column '{value['label']}' is empty: no result has {value['quantity']} (the "
+              f"results hold {', '.join(sorted(set(df['quantity'].astype(str)))) or 'nothing'}); the default table "
+              f"{DEFAULT_ID}.md shows the metrics computed", file=sys.stderr, flush=True)
+    return specs + [default_spec(df)] if not specs or absent else specs
 
 
 def check_specs(suite: Any) -> list[TableSpec]:

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 from ambient_bench import fileio
-from ambient_bench.results.default_table import DEFAULT_ID, absent_quantities, default_spec
+from ambient_bench.results.default_table import DEFAULT_ID, absent_quantities, table_specs
 from ambient_bench.results.reference import RefTable, canonical
 from ambient_bench.results.layout import Layout, label_cells, to_latex, to_markdown
 from ambient_bench.results.stats import ALPHA
-from ambient_bench.results.tables import (SEED_KEY, Cell, TableSpec, aggregate, flat_config, load_spec, lookup,
+from ambient_bench.results.tables import (SEED_KEY, Cell, TableSpec, aggregate, flat_config, lookup,
                                           matches, row_id, sort_rows, value_key)
 from ambient_bench.results.verdicts import ONE_SEED, table_verdicts
 
@@ -204,6 +203,8 @@ def render(df: pd.DataFrame, spec: TableSpec) -> dict[str, str]:
     notes = footnote(df, spec)
     verdicts = table_verdicts(spec, rows, cols, grid)
     md = [f"# {spec.title}", "", to_markdown(layout, rows, cols, grid), ""]
+    md += [f"**Warning**: column '{v['label']}' is empty: no result has {v['quantity']}; the default table "
+           f"{DEFAULT_ID}.md shows the metrics computed.\n" for v in absent_quantities(df, spec)]
     if verdicts == [ONE_SEED]:
         md += [ONE_SEED, ""]
     elif verdicts:
@@ -244,15 +245,7 @@ def render_all(df: pd.DataFrame, spec_paths: list[Path], results_dir: Path, chec
     stale paths and the status problems found. Without specs, or when a spec's metric column has no value
     in the results (said loudly, on stderr and in the table), the default table of methods × metrics too."""
     touched: list[Path | str] = []
-    specs = [load_spec(spec_path) for spec_path in spec_paths]
-    for spec in specs:
-        for value in absent_quantities(df, spec):
-            if not check:
-                print(f"warning: {spec.path}: column '{value['label']}' is empty: no result has {value['quantity']} "
-                      f"(the results hold {', '.join(sorted(set(df['quantity'].astype(str)))) or 'nothing'}); the "
-                      f"default table {DEFAULT_ID}.md shows the metrics computed", file=sys.stderr, flush=True)
-    if not specs or any(absent_quantities(df, spec) for spec in specs):
-        specs.append(default_spec(df))
+    specs = table_specs(df, spec_paths, warn=not check)
     for spec in specs:
         for ext, text in render(df, spec).items():
             path = Path(results_dir) / f"{spec.id}.{ext}"
