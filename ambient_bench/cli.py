@@ -28,11 +28,10 @@ def _print(*args: object) -> None:
 
 def _load(args: argparse.Namespace):
     from ambient_bench.config.suite import load_suite
-    from ambient_bench.results.tables import load_spec
+    from ambient_bench.results.default_table import check_specs
 
     suite = load_suite(args.suite, getattr(args, "overrides", []), profile=getattr(args, "profile", "full"))
-    for spec in suite.tables:
-        load_spec(spec)  # a typo in a table spec fails now, not after the training
+    check_specs(suite)  # a typo in a table spec, or a column no cell computes, fails now, not after the training
     return suite
 
 
@@ -443,6 +442,12 @@ def cmd_standins(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from ambient_bench.compare import prepare
+
+    return cmd_run(build_parser().parse_args(prepare(args, _print)))
+
+
 def cmd_index(args: argparse.Namespace) -> int:
     from ambient_bench.results.index import write_index
 
@@ -538,6 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
                                      "mirrors, its status and how to regenerate it")
     p.add_argument("--results", default="results", help="the results folder (default results)")
     p.add_argument("--check", action="store_true", help="exit 1 if the index on disk is stale")
+    from ambient_bench.compare import add_arguments as compare_arguments
+
+    compare_arguments(sub.add_parser("compare", help="does my bad data help? good / bad (/ out-of-distribution) "
+                                                     "folders → a suite beside the results, run, table, verdicts"))
     p = sub.add_parser("show", help="write a picture: a corruption gallery")
     p.add_argument("what", choices=["corruptions"])
     p.add_argument("--dataset", required=True, help="name or YAML mapping, e.g. '{name: digits, resolution: 32}'")
@@ -573,7 +582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _PREFIX = f"[w{worker}] "
     handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "stage": cmd_stage, "list": cmd_list,
                "tables": cmd_tables, "show": cmd_show, "standins": cmd_standins, "index": cmd_index,
-               "report": cmd_report, "weights": cmd_weights}[args.command]
+               "report": cmd_report, "weights": cmd_weights, "compare": cmd_compare}[args.command]
     try:
         return handler(args)
     except UserError as err:

@@ -3,7 +3,8 @@
 Precedence, lowest first: schema defaults < the suite's ``defaults`` < one value per ``grid``
 axis < ``key=value`` overrides from the command line. Assigning a value at a dotted path
 replaces the whole subtree there, so ``method: clean_only`` in a grid drops the defaults'
-method parameters. An override of a grid axis replaces the axis (in every grid that has it).
+method parameters. An override of a grid axis replaces the axis (in every grid that has it); a list
+given for a key that takes one value (``train.seed=[0,1]``) becomes a new axis of every grid.
 
 ``grid`` is one mapping of axes (cells = their cartesian product) or a list of such mappings:
 the cells are then the union of the products, for tables whose rows are not one product
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ambient_bench.config import yamlio
+from ambient_bench.config.paths import resolve_data_paths, table_path
 from ambient_bench.config.profiles import apply_profile, check_distinct
 from ambient_bench.config.resources import resolve_resources
 from ambient_bench.config.schema import SECTION_NAMES, resolve_cell, spec_label
@@ -49,7 +51,8 @@ TOP_LEVEL = {
     "grid": Param({}, "dotted key → list of values; cells are the cartesian product (a list of such "
                       "mappings: the union of their products)", kind=_GridKind()),
     "exclude": Param([], "cells to drop: mappings of dotted key → value (or list of values)", kind=list),
-    "tables": Param([], "table spec files, relative to the suite file", kind=list, item=str),
+    "tables": Param([], "table spec files, relative to the suite file (else benchmarks/tables/); none: the "
+                       "default table of methods × metrics", kind=list, item=str),
     "results_dir": Param(None, "where results.csv and tables go (default results/<suite>)", kind=str,
                          nullable=True),
     "plugins": Param([], "modules or .py files (relative to the suite) that register components",
@@ -219,7 +222,11 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
             continue
         opath = _dotted(key.strip(), where)
         value = yamlio.parse_scalar(value_text)
-        if any(a[1] == opath for axes in products for a in axes):  # a grid axis: replaced in every grid
+        is_axis = any(a[1] == opath for axes in products for a in axes)
+        if isinstance(value, list) and value and not is_axis and not _takes_list(defaults, products, opath, value):
+            products = products or [[]]  # train.seed=[0,1] on a key that holds one value: a new grid axis
+            is_axis = True
+        if is_axis:  # a grid axis: replaced in every grid (added to every grid when new)
             values = value if isinstance(value, list) else [value]
             axis = (key.strip(), opath, [(v, {opath: where}) for v in values])
             for axes in products:
@@ -269,6 +276,8 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
             raise UserError(f"{at(('exclude', i))}: exclude entry {i + 1} matches no cell of the grid; "
                             f"fix its values or remove it")
     cells, seen = [], set()
+    for config, _, _ in candidates:
+        resolve_data_paths(config, path.parent)
     for config, axes_taken, where in candidates:
         identity = json.dumps(config, sort_keys=True, default=str)
         if excluded(config) or identity in seen:
@@ -280,13 +289,7 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
     if profile != "full":
         cells = _with_profile(cells, profile, source)
 
-    tables = []
-    for i, table in enumerate(top["tables"]):
-        table_path = (path.parent / table).resolve()
-        if not table_path.is_file():
-            raise UserError(f"{at(('tables', i))}: table spec '{table}' not found (paths are relative to "
-                            f"the suite file)")
-        tables.append(table_path)
+    tables = [table_path(table, path, at(("tables", i))) for i, table in enumerate(top["tables"])]
     try:
         resolved_resources = resolve_resources(resources)
     except ParamError as err:
@@ -309,3 +312,17 @@ def _with_profile(cells: list[Cell], profile: str, source: str) -> list[Cell]:
     check_distinct([json.dumps(c.config, sort_keys=True, default=str) for c in cells],
                    [json.dumps(c, sort_keys=True, default=str) for c in shrunk], [c.label for c in cells], profile)
     return [Cell(config=config, axes=cell.axes, where=cell.where) for cell, config in zip(cells, shrunk)]
+
+
+def _takes_list(defaults: _Tree, products: list, opath: tuple, value: list) -> bool:
+    """Whether ``opath`` accepts a list value (dataset.low_quality=[a,b]): set on the first cell of the
+    grid, it validates, or fails at another key. Otherwise a list override is a grid axis."""
+    tree = _Tree(copy.deepcopy(defaults.data), {})
+    for axis in (products[0] if products else []):
+        tree.assign(axis[1], axis[2][0][0], {})
+    tree.assign(opath, value, {})
+    try:
+        resolve_cell(tree.data)
+    except ParamError as err:
+        return tuple(err.key[:len(opath)]) != opath
+    return True

@@ -260,6 +260,20 @@ class UserFolders(Dataset):
         self.check()
         return sum(len(list_images(folder)) for _, folder, _ in self._groups())
 
+    def folder_counts(self) -> str:
+        """'40 good, 120 bad, 0 out-of-distribution images' (for the tables' footnotes)."""
+        self.check()
+        count = {HIGH_QUALITY: 0, LOW_QUALITY: 0, OUT_OF_DISTRIBUTION: 0}
+        for _, folder, source in self._groups():
+            count[source] += len(list_images(folder))
+        return (f"{count[HIGH_QUALITY]:,} good, {count[LOW_QUALITY]:,} bad, {count[OUT_OF_DISTRIBUTION]:,} "
+                f"out-of-distribution images")
+
+    def reference_count(self) -> int:
+        """The images metrics score as the reference: the high-quality folder (ImageSet.high_quality)."""
+        self.check()
+        return len(list_images(self._groups()[0][1]))
+
     def fingerprint(self) -> dict[str, Any]:
         self.check()
         return {"content": [[key, source, manifest.fingerprint(folder, list_images(folder))]

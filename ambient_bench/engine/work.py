@@ -53,9 +53,23 @@ def dataset_count(spec: dict[str, Any]) -> int | None:
     return _count(canonical_json(spec))[0]
 
 
+@functools.lru_cache(maxsize=None)
+def _reference_count(key: str) -> int | None:
+    dataset = DATASETS.build(json.loads(key))
+    count = getattr(dataset, "reference_count", None)
+    return count() if count is not None else _count(key)[0]
+
+
+def reference_count(spec: dict[str, Any]) -> int | None:
+    """The images a metric scores as its reference: the high-quality ones of a dataset that marks them
+    (user_folders: the good folder, not the whole pool), else the whole dataset."""
+    return _reference_count(canonical_json(spec))
+
+
 def forget() -> None:
     """Count the files again (a new data root)."""
     _count.cache_clear()
+    _reference_count.cache_clear()
 
 
 def resolution_of(spec: dict[str, Any]) -> int | None:
@@ -165,7 +179,7 @@ def stage_work(stage: Stage, networks: dict[str, float], metric_networks: dict[s
         metric = rt["metric"]["name"]
         network = metric_networks.get(metric)
         if stage.kind == "metric_setup":
-            n = dataset_count(rt["dataset"])
+            n = reference_count(rt["dataset"])
             what, source = "reference images", canonical_json(rt["dataset"])
         else:
             n, what, source = stage.deps["sample"].runtime["sample"]["num"], "samples", stage.deps["sample"].key
@@ -180,7 +194,7 @@ def stage_work(stage: Stage, networks: dict[str, float], metric_networks: dict[s
         reference = canonical_json(rt["dataset"])
         if stage.kind == "evaluate" and f"{reference}|{network}" not in shared:  # a reference no setup stage
             shared.add(f"{reference}|{network}")                                # scored: its first evaluate does
-            parts.append((dataset_count(rt["dataset"]) or 0, "reference images"))
+            parts.append((reference_count(rt["dataset"]) or 0, "reference images"))
         if not parts:
             return Work(f"{n:,} {what}: features shared", kind, gpu=False)
         n = sum(count for count, _ in parts)

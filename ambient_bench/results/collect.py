@@ -26,7 +26,8 @@ from ambient_bench.engine.store import RunStore
 from ambient_bench.registry import DATASETS, METHODS, METRICS
 
 PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler", "checkpoint",
-            "feature_extractor", "implementation", "profile", "standin_data", "classifier", "low_quality_dropped")
+            "feature_extractor", "implementation", "profile", "standin_data", "classifier", "low_quality_dropped",
+            "folder_counts")
 # what computed the row's number (engine/provenance.py, from the producing stage's status.json)
 PROVENANCE = ("stage_keys", "code_version", "git_commit", "git_dirty", "torch", "cuda", "device", "host",
               "computed_at", "wall_seconds")
@@ -58,6 +59,9 @@ def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
             "profile": suite.profile,
             "standin_data": bool(DATASETS.build(cfg["dataset"]).fingerprint().get("standin")),
         }
+        counts = getattr(DATASETS.build(cfg["dataset"]), "folder_counts", None)
+        if counts is not None:  # the user's folders: how many good and bad images, not a clean fraction of 1
+            protocol["folder_counts"] = counts()
         annotate = store.summary("annotate", stages["annotate"].key)
         protocol.update(_classifier_protocol(cfg, stages, store, annotate))
         for quantity in ("sigma_min_mean", "sigma_max_mean"):

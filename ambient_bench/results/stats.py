@@ -8,6 +8,8 @@ and a bootstrap of Fréchet distances over the generated samples.
 - ``significant_best``: the rows a table sets in bold: the best row and every row whose paired test
   against it does not reject at ``alpha`` (a tie the data cannot break); nothing when the rows share
   fewer than two seeds (no test is possible).
+- ``seeds_for_power``: how many paired seeds would detect a difference of the observed size (80% power,
+  α = 0.05), from the observed spread of the paired differences (see its docstring for the method).
 - ``frechet_bootstrap``: the FD of resampled generated features against fixed reference statistics,
   as a percentile interval (the sampling noise of one model's score).
 """
@@ -83,6 +85,37 @@ def significant_best(by_row: dict, lower_is_better: bool, alpha: float = ALPHA) 
         if not result.p_value < alpha:
             bold.add(row)
     return bold
+
+
+SIGN_FLIP_MIN_SEEDS = next(n for n in range(1, 64) if 2 / 2 ** n < ALPHA)  # 6: below it no p-value < α
+POWER_CAP = 1000
+
+
+def seeds_for_power(mean_difference: float, sd_difference: float, alpha: float = ALPHA,
+                    power: float = 0.8) -> int | None:
+    """Seeds (pairs) needed to detect ``mean_difference`` with probability ``power`` at two-sided ``alpha``.
+
+    Method: the power of a two-sided paired t-test whose effect size d_z = mean / sd is the observed one,
+    computed exactly with the noncentral t distribution (scipy.stats.nct, noncentrality d_z·√n, n − 1
+    degrees of freedom); the smallest such n, but at least SIGN_FLIP_MIN_SEEDS, because the sign-flip
+    permutation test that judges the tables cannot reach p < 0.05 with fewer seeds. The observed d_z is
+    itself noisy at a few seeds, so the answer is a rough guide ("about N"). None when the difference is
+    zero or not finite; POWER_CAP + 1 means "more than POWER_CAP"."""
+    if not math.isfinite(mean_difference) or mean_difference == 0 or not math.isfinite(sd_difference):
+        return None
+    if sd_difference <= 0:
+        return SIGN_FLIP_MIN_SEEDS
+    d = abs(mean_difference) / sd_difference
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    n = max(2, int((z / d) ** 2))  # the normal approximation: the t-test needs at least this many
+    while n <= POWER_CAP:
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        nc = d * math.sqrt(n)
+        achieved = stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc)
+        if achieved >= power:
+            return max(n, SIGN_FLIP_MIN_SEEDS)
+        n += 1
+    return POWER_CAP + 1
 
 
 def frechet(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
