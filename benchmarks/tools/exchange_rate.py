@@ -19,6 +19,7 @@ import pandas as pd
 from ambient_bench.config.suite import load_suite
 from ambient_bench.registry import METRICS
 from ambient_bench.results.exchange import exchange_rates
+from ambient_bench.results.stats import is_nonnegative
 
 AXIS = "mix.max_clean"
 
@@ -57,11 +58,12 @@ def main() -> int:
     points: dict[tuple[str, float], list[float]] = {}
     for _, row in df.iterrows():
         points.setdefault((method_name(row), float(row[AXIS])), []).append(float(row["value"]))
-    rates = exchange_rates(points, lower_is_better=lower)
+    rates = exchange_rates(points, lower_is_better=lower, quantity=args.metric)
     lines = [f"# Exchange rate of bad images for good ones ({suite.name}, {args.metric})", "",
              "n* = the clean images clean-only training needs to score what the method scores with n_clean clean "
-             "images and the bad pool; in brackets, n* at the ends of the method's 95% interval over seeds. "
-             "'> max' / '< min': beyond the clean-only grid.", "",
+             "images and the bad pool; in brackets, n* at the ends of the method's 95% interval over seeds "
+             + ("(log-scale t-interval: the metric cannot be negative). " if is_nonnegative(args.metric)
+                else "(t-interval). ") + "'> max' / '< min': beyond the clean-only grid.", "",
              *monotonicity_warning(points, lower),
              f"| method | n_clean | {args.metric} | n* (clean-equivalent) | the bad pool is worth |",
              "|---|---:|---:|---:|---:|"]
