@@ -102,7 +102,8 @@ def provenance_table(df: pd.DataFrame) -> str:
         return (f"<p>Provenance not recorded: these results come from stages that finished before "
                 f"{PROVENANCE_SINCE}, when stages began to record it.</p>")
     recorded = ~pd.concat([unknown(df[c]) for c in columns], axis=1).all(axis=1)
-    counts = df.loc[recorded, columns].astype(str).value_counts().reset_index(name="result rows")
+    shown = pd.DataFrame({c: df[c].astype(str).mask(unknown(df[c]), "–") for c in columns})[recorded]
+    counts = shown.value_counts().reset_index(name="result rows")
     text = f'<div class="scroll">{counts.to_html(index=False, escape=True, border=0)}</div>'
     if (~recorded).any():
         text += (f"<p>{int((~recorded).sum())} more result rows come from stages that finished before "

@@ -9,12 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from PIL import Image
 
 from ambient_bench.results.layout import label_cells
 from ambient_bench.results.tables import TableSpec, aggregate, value_key
 
 REPORT_DIR = "report"
 DPI = 110
+WIDE_PX = 700  # plots wider than this span both columns of the page's plot grid
 LEGEND = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "fontsize": 7, "frameon": False, "borderaxespad": 0}
 
 
@@ -68,7 +70,7 @@ def metric_plots(df: pd.DataFrame, spec: TableSpec, folder: Path,
         if value["better"] is None:
             continue
         key = value_key(value)
-        width = 5.6 if numeric else min(9.0, max(4.0, 2.0 + 0.3 * len(rows) * len(cols)))
+        width = 4.4 if numeric else min(9.0, max(4.0, 2.0 + 0.3 * len(rows) * len(cols)))
         fig, ax = plt.subplots(figsize=(width, 3.0))
         drawn, values = False, []
         for i, row in enumerate(rows):
@@ -117,7 +119,9 @@ def metric_plots(df: pd.DataFrame, spec: TableSpec, folder: Path,
         name = _file_name(spec.id, key)
         fig.savefig(folder / name, dpi=DPI, bbox_inches="tight", pad_inches=0.05)
         plt.close(fig)
-        out.append({"src": f"{REPORT_DIR}/{name}", "alt": f"{title} against "
+        with Image.open(folder / name) as image:  # wider than half the page: it gets a line of its own
+            wide = image.width > WIDE_PX
+        out.append({"src": f"{REPORT_DIR}/{name}", "wide": wide, "alt": f"{title} against "
                     + (spec.columns["key"] if numeric else "the rows")})
     return out
 
