@@ -2,27 +2,11 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 
 import pytest
 
+from browser import browser, measure
 from conftest import REPO, run_cli
-
-
-def chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.skip("no headless Chromium on this machine (Debian: apt-get install chromium); the page itself is "
-                "still written and checked by the other assertions of the slow tier")
-
-
-def browser(page, *flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
-                           "--v=0", "--virtual-time-budget=5000", *flags, page.as_uri()],
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.mark.slow
@@ -40,6 +24,9 @@ def test_the_smoke_suites_report_opens_in_a_browser_with_every_image(tmp_path):
     assert 'data-images="ok"' in dom.stdout, dom.stdout[-500:]
     console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
     assert not console, console
+    layout, console = measure(page, width=1400)  # nothing past the width; the page reads in a few screens
+    assert layout["scrollWidth"] <= layout["clientWidth"] and layout["overflowing"] == [], layout
+    assert layout["height"] < 6000 and layout["broken"] == 0 and not console, (layout, console)
     shot = tmp_path / "screenshot.png"
     browser(page, f"--screenshot={shot}", "--window-size=1280,2400")
     assert shot.is_file() and shot.stat().st_size > 10_000

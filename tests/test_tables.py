@@ -41,9 +41,9 @@ def test_layout_bold_mean_std_and_footnote():
     assert "| Method" in md and "σ_B = 0.6 · FD_digits ↓" in md and "σ_B = 1.0 · σ̄_tn^min" in md
     lines = {line.split("|")[1].strip(): line for line in md.splitlines()
              if line.startswith("| ") and "---" not in line}
-    # two seeds: the mean with its 95% t-interval; no paired test can separate two seeds, so all are bold
-    assert "**31.0 [18.3, 43.7]**" in lines["Ambient-o (fixed σ_min)"]
-    assert "**101.0 [88.3, 113.7]**" in lines["All data"]
+    # two seeds: the mean with its 95% log-scale t-interval (FD >= 0); no paired test separates two seeds: all bold
+    assert "**31.0 [20.6, 46.7]**" in lines["Ambient-o (fixed σ_min)"]
+    assert "**101.0 [89.1, 114.5]**" in lines["All data"]
     assert "–" in lines["Only clean"]  # no sigma for clean-only
     assert "1.60" in lines["Ambient-o (fixed σ_min)"] and "1.60 [" not in lines["Ambient-o (fixed σ_min)"]
     assert lines["Only clean"].index("Only clean") < lines["Only clean"].index("51.0")
@@ -51,7 +51,7 @@ def test_layout_bold_mean_std_and_footnote():
     assert "45.32" in paper and "Status in ambient_bench: not-run" in paper and "**5.34**" in paper
     assert "Ambient-o (classifier annotations)" in paper  # the paper's row, under the paper's own name
     tex = out["tex"]
-    assert r"\multicolumn{2}{c}{$\sigma_B = 0.6$}" in tex and r"\textbf{31.0 [18.3, 43.7]}" in tex
+    assert r"\multicolumn{2}{c}{$\sigma_B = 0.6$}" in tex and r"\textbf{31.0 [20.6, 46.7]}" in tex
     assert tex.count(r"\begin{tabular}") == 2
 
 

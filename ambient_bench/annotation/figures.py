@@ -40,6 +40,14 @@ def _save(fig: Figure, path: Path | str, tight: bool = False) -> Path:
     return path
 
 
+def _legend_below(fig: Figure, ax: Axes, columns: int = 1) -> None:
+    """The legend under the axes (constrained layout makes room), so it covers no curve, bar or area."""
+    handles, names = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=min(columns, len(handles)), fontsize=8,
+                   frameon=False)
+
+
 def _colours(n: int) -> list[tuple[float, ...]]:
     cmap = colormaps["tab10"]
     return [cmap(i % 10) for i in range(n)]
@@ -96,7 +104,7 @@ def plot_classifier_quality(path: Path | str, quality: dict, title: str, low_lev
                label=f"lowest {low_levels} levels (the gate's AUC)")
     ax.set(xscale="log", ylim=(0.3, 1.02), xlabel="noise level σ", ylabel="held-out score",
            title=f"{title}\n{quality['holdout_images']} held-out images, {quality['holdout_positive']} positive")
-    ax.legend(fontsize=8)
+    _legend_below(fig, ax)
     ax.grid(alpha=0.3, lw=0.5)
     return _save(fig, path)
 
@@ -118,7 +126,7 @@ def plot_sigma_min_histogram(path: Path | str, sigma_min_by_group: dict[str, np.
         ax.hist(v, bins=bins, histtype="step", lw=1.8, color=colour, label=label)
     ax.set(xscale="log", xlabel="σ_min (noise level where the sample becomes usable)",
            ylabel="number of samples", title="Annotated σ_min per group")
-    ax.legend(fontsize=8)
+    _legend_below(fig, ax)
     ax.grid(alpha=0.3, lw=0.5)
     return _save(fig, path)
 
@@ -165,7 +173,7 @@ def plot_usable_samples(path: Path | str, sigma_min: np.ndarray, sigma_max: np.n
     ax.set(xscale="log", xlim=(sigmas.min(), sigmas.max()), ylim=(0, max(105.0, 1.08 * total.max())),
            xlabel="noise level σ", ylabel=f"usable samples (% of {reference_count})",
            title=f"Samples available at each noise level (buffer = {buffer:g})")
-    ax.legend(loc="upper left", fontsize=8)
+    _legend_below(fig, ax, columns=3)
     ax.grid(alpha=0.3, which="major", lw=0.5)
     return _save(fig, path)
 

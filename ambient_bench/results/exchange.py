@@ -2,10 +2,11 @@
 would need to match a method that also used the corrupted pool.
 
 For every number of clean images n and method M, take M's score s (mean over seeds, with its 95%
-t-interval) and find on the clean-only curve — its seed means against log n, linearly interpolated —
-the n* where clean-only scores s: M with n clean images and the bad pool is worth n* clean images,
-i.e. the bad pool is worth n* − n good ones. The interval of n* comes from M's interval. Where s
-lies beyond the clean-only curve, n* is only bounded ("> the largest n" / "< the smallest n").
+interval: log-scale for a non-negative metric, ``stats.seed_interval``) and find on the clean-only curve
+— its seed means against log n, linearly interpolated — the n* where clean-only scores s: M with n
+clean images and the bad pool is worth n* clean images, i.e. the bad pool is worth n* − n good ones. The
+interval of n* comes from M's interval. Where s lies beyond the clean-only curve, n* is only bounded
+("> the largest n" / "< the smallest n").
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ambient_bench.results.stats import t_interval
+from ambient_bench.results.stats import seed_interval
 
 
 @dataclass(frozen=True)
@@ -50,8 +51,9 @@ def clean_equivalent(curve_n: np.ndarray, curve_score: np.ndarray, score: float,
 
 
 def exchange_rates(points: dict[tuple[str, float], list[float]], clean_method: str = "clean_only",
-                   lower_is_better: bool = True) -> list[Exchange]:
-    """``points``: (method, n_clean) → the metric per training seed. One Exchange per non-clean point."""
+                   lower_is_better: bool = True, quantity: str = "") -> list[Exchange]:
+    """``points``: (method, n_clean) → the metric per training seed. One Exchange per non-clean point; the
+    score's interval is ``seed_interval(quantity, ...)`` (log-scale for a non-negative ``quantity``)."""
     clean = sorted((n, float(np.mean(v))) for (m, n), v in points.items() if m == clean_method and v)
     if len(clean) < 2:
         return []
@@ -60,7 +62,7 @@ def exchange_rates(points: dict[tuple[str, float], list[float]], clean_method: s
     for (method, n), values in sorted(points.items()):
         if method == clean_method or not values:
             continue
-        score, interval = float(np.mean(values)), t_interval(values)
+        score, interval = float(np.mean(values)), seed_interval(quantity, values)
         equivalent, bound = clean_equivalent(curve_n, curve_s, score, lower_is_better)
         ends = [None, None]
         if interval is not None:

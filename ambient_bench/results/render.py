@@ -12,6 +12,7 @@ import pandas as pd
 from ambient_bench import fileio
 from ambient_bench.results.default_table import DEFAULT_ID, absent_quantities, table_specs
 from ambient_bench.results.reference import RefTable, canonical
+from ambient_bench.results.stats import is_nonnegative
 from ambient_bench.results.layout import Layout, label_cells, to_latex, to_markdown
 from ambient_bench.results.stats import ALPHA
 from ambient_bench.results.tables import (SEED_KEY, Cell, TableSpec, aggregate, flat_config, lookup,
@@ -84,6 +85,11 @@ def footnote(df: pd.DataFrame, spec: TableSpec) -> list[str]:
                  f"has two seeds or more. Bold: the best value of a column and every value that a paired sign-flip "
                  f"permutation test over the shared seeds cannot tell from it at α = 0.05 (several in bold: not "
                  f"separable at these seeds; none: a single seed, no test).")
+    positive = list(dict.fromkeys(v["label"] for v in spec.values if is_nonnegative(v["quantity"])))
+    if positive and len(seeds) > 1:
+        lines.append(f"{', '.join(positive)} cannot be negative: their interval over seeds is the log-scale "
+                     f"t-interval (the t-interval of the log values, exponentiated: an interval for the geometric "
+                     f"mean that never goes below zero; cut at zero where a value is 0).")
     paper = spec.paper_table()
     if spec.compare and paper is not None:
         tolerances = [f"{v['label']} ±{paper.quantities[v['paper']]['tolerance']:g}" for v in spec.values

@@ -3,26 +3,32 @@
 It shows the suite's tables (the same rendering as ``tables``: intervals, significance, the paper's
 numbers and status), one plot per table and metric of the metric against the column axis with its
 95% interval band, the first samples of every model (same seeds across models), the training-loss
-curves, the annotation figures, and the provenance of the numbers. Images are PNG files in
-``report/`` beside the page (matplotlib, Agg); the page is a Jinja2 template.
+curves, the annotation figures, and the provenance of the numbers. Samples, curves and annotation
+figures are grouped by the row of the suite's first table they belong to (a method, a cell group),
+the first groups open and the rest folded, so a 90-model suite reads in one screenful per section.
+Images are PNG files in ``report/`` beside the page (``report_plots``); the page is a Jinja2 template.
+A sample grid or loss log the run store no longer holds is kept from the previous page when its
+stage key is the same (results regenerated from a committed ``results.csv`` without the runs).
 """
 from __future__ import annotations
 
 import html
 import json
-import math
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from ambient_bench import fileio
-from ambient_bench.results.render import render
 from ambient_bench.results.layout import label_cells
-from ambient_bench.results.tables import TableSpec, aggregate, load_spec, value_key
+from ambient_bench.results.render import render
+from ambient_bench.results.report_plots import REPORT_DIR, as_number, loss_curves, metric_plots, read_losses
+from ambient_bench.results.tables import TableSpec, aggregate, flat_config, load_spec, row_id, sort_rows, value_key
 
-REPORT_DIR = "report"
+OPEN_GROUPS = 2  # sample and figure groups shown unfolded; the rest are one click away
+PROVENANCE_COLUMNS = ("code_version", "git_commit", "git_dirty", "torch", "cuda", "device")
+PROVENANCE_SINCE = "2026-12-04 (commit 1ccf361)"  # when stages began to record what computed them
 
 
 def markdown_table_to_html(text: str) -> str:
@@ -50,116 +56,13 @@ def _notes(md: str) -> list[str]:
     return [line[2:] for line in ours.splitlines() if line.startswith("- ")]
 
 
-def _as_number(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def metric_plots(df: pd.DataFrame, spec: TableSpec, folder: Path) -> list[dict[str, str]]:
-    """One PNG per value with a direction (a metric): mean against the column axis with its interval band
-    (the paper's Fig. 3 idea); without a numeric column axis, one bar per row with its interval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows, cols, grid, _ = aggregate(df, spec)
-    numeric = spec.columns is not None and len(cols) > 1 and all(_as_number(c) is not None for c in cols)
-    out = []
-    for value in spec.values:
-        if value["better"] is None:
-            continue
-        key = value_key(value)
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
-        drawn, values = False, []
-        for i, row in enumerate(rows):
-            label = " / ".join(label_cells(spec, row, None))
-            cells = [(c, grid.get((row, c, key))) for c in cols]
-            cells = [(c, cell) for c, cell in cells if cell is not None and not math.isnan(cell.mean)]
-            if not cells:
-                continue
-            drawn = True
-            if numeric:
-                x = [float(c) for c, _ in cells]
-                y = [cell.mean for _, cell in cells]
-                line, = ax.plot(x, y, marker="o", label=label)
-                bands = [(xx, cell.interval) for xx, (_, cell) in zip(x, cells) if cell.interval is not None]
-                if bands:
-                    ax.fill_between([b[0] for b in bands], [b[1][0] for b in bands], [b[1][1] for b in bands],
-                                    color=line.get_color(), alpha=0.15)
-            else:  # grouped bars: one group per column value, one bar per row
-                width = 0.8 / max(1, len(rows))
-                xs = [cols.index(c) - 0.4 + (i + 0.5) * width for c, _ in cells]
-                errors = [[0.0, 0.0] if cell.interval is None else
-                          [cell.mean - cell.interval[0], cell.interval[1] - cell.mean] for _, cell in cells]
-                ax.bar(xs, [cell.mean for _, cell in cells], width=width, yerr=list(zip(*errors)), capsize=2,
-                       label=label, color=f"C{i % 10}")
-                values.extend(cell.mean for _, cell in cells)
-        if not drawn:
-            plt.close(fig)
-            continue
-        title = " · ".join([*value["group"], value["label"]])
-        ax.set_ylabel(f"{title} ({'lower' if value['better'] == 'lower' else 'higher'} is better)")
-        if numeric:
-            ax.set_xlabel(spec.columns["label"].replace("{}", "").strip(" =:") or spec.columns["key"])
-            xs = [float(c) for c in cols]
-            if min(xs) > 0 and max(xs) / min(xs) >= 16:  # a log grid (data sizes) on a log axis
-                ax.set_xscale("log")
-        else:
-            ax.set_xticks(range(len(cols)))
-            ax.set_xticklabels([spec.columns["label"].format(c) if spec.columns else "" for c in cols], fontsize=7)
-            if values and min(values) > 0 and max(values) / min(values) > 30:  # one scale for 70 and 7,000
-                ax.set_yscale("log")
-        ax.legend(fontsize=7, loc="best")
-        ax.set_title(f"{spec.id}: {title} (bands / bars: 95% t-interval over seeds)", fontsize=9)
-        fig.tight_layout()
-        name = f"{spec.id}_{key.replace('@', '_').replace('/', '_')}"
-        name = "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in name) + ".png"
-        fig.savefig(folder / name, dpi=110)
-        plt.close(fig)
-        out.append({"src": f"{REPORT_DIR}/{name}", "alt": f"{title} against "
-                    + (spec.columns["key"] if numeric else "the rows")})
-    return out
-
-
-def loss_curves(cells: list[tuple[str, Path]], path: Path) -> bool:
-    """Loss against kimg from each trained model's stats.jsonl, one line per cell; False when none logged."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7.2, 4.0))
-    drawn = 0
-    for label, stats in cells:
-        if not stats.is_file():
-            continue
-        points = [json.loads(line) for line in stats.read_text().splitlines() if line.strip()]
-        points = [p for p in points if "loss" in p and "kimg" in p]
-        if points:
-            ax.plot([p["kimg"] for p in points], [p["loss"] for p in points], label=label, linewidth=1)
-            drawn += 1
-    if drawn:
-        ax.set_xlabel("training images (kimg)")
-        ax.set_ylabel("loss (per-sample, mean over the batch)")
-        ax.set_yscale("log")
-        if drawn <= 12:
-            ax.legend(fontsize=6)
-        fig.tight_layout()
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return bool(drawn)
-
-
-def paired_comparisons(df: pd.DataFrame, spec: TableSpec) -> str:
+def paired_comparisons(df: pd.DataFrame, spec: TableSpec, aggregated: tuple | None = None) -> str:
     """HTML: in every column, each row against the column's best, paired over their shared seeds (mean
-    difference, sign-flip permutation p-value, effect size d_z); '' when no pair has two seeds."""
+    difference, sign-flip permutation p-value, effect size d_z); '' when no pair has two seeds.
+    ``aggregated``: ``aggregate(df, spec)`` when the caller has it already."""
     from ambient_bench.results.stats import paired_test
 
-    rows, cols, grid, _ = aggregate(df, spec)
+    rows, cols, grid, _ = aggregated or aggregate(df, spec)
     lines = []
     for value in spec.values:
         if value["better"] is None:
@@ -188,11 +91,161 @@ def paired_comparisons(df: pd.DataFrame, spec: TableSpec) -> str:
 
 
 def provenance_table(df: pd.DataFrame) -> str:
-    columns = [c for c in ("code_version", "git_commit", "git_dirty", "torch", "cuda", "device") if c in df.columns]
+    """What computed the numbers: the recorded fields only (a field unknown in every row is left out, and so
+    are rows that recorded nothing, counted in a line); one line when nothing was recorded."""
+    def unknown(column: pd.Series) -> pd.Series:
+        text = column.astype(str)
+        return column.isna() | text.str.startswith("unknown") | text.isin(["", "nan", "None"])
+
+    columns = [c for c in PROVENANCE_COLUMNS if c in df.columns and not unknown(df[c]).all()]
     if not columns:
-        return "<p>These results predate provenance recording.</p>"
-    counts = df[columns].astype(str).value_counts().reset_index(name="result rows")
-    return counts.to_html(index=False, escape=True, border=0)
+        return (f"<p>Provenance not recorded: these results come from stages that finished before "
+                f"{PROVENANCE_SINCE}, when stages began to record it.</p>")
+    recorded = ~pd.concat([unknown(df[c]) for c in columns], axis=1).all(axis=1)
+    shown = pd.DataFrame({c: df[c].astype(str).mask(unknown(df[c]), "–") for c in columns})[recorded]
+    counts = shown.value_counts().reset_index(name="result rows")
+    text = f'<div class="scroll">{counts.to_html(index=False, escape=True, border=0)}</div>'
+    if (~recorded).any():
+        text += (f"<p>{int((~recorded).sum())} more result rows come from stages that finished before "
+                 f"{PROVENANCE_SINCE} and recorded no provenance.</p>")
+    return text
+
+
+class Place(NamedTuple):
+    """Where a cell sits in the suite's first table: its row (the group) and the row's rank, its column
+    ('n_clean = 25', '' without a column axis), its seed ('seed 0') and a sort key within the row."""
+
+    group: str
+    rank: int
+    column: str
+    seed: str
+    order: tuple
+
+    @property
+    def detail(self) -> str:
+        return " · ".join(x for x in (self.column, self.seed) if x)
+
+
+def _seed_text(record: dict[str, Any]) -> str:
+    seed = as_number(record.get("train.seed"))
+    return "" if seed is None else f"seed {seed:g}"
+
+
+def cell_places(df: pd.DataFrame, spec: TableSpec | None) -> dict[str, Place]:
+    """Cell label → Place, from each cell's configuration in the results; {} without a table or results."""
+    if spec is None or df.empty or "cell" not in df.columns:
+        return {}
+    records = df.drop_duplicates("cell").to_dict("records")
+    ids = {r["cell"]: row_id(flat_config(r), spec) for r in records}
+    ranks = {row: i for i, row in enumerate(sort_rows(list(dict.fromkeys(ids.values())), spec))}
+    places = {}
+    for r in records:
+        column = r.get(spec.columns["key"]) if spec.columns else None
+        column = None if column is None or (isinstance(column, float) and column != column) else column
+        text = spec.columns["label"].format(column) if column is not None else ""
+        number = as_number(column)
+        order = (number if number is not None else float("inf"), str(column), as_number(r.get("train.seed")) or 0)
+        row = ids[r["cell"]]
+        places[r["cell"]] = Place(" / ".join(label_cells(spec, row, None)), ranks[row], text, _seed_text(r), order)
+    return places
+
+
+def _place(places: dict[str, Place], label: str) -> Place:
+    return places.get(label) or Place("cells without results", 10**6, label, "", (0.0, label, 0))
+
+
+def _grouped(items: list[tuple[Place, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """[{title, open, items}] in table-row order, items ordered by column value then seed."""
+    groups: dict[tuple[int, str], list] = {}
+    for place, item in items:
+        groups.setdefault((place.rank, place.group), []).append((place.order, item))
+    ordered = sorted(groups.items(), key=lambda g: g[0])
+    return [{"title": title, "open": i < OPEN_GROUPS, "items": [item for _, item in sorted(members, key=_first)]}
+            for i, ((_, title), members) in enumerate(ordered)]
+
+
+def _first(pair: tuple) -> Any:
+    return pair[0]
+
+
+def _sample_groups(suite: Any, graph: Any, store: Any, folder: Path, previous: Path,
+                   places: dict[str, Place]) -> list[dict[str, Any]]:
+    items = []
+    for cell, stages in zip(suite.cells, graph.cells):
+        sample = stages.get("sample")
+        if sample is None:
+            continue
+        name = f"samples_{sample.key[:12]}.png"
+        grid = store.dir("sample", sample.key) / "samples.png" if store.state("sample", sample.key) == "done" else None
+        source = grid if grid is not None and grid.is_file() else previous / name
+        if source.is_file():
+            shutil.copyfile(source, folder / name)
+            place = _place(places, cell.label)
+            items.append((place, {"src": f"{REPORT_DIR}/{name}", "label": place.detail or cell.label,
+                                  "title": cell.label}))
+    return _grouped(items)
+
+
+def _curves(suite: Any, graph: Any, store: Any, folder: Path, previous: Path,
+            places: dict[str, Place]) -> dict[str, Any] | None:
+    """Draw the loss curves per table row (their points kept in training_loss.json so a later page can redraw
+    them without the run store); None when nothing logged its loss."""
+    logged, seen = [], set()
+    for cell, stages in zip(suite.cells, graph.cells):
+        train = stages.get("train")
+        if train is None or train.key in seen:
+            continue
+        seen.add(train.key)
+        place = _place(places, cell.label)
+        points = read_losses(store.dir("train", train.key) / "stats.jsonl")
+        if points:
+            logged.append({"group": place.group, "rank": place.rank, "label": place.column,
+                           "order": list(place.order), "points": points})
+    if not logged and (previous / "training_loss.json").is_file():
+        logged = json.loads((previous / "training_loss.json").read_text())
+    if logged:
+        fileio.write_text(folder / "training_loss.json", json.dumps(logged))
+        groups: dict[tuple[int, str], list] = {}
+        for line in sorted(logged, key=lambda x: (x["rank"], x["group"], x["order"])):
+            groups.setdefault((line["rank"], line["group"]), []).append((line["label"], line["points"]))
+        if loss_curves([(title, lines) for (_, title), lines in groups.items()], folder / "training_loss.png"):
+            return {"src": f"{REPORT_DIR}/training_loss.png", "previous": False}
+    if (previous / "training_loss.png").is_file():  # a page drawn before the curves were grouped
+        shutil.copyfile(previous / "training_loss.png", folder / "training_loss.png")
+        return {"src": f"{REPORT_DIR}/training_loss.png", "previous": True}
+    return None
+
+
+def _figure_groups(suite: Any, graph: Any, results_dir: Path, places: dict[str, Place]) -> tuple[list, list]:
+    """(suite-wide annotation figures, per-row groups of the per-stage ones captioned by their cells)."""
+    figures = results_dir / "figures"
+    overall = [{"src": p.relative_to(results_dir).as_posix(), "alt": p.stem.replace("_", " ")}
+               for p in sorted(figures.glob("*.png"))]
+    users: dict[str, list[str]] = {}
+    for cell, stages in zip(suite.cells, graph.cells):
+        annotate = stages.get("annotate")
+        if annotate is not None:
+            users.setdefault(f"annotate-{annotate.key[:16]}", []).append(cell.label)
+    items = []
+    for folder in sorted(p for p in figures.glob("*") if p.is_dir()):
+        cells = users.get(folder.name, [])
+        found = [_place(places, c) for c in cells]
+        place = (min(found, key=lambda p: (p.rank, p.order)) if found
+                 else Place(folder.name, 10**6, "", "", (0.0, "", 0)))
+        columns = ", ".join(dict.fromkeys(p.column for p in found if p.column))
+        seeds = [p.seed.removeprefix("seed ") for p in found if p.seed]
+        seeds = ("seeds " if len(seeds) > 1 else "seed ") + ", ".join(dict.fromkeys(seeds)) if seeds else ""
+        where = "".join(f" · {x}" for x in (columns, seeds) if x)
+        for png in sorted(folder.glob("*.png")):
+            name = png.stem.replace("_", " ")
+            items.append((place._replace(order=(png.stem, *place.order)), {
+                "src": png.relative_to(results_dir).as_posix(), "caption": name + where,
+                "alt": f"{name}: {place.group}{where}", "kind": png.stem}))
+    groups = _grouped(items)
+    richest = sorted(range(len(groups)), key=lambda i: -len({f["kind"] for f in groups[i]["items"]}))
+    for i, group in enumerate(groups):  # open the group showing the most kinds of figure
+        group["open"] = i in richest[:1]
+    return overall, groups
 
 
 def write_report(suite: Any, graph: Any, store: Any, results_dir: Path, df: pd.DataFrame) -> Path:
@@ -200,45 +253,40 @@ def write_report(suite: Any, graph: Any, store: Any, results_dir: Path, df: pd.D
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     results_dir = Path(results_dir)
-    folder = results_dir / REPORT_DIR
+    folder, previous = results_dir / REPORT_DIR, results_dir / f".{REPORT_DIR}.previous"
+    if previous.exists():
+        shutil.rmtree(previous)
     if folder.exists():
-        shutil.rmtree(folder)  # only what this run draws: no stale images of removed cells
+        folder.rename(previous)  # only what this run draws stays: no stale images of removed cells
     folder.mkdir(parents=True)
-    tables = []
-    for spec_path in suite.tables:
-        spec = load_spec(spec_path)
-        md = render(df, spec)["md"]
-        ours, _, paper = md.partition("## The paper's numbers (same layout)")
-        paper_caption = next((line for line in paper.splitlines() if line and not line.startswith("|")), "")
-        tables.append({"id": spec.id, "title": spec.title, "html": markdown_table_to_html(ours),
-                       "paired": _markup(paired_comparisons(df, spec)),
-                       "notes": _notes(md), "plots": metric_plots(df, spec, folder),
-                       "paper_html": markdown_table_to_html(paper), "paper_caption": paper_caption})
-    samples, trained, seen = [], [], set()
-    for cell, stages in zip(suite.cells, graph.cells):
-        sample, train = stages.get("sample"), stages.get("train")
-        if sample is not None and store.state("sample", sample.key) == "done":
-            grid = store.dir("sample", sample.key) / "samples.png"
-            if grid.is_file():
-                name = f"samples_{sample.key[:12]}.png"
-                shutil.copyfile(grid, folder / name)
-                samples.append({"src": f"{REPORT_DIR}/{name}", "label": cell.label})
-        if train is not None and train.key not in seen:
-            seen.add(train.key)
-            trained.append((cell.label, store.dir("train", train.key) / "stats.jsonl"))
-    curves = f"{REPORT_DIR}/training_loss.png" if loss_curves(trained, folder / "training_loss.png") else None
-    figures = [{"src": p.relative_to(results_dir).as_posix(), "alt": f"{p.parent.name}: {p.stem.replace('_', ' ')}"}
-               for p in sorted((results_dir / "figures").glob("*/*.png"))]
+    try:
+        specs = [load_spec(path) for path in suite.tables]
+        tables = []
+        for spec in specs:
+            md = render(df, spec)["md"]
+            ours, _, paper = md.partition("## The paper's numbers (same layout)")
+            caption = next((line for line in paper.splitlines() if line and not line.startswith("|")), "")
+            aggregated = aggregate(df, spec)
+            tables.append({"id": spec.id, "title": spec.title, "html": _markup(markdown_table_to_html(ours)),
+                           "paired": _markup(paired_comparisons(df, spec, aggregated)), "notes": _notes(md),
+                           "plots": metric_plots(df, spec, folder, aggregated), "paper_caption": caption,
+                           "paper_html": _markup(markdown_table_to_html(paper))})
+        places = cell_places(df, specs[0] if specs else None)
+        samples = _sample_groups(suite, graph, store, folder, previous, places)
+        curves = _curves(suite, graph, store, folder, previous, places)
+        overall, figure_groups = _figure_groups(suite, graph, results_dir, places)
+    finally:
+        if previous.exists():
+            shutil.rmtree(previous)
     env = Environment(loader=PackageLoader("ambient_bench.results", "templates"),
                       autoescape=select_autoescape(["html", "j2"]))
     page = env.get_template("report.html.j2").render(
-        suite=suite.name, description=getattr(suite, "description", "") or "",
-        tables=[{**t, "html": _markup(t["html"]), "paper_html": _markup(t["paper_html"])} for t in tables],
-        samples=samples, curves=curves, figures=figures, provenance=_markup(provenance_table(df)))
+        suite=suite.name, description=getattr(suite, "description", "") or "", tables=tables,
+        samples=samples, sample_count=sum(len(g["items"]) for g in samples), curves=curves,
+        overall_figures=overall, figure_groups=figure_groups, provenance=_markup(provenance_table(df)))
     path = results_dir / "index.html"
     fileio.write_text(path, page)
     return path
-
 
 def _markup(text: str) -> Any:
     from markupsafe import Markup

@@ -134,3 +134,31 @@ def frechet_bootstrap(features: np.ndarray, ref_mu: np.ndarray, ref_sigma: np.nd
         values.append(frechet(pick.mean(axis=0), np.cov(pick, rowvar=False), ref_mu, ref_sigma))
     low, high = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)
+
+
+# Quantities that cannot be negative: Fréchet distances (FD, FID and every fd_* metric), nearest-neighbour
+# distances, the Vendi score (>= 1) and the annotation noise levels. KID is not among them: its unbiased
+# estimator can fall below zero.
+NONNEGATIVE_PREFIXES = ("fd_", "fid", "nn_distance", "vendi", "sigma_min", "sigma_max")
+
+
+def is_nonnegative(quantity: str) -> bool:
+    """Whether a result quantity is known never to be negative (its interval must not cross zero)."""
+    return quantity.startswith(NONNEGATIVE_PREFIXES)
+
+
+def seed_interval(quantity: str, values: np.ndarray | list[float], level: float = 0.95) -> tuple[float, float] | None:
+    """The 95% interval a table shows for a mean over seeds. A non-negative quantity (``is_nonnegative``) with
+    every value above zero gets the log-scale t-interval: the t-interval of the log values, exponentiated (an
+    interval for the geometric mean, a positive quantity's typical value, that never reaches below zero); one
+    with a zero among its values, the t-interval with its low end cut at zero. Other quantities: ``t_interval``.
+    None with fewer than two finite values."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if not is_nonnegative(quantity):
+        return t_interval(v, level)
+    if len(v) >= 2 and (v > 0).all():
+        low, high = t_interval(np.log(v), level)
+        return float(math.exp(low)), float(math.exp(high))
+    interval = t_interval(v, level)
+    return None if interval is None else (max(0.0, interval[0]), interval[1])

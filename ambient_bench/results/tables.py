@@ -28,7 +28,7 @@ from ambient_bench.config.schema import Section
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, check_name, resolve_params
 from ambient_bench.results.reference import RefTable, canonical, reference_table
-from ambient_bench.results.stats import t_interval
+from ambient_bench.results.stats import seed_interval
 
 VALUE = Section("values entry", {
     "quantity": Param(help="a metric name, or sigma_min_mean / sigma_max_mean", kind=str),
@@ -284,7 +284,7 @@ def _aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dic
             seeds = dict(zip(block[SEED_KEY] if SEED_KEY in block else range(len(v)), v))
             grid[(row, col, quantity)] = Cell(v.mean() if len(v) else math.nan,
                                               v.std(ddof=1) if len(v) > 1 else math.nan, len(v), seeds,
-                                              t_interval(v.to_numpy()))
+                                              seed_interval(quantity, v.to_numpy()))
         for quantity in list(group["quantity"].unique()):  # one seed: the metric's bootstrap over samples
             cell, low, high = (grid.get((row, col, quantity + s)) for s in ("", "_boot_low", "_boot_high"))
             if cell is not None and cell.n == 1 and low is not None and high is not None:

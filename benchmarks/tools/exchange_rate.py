@@ -19,6 +19,8 @@ import pandas as pd
 from ambient_bench.config.suite import load_suite
 from ambient_bench.registry import METRICS
 from ambient_bench.results.exchange import exchange_rates
+from ambient_bench.results.report_plots import LEGEND, plain_log_axis
+from ambient_bench.results.stats import is_nonnegative
 
 AXIS = "mix.max_clean"
 
@@ -57,11 +59,12 @@ def main() -> int:
     points: dict[tuple[str, float], list[float]] = {}
     for _, row in df.iterrows():
         points.setdefault((method_name(row), float(row[AXIS])), []).append(float(row["value"]))
-    rates = exchange_rates(points, lower_is_better=lower)
+    rates = exchange_rates(points, lower_is_better=lower, quantity=args.metric)
     lines = [f"# Exchange rate of bad images for good ones ({suite.name}, {args.metric})", "",
              "n* = the clean images clean-only training needs to score what the method scores with n_clean clean "
-             "images and the bad pool; in brackets, n* at the ends of the method's 95% interval over seeds. "
-             "'> max' / '< min': beyond the clean-only grid.", "",
+             "images and the bad pool; in brackets, n* at the ends of the method's 95% interval over seeds "
+             + ("(log-scale t-interval: the metric cannot be negative). " if is_nonnegative(args.metric)
+                else "(t-interval). ") + "'> max' / '< min': beyond the clean-only grid.", "",
              *monotonicity_warning(points, lower),
              f"| method | n_clean | {args.metric} | n* (clean-equivalent) | the bad pool is worth |",
              "|---|---:|---:|---:|---:|"]
@@ -99,12 +102,13 @@ def main() -> int:
         ax.errorbar(x, y, yerr=[low, high], marker="o", capsize=3, label=method, color=f"C{k}")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain_log_axis(ax.xaxis, grid)  # 25, 50, 100 rather than overlapping 3×10¹4×10¹ minor labels
+    plain_log_axis(ax.yaxis)
     ax.set_xlabel("clean images the method had (n_clean)")
     ax.set_ylabel("clean images clean-only needs for its score (n*)")
     ax.set_title(f"{suite.name}: {args.metric}; above the dashed line the bad pool helps", fontsize=9)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(stem.with_suffix(".png"), dpi=110)
+    ax.legend(**LEGEND)
+    fig.savefig(stem.with_suffix(".png"), dpi=110, bbox_inches="tight", pad_inches=0.05)
     print(f"wrote {stem.with_suffix('.md')}, {stem.with_suffix('.png')}")
     return 0
 

@@ -28,7 +28,7 @@ def main() -> int:
         console = [line for line in dom.stderr.splitlines() if ":CONSOLE" in line]
         loaded = 'data-images="ok"' in dom.stdout
         shot = page.parent / "screenshot.png"
-        subprocess.run([browser, *FLAGS, f"--screenshot={shot}", "--window-size=1280,2600", page.as_uri()],
+        subprocess.run([browser, *FLAGS, f"--screenshot={shot}", "--window-size=1400,2600", page.as_uri()],
                        capture_output=True, timeout=120)
         status = "ok" if loaded and not console else f"images {'ok' if loaded else 'BROKEN'}, {len(console)} console"
         problems += status != "ok"
