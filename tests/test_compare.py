@@ -51,6 +51,8 @@ def test_compare_ends_with_a_table_and_verdicts_in_one_command(tmp_path):
     assert "fd_bandpass ↓" in table and "| –" not in table
     assert "Ambient-o vs Clean only:" in table and "2 seeds" in table
     assert "40 good, 120 bad, 0 out-of-distribution images" in table
+    page = (results / "index.html").read_text()  # the report page shows the default table too
+    assert "Methods × metrics" in page and "Ambient-o vs Clean only" in page
     suite = results / "suite.yaml"  # editable and runnable again: nothing re-runs
     assert suite.is_file()
     again = run_cli("run", str(suite), "--runs", str(tmp_path / "runs"), "--results", str(results), cwd=tmp_path)

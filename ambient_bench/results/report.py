@@ -22,9 +22,10 @@ import pandas as pd
 
 from ambient_bench import fileio
 from ambient_bench.results.layout import label_cells
+from ambient_bench.results.default_table import table_specs
 from ambient_bench.results.render import render
 from ambient_bench.results.report_plots import REPORT_DIR, as_number, loss_curves, metric_plots, read_losses
-from ambient_bench.results.tables import TableSpec, aggregate, flat_config, load_spec, row_id, sort_rows, value_key
+from ambient_bench.results.tables import TableSpec, aggregate, flat_config, row_id, sort_rows, value_key
 
 OPEN_GROUPS = 2  # sample and figure groups shown unfolded; the rest are one click away
 PROVENANCE_COLUMNS = ("code_version", "git_commit", "git_dirty", "torch", "cuda", "device")
@@ -260,7 +261,7 @@ def write_report(suite: Any, graph: Any, store: Any, results_dir: Path, df: pd.D
         folder.rename(previous)  # only what this run draws stays: no stale images of removed cells
     folder.mkdir(parents=True)
     try:
-        specs = [load_spec(path) for path in suite.tables]
+        specs = table_specs(df, suite.tables, warn=False)  # the default table where the suite names none
         tables = []
         for spec in specs:
             md = render(df, spec)["md"]
