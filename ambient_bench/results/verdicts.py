@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from ambient_bench.results.layout import label_cells
-from ambient_bench.results.stats import ALPHA, POWER_CAP, paired_test, seeds_for_power, t_interval
+from ambient_bench.results.stats import (ALPHA, POWER_CAP, SIGN_FLIP_MIN_SEEDS, paired_test, seeds_for_power,
+                                        t_interval)
 from ambient_bench.results.tables import TableSpec, value_key
 
 BASELINES = ("clean_only", "all_data")  # compared against, in this order
@@ -41,7 +42,10 @@ def verdict(name: str, baseline: str, label: str, fmt: str, lower_is_better: boo
     if needed is None:
         return f"{head}: no difference at these seeds"
     size = f"more than {POWER_CAP:,}" if needed > POWER_CAP else f"about {needed}"
-    return f"{head}: no evidence either way; {size} seeds would detect a difference of this size"
+    # below SIGN_FLIP_MIN_SEEDS the test cannot reject even when the interval excludes zero: say why
+    why = f" (the sign-flip test needs {SIGN_FLIP_MIN_SEEDS} seeds or more to reach p < 0.05)" \
+        if test.n < SIGN_FLIP_MIN_SEEDS else ""
+    return f"{head}: no evidence either way{why}; {size} seeds would detect a difference of this size"
 
 
 def table_verdicts(spec: TableSpec, rows: list, cols: list, grid: dict) -> list[str]:
