@@ -121,7 +121,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     suite = _load(args)
     check_data(suite)
-    check_requirements(suite)
+    if not getattr(args, "dry_run", False):  # a dry run only writes job scripts
+        check_requirements(suite)
     standins = standin_datasets(suite)
     if standins and suite.profile == "full":
         raise UserError(f"{', '.join(standins)}: the data folder holds stand-in data (synthetic, written by "
@@ -180,21 +181,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace, suite, graph, store) -> int:
-    """``run --launcher slurm|local``: one submitit job per stage (engine/launch.py)."""
-    from ambient_bench.engine.launch import SLURM_DIR, dry_run, submit
+    """``run --launcher slurm|local``: SLURM job arrays, or one submitit job per stage here (engine/launch.py)."""
+    from ambient_bench.engine.launch import submit, submit_slurm
 
-    if args.dry_run:
-        if args.launcher != "slurm":
-            raise UserError("--dry-run writes sbatch scripts: use it with --launcher slurm")
-        script = dry_run(graph, store, suite.resources, args.suite, args.overrides, args.profile,
-                         store.root / SLURM_DIR / f"dry-run-{suite.name}", _print)
-        _print(f"wrote the sbatch scripts and {script}; nothing submitted (run it to submit)")
+    if args.dry_run and args.launcher != "slurm":
+        raise UserError("--dry-run writes sbatch scripts: use it with --launcher slurm")
+    if args.launcher == "slurm":
+        submit_slurm(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.cluster,
+                     args.dry_run, _print)
+        if not args.dry_run:
+            _print(f"follow them with `python -m ambient_bench status {args.suite}`, then `python -m ambient_bench run "
+                   f"{args.suite}` writes the results (every stage done: nothing re-runs)")
         return 0
     jobs = submit(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.launcher, _print)
-    if args.launcher == "slurm":
-        _print(f"submitted {len(jobs)} jobs; follow them with `python -m ambient_bench status {args.suite}`, then "
-               f"`python -m ambient_bench run {args.suite}` writes the results (every stage done: nothing re-runs)")
-        return 0
     failures = 0
     for job in jobs:  # the local executor: wait here, then write the results as a run would
         try:
@@ -271,12 +270,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from ambient_bench.engine.locks import describe
     from ambient_bench.engine.runner import build_graph
+    from ambient_bench.engine.slurm import describe_queued, queue
     from ambient_bench.engine.store import RunStore
 
     suite = _load(args)
     store = RunStore(_runs(args))
-    rows, counts = [], {}
-    for stage in build_graph(suite).stages:
+    rows, counts, graph = [], {}, build_graph(suite)
+    jobs = queue([store.status(s.kind, s.key).get("job_id") or "" for s in graph.stages  # SLURM's view, once
+                  if store.state(s.kind, s.key) != "done" and (store.dir(s.kind, s.key) / "slurm.json").is_file()])
+    for stage in graph.stages:
         state, status, holder = store.state(stage.kind, stage.key), {}, None
         detail = ""
         if state != "done":
@@ -286,8 +288,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             detail = ""
         elif holder is not None:
             state, detail = "running", describe(holder) + _progress(stage, store)
-        elif status.get("job_id") and status.get("state") == "queued":
-            state, detail = "queued", f"job {status['job_id']}, log {status.get('log', '?')}"
+        elif status.get("job_id") and status.get("state") in ("queued", "blocked"):
+            state, detail = describe_queued(status, jobs)
         elif status.get("state") == "failed":
             state = "failed"
             detail = (status.get("line") or status.get("error", ""))[:160]
@@ -482,10 +484,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "each of CUDA_VISIBLE_DEVICES); other `run` commands on the same store join in too")
             p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
             p.add_argument("--launcher", default="none", choices=("none", "slurm", "local"),
-                           help="slurm: one submitit job per stage with the suite's resources and afterok "
-                                "dependencies; local: the same jobs on this machine (submitit's local executor)")
+                           help="slurm: one job array per stage kind and dependency wave, with the suite's "
+                                "resources; local: one job per stage on this machine (submitit's local executor)")
             p.add_argument("--dry-run", action="store_true",
                            help="with --launcher slurm: write the sbatch scripts and submit.sh, submit nothing")
+            p.add_argument("--cluster", metavar="FILE",
+                           help="with --launcher slurm: partition, account, qos and partition limits (default "
+                                "$AMBIENT_BENCH_CLUSTER, else ~/.config/ambient_bench/cluster.yaml if present)")
         if name == "plan":
             p.add_argument("--verify", action="store_true",
                            help="also compare the sha256 of every done stage's outputs with its done marker")
