@@ -270,14 +270,14 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from ambient_bench.engine.locks import describe
     from ambient_bench.engine.runner import build_graph
-    from ambient_bench.engine.slurm import describe_queued, queue
+    from ambient_bench.engine.slurm import describe_job, job_record, queue
     from ambient_bench.engine.store import RunStore
 
     suite = _load(args)
     store = RunStore(_runs(args))
     rows, counts, graph = [], {}, build_graph(suite)
-    jobs = queue([store.status(s.kind, s.key).get("job_id") or "" for s in graph.stages  # SLURM's view, once
-                  if store.state(s.kind, s.key) != "done" and (store.dir(s.kind, s.key) / "slurm.json").is_file()])
+    records = {(s.kind, s.key): job_record(store, s) for s in graph.stages if store.state(s.kind, s.key) != "done"}
+    jobs = queue([r["job_id"] for r in records.values() if r])  # SLURM's view of them, asked once
     for stage in graph.stages:
         state, status, holder = store.state(stage.kind, stage.key), {}, None
         detail = ""
@@ -288,8 +288,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             detail = ""
         elif holder is not None:
             state, detail = "running", describe(holder) + _progress(stage, store)
-        elif status.get("job_id") and status.get("state") in ("queued", "blocked"):
-            state, detail = describe_queued(status, jobs)
+        elif records.get((stage.kind, stage.key)):  # submitted to SLURM: queued, blocked or ended unfinished
+            state, detail = describe_job(records[(stage.kind, stage.key)], status, jobs)
         elif status.get("state") == "failed":
             state = "failed"
             detail = (status.get("line") or status.get("error", ""))[:160]

@@ -1,12 +1,13 @@
-"""Scale-out through submitit: sbatch scripts with the declared resources and dependencies
-(--dry-run), and the same jobs on submitit's local executor giving the sequential results."""
+"""Scale-out: SLURM job arrays with the declared resources and dependencies (--dry-run; a real SLURM in
+test_slurm_cluster.py), cluster-file limits, and submitit's local executor giving the sequential results."""
 from __future__ import annotations
 
 import re
+import sys
 
 import pytest
 
-from conftest import TINY_CELL, run_cli, numbers_of
+from conftest import REPO, TINY_CELL, run_cli, numbers_of
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("submitit")
@@ -19,28 +20,105 @@ grid:
 """
 
 
-def test_dry_run_writes_sbatch_scripts_with_resources_and_dependencies(tmp_path):
-    runs = tmp_path / "runs"
+def _dry_run(runs, *extra, env=None):
     proc = run_cli("run", "benchmarks/mini_table2a.yaml", "--runs", str(runs), "--launcher", "slurm", "--dry-run",
-                   "resources.train.gpus=4", "resources.train.nodes=2", "resources.train.partition=gpu",
-                   "resources.train.account=lab", "resources.evaluate.time_min=30", "resources.sample.gpus=2")
+                   *extra)
+    folders = list(runs.glob("**/_slurm/mini_table2a-*"))  # a tiny profile runs in RUNS/tiny
+    return proc, (folders[0] if folders else None)
+
+
+def test_dry_run_writes_one_array_per_kind_and_wave_with_resources_and_dependencies(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch home"))
+    proc, out = _dry_run(runs, "resources.train.gpus=4", "resources.train.nodes=2", "resources.train.partition=gpu",
+                         "resources.all.account=lab", "resources.evaluate.time_min=30", "resources.sample.gpus=2")
     assert proc.returncode == 0, proc.stderr
-    out = runs / "_slurm" / "dry-run-mini_table2a"
-    train = (out / next(p.name for p in out.glob("train_*.sbatch"))).read_text()
+    waves = [line for line in proc.stdout.splitlines() if line.startswith("wave ")]
+    assert len(waves) == 5 and "train ×10" in proc.stdout  # one line per wave, not one per stage
+    scripts = sorted(p.name for p in out.glob("*.sbatch"))
+    assert scripts == ["w0_metric_setup.sbatch", "w0_mix.sbatch", "w1_annotate.sbatch", "w2_train.sbatch",
+                       "w3_sample.sbatch", "w4_evaluate.sbatch"]
+    train = (out / "w2_train.sbatch").read_text()
     for line in ("#SBATCH --gpus-per-node=4", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
-                 "#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=2880",
-                 f"#SBATCH --output={out}/logs/%j_0_log.out"):
+                 "#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=2880", "#SBATCH --array=0-9",
+                 "#SBATCH --kill-on-invalid-dep=yes", f"#SBATCH --output={out}/logs/%x_%A_%a.out",
+                 "export HF_HUB_OFFLINE=1", f"export TORCH_HOME='{tmp_path / 'torch home'}'"):
         assert line in train
-    assert re.search(r"srun .* -m ambient_bench stage .*mini_table2a\.yaml .* --stage train:[0-9a-f]{16}", train)
-    evaluate = next(out.glob("evaluate_*.sbatch")).read_text()
+    assert re.search(r"srun --unbuffered \S*python\S* -m ambient_bench stage \S*mini_table2a\.yaml .*"
+                     r"--stage @\S*w2_train\.stages", train)
+    assert sys.executable in train  # the venv's python, not whatever `python` a compute node finds
+    assert len((out / "w2_train.stages").read_text().split()) == 10
+    evaluate = (out / "w4_evaluate.sbatch").read_text()
     assert "#SBATCH --time=30" in evaluate and "#SBATCH --ntasks-per-node=1" in evaluate
-    sample = next(out.glob("sample_*.sbatch")).read_text()  # sampling splits its seeds across the ranks
+    assert "#SBATCH --account=lab" in evaluate  # resources.all reaches every kind
+    sample = (out / "w3_sample.sbatch").read_text()  # sampling splits its seeds across the ranks
     assert "#SBATCH --gpus-per-node=2" in sample and "#SBATCH --ntasks-per-node=2" in sample
-    submit = (out / "submit.sh").read_text().splitlines()
-    trains = [line for line in submit if line.startswith("train_")]
-    assert trains and all("--dependency=afterok:$annotate_" in line for line in trains)
-    assert any(line.startswith("mix_") and "--dependency" not in line for line in submit)
+    assert "--gpus-per-node" not in (out / "w0_mix.sbatch").read_text()
+    submit = (out / "submit.sh").read_text()
+    assert "w2_train=$(sbatch --parsable --dependency=afterany:$w1_annotate " in submit
+    assert "w4_evaluate=$(sbatch --parsable --dependency=afterany:$w0_metric_setup:$w3_sample " in submit
+    assert "w0_mix=$(sbatch --parsable " + repr(str(out / "w0_mix.sbatch")).strip("'") in submit
     assert not (runs / "train").exists()  # nothing submitted, nothing run
+
+
+def test_tiny_profile_asks_for_little(tmp_path):
+    proc, out = _dry_run(tmp_path / "runs", "--profile", "tiny")
+    assert proc.returncode == 0, proc.stderr
+    train = next(out.glob("w*_train.sbatch")).read_text()
+    for line in ("#SBATCH --gpus-per-node=1", "#SBATCH --ntasks-per-node=1", "#SBATCH --mem=16G", "#SBATCH --time=60",
+                 "#SBATCH --cpus-per-task=4", "#SBATCH --nodes=1"):
+        assert line in train
+
+
+def test_cluster_file_gives_defaults_and_refuses_requests_over_a_limit(tmp_path, monkeypatch):
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("partition: gpu\ncpu_partition: cpu\naccount: lab\nqos: normal\narray_parallel: 4\n"
+                       "setup: ['module load cuda']\nenv: {NCCL_DEBUG: WARN}\npartitions:\n"
+                       "  gpu: {max_time_min: 1440, gpus_per_node: 8, mem_gb: 480}\n  cpu: {gpus_per_node: 0}\n")
+    monkeypatch.setenv("AMBIENT_BENCH_CLUSTER", str(cluster))
+    proc, out = _dry_run(tmp_path / "runs")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "resources.train.time_min=2880 is over partition gpu's time limit (max_time_min: 1440 in" in proc.stderr
+    assert out is None  # nothing written
+    proc, out = _dry_run(tmp_path / "runs", "resources.train.time_min=1440")
+    assert proc.returncode == 0, proc.stderr
+    train, mix = (out / "w2_train.sbatch").read_text(), (out / "w0_mix.sbatch").read_text()
+    for line in ("#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --qos=normal", "#SBATCH --array=0-9%4",
+                 "module load cuda", "export NCCL_DEBUG=WARN"):
+        assert line in train
+    assert "#SBATCH --partition=cpu" in mix  # no GPU asked: the CPU partition
+    proc, _ = _dry_run(tmp_path / "other", "resources.train.partition=nope", "--cluster", str(cluster))
+    assert proc.returncode == 2 and "resources.train.partition=nope: not a partition of the cluster file" in proc.stderr
+
+
+def test_a_value_cannot_add_lines_to_a_job_script(tmp_path, monkeypatch):
+    proc, out = _dry_run(tmp_path / "runs", "resources.train.partition=gpu\n#SBATCH --uid=0")
+    assert proc.returncode == 2 and "must be one line without control characters" in proc.stderr, proc.stderr
+    assert out is None or not list(out.glob("*.sbatch"))
+    monkeypatch.setenv("AMBIENT_BENCH_DATA", "/data\nrm -rf /")
+    proc, out = _dry_run(tmp_path / "runs2")
+    assert proc.returncode == 2 and "$AMBIENT_BENCH_DATA" in proc.stderr, proc.stderr
+
+
+def test_table2a_at_full_size_is_a_few_dozen_submissions(tmp_path, monkeypatch):
+    from ambient_bench.config.suite import load_suite
+    from ambient_bench.datasets.standins import write_standins
+    from ambient_bench.engine.runner import build_graph
+    from ambient_bench.engine.slurm import plan_arrays
+    from ambient_bench.engine.store import RunStore
+
+    write_standins(tmp_path / "data", per_class=2)
+    monkeypatch.setenv("AMBIENT_BENCH_DATA", str(tmp_path / "data"))
+    graph = build_graph(load_suite(REPO / "benchmarks/paper/table2a_cifar_blur.yaml"))
+    arrays = plan_arrays(graph, RunStore(tmp_path / "runs"))
+    assert len(graph.stages) > 900 and len(arrays) <= 24
+    assert sum(len(a.stages) for a in arrays) == len(graph.stages)
+    where = {(s.kind, s.key): a for a in arrays for s in a.stages}
+    for array in arrays:  # every input lies in an earlier wave that this array waits for
+        for stage in array.stages:
+            for dep in stage.deps.values():
+                assert where[(dep.kind, dep.key)].wave < array.wave and where[(dep.kind, dep.key)] in array.after
 
 
 def test_local_executor_jobs_give_the_sequential_results(tmp_path):

@@ -67,21 +67,33 @@ def _array_stage(ident: str) -> str:
     return lines[int(index)]
 
 
+def _job_of(store: RunStore, stage: Stage) -> str:
+    """The job id recorded for a stage at submission (slurm.json), or '?'."""
+    import json
+
+    try:
+        return str(json.loads((store.dir(stage.kind, stage.key) / JOB).read_text(encoding="utf-8"))["job_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
 def _blocked(stage: Stage, store: RunStore, in_array: bool) -> str | None:
     """Why ``stage`` cannot run: an input failed, or (in an array, whose upstream arrays have all
-    ended) an input nobody runs is not done; None once every input is done. Waits while a live
-    worker holds an input."""
+    ended) an input nobody runs is not done; None once every input is done, '' while waiting for
+    an input a live worker holds (or, outside an array, one not started yet)."""
     for dep in stage.deps.values():
         if store.state(dep.kind, dep.key) == "done":
             continue
         if store.holder(dep.kind, dep.key) is not None:
-            return ""  # being run: wait
+            return ""
         status = store.status(dep.kind, dep.key)
-        if status.get("state") in ("failed", "blocked"):
+        if status.get("state") == "blocked":
+            return f"not run: its input {dep.kind} {dep.key[:16]} did not run either"
+        if status.get("state") == "failed":
             return f"not run: its input {dep.kind} {dep.key[:16]} failed ({(status.get('line') or '?')[:120]})"
         if in_array:
-            return (f"not run: its input {dep.kind} {dep.key[:16]} is not done (its job "
-                    f"{status.get('job_id', '?')} ended without finishing it)")
+            return (f"not run: its input {dep.kind} {dep.key[:16]} is not done (its job {_job_of(store, dep)} "
+                    f"ended without finishing it)")
         return ""
     return None
 

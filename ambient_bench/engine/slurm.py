@@ -88,7 +88,7 @@ def plan_arrays(graph: Graph, store: RunStore, max_array_size: int = 1000, suite
     for array in arrays:
         after = {id(home[(d.kind, d.key)]): home[(d.kind, d.key)] for s in array.stages for d in s.deps.values()
                  if (d.kind, d.key) in home}
-        array.after = list(after.values())
+        array.after = sorted(after.values(), key=lambda a: (a.wave, a.name))
     return arrays
 
 
@@ -230,16 +230,33 @@ def queue(job_ids: list[str]) -> dict[str, tuple[str, str]] | None:
 LIVE = ("PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "SUSPENDED", "RESIZING")
 
 
-def describe_queued(status: dict[str, Any], jobs: dict[str, tuple[str, str]] | None) -> tuple[str, str]:
-    """(state, detail) for ``status`` of a stage whose status.json says queued or blocked."""
-    job, log = status.get("job_id", "?"), status.get("log", "?")
+def describe_job(record: dict[str, Any], status: dict[str, Any], jobs: dict[str, tuple[str, str]] | None
+                 ) -> tuple[str, str]:
+    """(state, detail) for ``status`` of a stage submitted to SLURM (``record``: its slurm.json) that
+    is neither done nor held by a live worker: blocked (an input failed), queued, or ended unfinished
+    (cancelled, timeout, failed...: what SLURM says)."""
+    job, log = record.get("job_id", "?"), record.get("log", "?")
     if status.get("state") == "blocked":
         return "blocked", f"{status.get('line', 'an input failed')} (job {job}); `run --launcher slurm` re-submits it"
+    if status.get("state") == "failed":
+        return "failed", f"{(status.get('line') or status.get('error', ''))[:160]} (job {job}, log {log})"
     if jobs is None:  # no SLURM commands here: what was recorded
         return "queued", f"job {job}, log {log}"
     state, reason = jobs.get(job, ("", ""))
     if state in LIVE:
         return "queued", f"job {job} {state.lower()}" + (f" ({reason})" if reason and reason != "None" else "") + \
             f", log {log}"
-    return "failed", (f"job {job} ended ({state.lower() or 'no longer queued'}) without finishing the stage; "
-                      f"log {log}; `run --launcher slurm` re-submits it")
+    return (state.lower() or "ended"), (f"job {job} ended ({state.lower() or 'no longer queued'}) without finishing "
+                                         f"the stage; log {log}; `run --launcher slurm` re-submits it"
+                                         + (" (it resumes from its checkpoint)" if status.get("state") else ""))
+
+
+def job_record(store: RunStore, stage: Stage) -> dict[str, Any] | None:
+    """The stage's slurm.json when a SLURM submission wrote it, else None."""
+    import json
+
+    try:
+        record = json.loads((store.dir(stage.kind, stage.key) / JOB).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("cluster") == "slurm" and record.get("job_id") else None
