@@ -43,7 +43,8 @@ def test_dry_run_writes_one_array_per_kind_and_wave_with_resources_and_dependenc
     for line in ("#SBATCH --gpus-per-node=4", "#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4",
                  "#SBATCH --partition=gpu", "#SBATCH --account=lab", "#SBATCH --time=2880", "#SBATCH --array=0-9",
                  "#SBATCH --kill-on-invalid-dep=yes", f"#SBATCH --output={out}/logs/%x_%A_%a.out",
-                 "export HF_HUB_OFFLINE=1", f"export TORCH_HOME='{tmp_path / 'torch home'}'"):
+                 "export HF_HUB_OFFLINE=1", f"export TORCH_HOME='{tmp_path / 'torch home'}'",
+                 "export PYTHONUNBUFFERED=1 SUBMITIT_EXECUTOR=slurm"):
         assert line in train
     assert re.search(r"srun --unbuffered \S*python\S* -m ambient_bench stage \S*mini_table2a\.yaml .*"
                      r"--stage @\S*w2_train\.stages", train)
@@ -60,6 +61,19 @@ def test_dry_run_writes_one_array_per_kind_and_wave_with_resources_and_dependenc
     assert "w4_evaluate=$(sbatch --parsable --dependency=afterany:$w0_metric_setup:$w3_sample " in submit
     assert "w0_mix=$(sbatch --parsable " + repr(str(out / "w0_mix.sbatch")).strip("'") in submit
     assert not (runs / "train").exists()  # nothing submitted, nothing run
+
+
+def test_a_task_of_a_several_task_job_joins_torch_distributed(monkeypatch):
+    """What the job scripts export is what run_stage needs to see its job's tasks (submitit's JobEnvironment)."""
+    from ambient_bench.engine.launch import _job_tasks
+
+    for name, value in {"SLURM_JOB_ID": "5", "SLURM_NTASKS": "4", "SLURM_PROCID": "1", "SLURM_LOCALID": "1",
+                        "SLURM_NODEID": "0", "SLURM_JOB_NUM_NODES": "1", "SLURM_JOB_NODELIST": "node1"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SUBMITIT_EXECUTOR", raising=False)
+    assert _job_tasks() == 1  # without the export every task would run the stage alone
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
+    assert _job_tasks() == 4
 
 
 def test_tiny_profile_asks_for_little(tmp_path):

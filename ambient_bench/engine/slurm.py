@@ -128,7 +128,8 @@ def script(array: Array, res: dict[str, Any], tasks: int, command: list[str], lo
             lines.append(f"#SBATCH --{name}={shlex.quote(text) if name in ('output', 'chdir') else text}")
     lines += ["set -eo pipefail"]
     lines += [f"export {k}={shlex.quote(v)}" for k, v in job_environment(cluster).items()]
-    lines += ["export PYTHONUNBUFFERED=1"]
+    # submitit's JobEnvironment (run_stage's torch.distributed set-up for several tasks) knows a SLURM job by this
+    lines += ["export PYTHONUNBUFFERED=1 SUBMITIT_EXECUTOR=slurm"]
     lines += [one_line(line, "cluster file setup") for line in cluster["setup"]]
     lines.append("srun --unbuffered " + shlex.join(one_line(c, "command") for c in command))
     return "\n".join(lines) + "\n"
