@@ -9,6 +9,7 @@ subprocesses inherit it). Where the packages cannot be installed or the daemons 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -105,6 +106,11 @@ class Cluster:
         return self.run("sinfo", "-h", "-o", "%T").stdout.strip()
 
     def stop(self) -> None:
+        if len(self.procs) == len(DAEMONS) and self.procs[-1].poll() is None:  # jobs left by a failed test
+            self.run("scancel", "--user", pwd.getpwuid(os.getuid()).pw_name)
+            deadline = time.time() + 20
+            while time.time() < deadline and self.run("squeue", "-h").stdout.strip():
+                time.sleep(0.5)
         for proc in reversed(self.procs):  # slurmd, slurmctld, munged: only the ones started here
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

@@ -145,3 +145,18 @@ def test_local_executor_jobs_give_the_sequential_results(tmp_path):
     sequential = run_cli("run", str(suite), "--runs", str(tmp_path / "seq"), "--results", str(tmp_path / "seq_r"))
     assert sequential.returncode == 0, sequential.stderr
     assert numbers_of(tmp_path / "jobs" / "results.csv") == numbers_of(tmp_path / "seq_r" / "results.csv")
+
+
+def test_resources_for_every_kind_under_all_and_the_tiny_caps():
+    from ambient_bench.config.resources import for_profile, resolve_resources
+    from ambient_bench.params import ParamError
+
+    res = resolve_resources({"all": {"gpus": 0, "partition": "cpu"}, "train": {"gpus": 2}})
+    assert res["train"]["gpus"] == 2 and res["sample"]["gpus"] == 0 and res["mix"]["partition"] == "cpu"
+    with pytest.raises(ParamError, match="unknown key 'gpu'"):
+        resolve_resources({"all": {"gpu": 1}})
+    full = resolve_resources({})
+    tiny = for_profile(full, "tiny")["train"]
+    assert (full["train"]["gpus"], full["train"]["mem_gb"], full["train"]["time_min"]) == (8, 480, 2880)
+    assert (tiny["gpus"], tiny["nodes"], tiny["cpus"], tiny["mem_gb"], tiny["time_min"]) == (1, 1, 4, 16, 60)
+    assert for_profile(full, "full") == full
