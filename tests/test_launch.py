@@ -160,3 +160,40 @@ def test_resources_for_every_kind_under_all_and_the_tiny_caps():
     assert (full["train"]["gpus"], full["train"]["mem_gb"], full["train"]["time_min"]) == (8, 480, 2880)
     assert (tiny["gpus"], tiny["nodes"], tiny["cpus"], tiny["mem_gb"], tiny["time_min"]) == (1, 1, 4, 16, 60)
     assert for_profile(full, "full") == full
+
+
+def test_an_array_task_whose_input_failed_is_blocked_and_status_says_why(tmp_path, monkeypatch, capsys):
+    import json
+
+    from ambient_bench.cli import main
+    from ambient_bench.config.suite import load_suite
+    from ambient_bench.engine.launch import run_stage
+    from ambient_bench.engine.runner import build_graph
+    from ambient_bench.engine.store import RunStore
+    from ambient_bench.errors import UserError
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(TINY_CELL.format(name="blocked", results=tmp_path / "results"))
+    runs = tmp_path / "runs"
+    graph = build_graph(load_suite(suite))
+    annotate = next(s for s in graph.stages if s.kind == "annotate")  # what training reads
+    train = next(s for s in graph.stages if s.kind == "train")
+    store = RunStore(runs)
+    for stage, job in ((annotate, "7_0"), (train, "9_0")):  # as a submission records them
+        store.dir(stage.kind, stage.key).mkdir(parents=True)
+        record = {"job_id": job, "cluster": "slurm", "log": f"/logs/{job}.out"}
+        (store.dir(stage.kind, stage.key) / "slurm.json").write_text(json.dumps(record))
+        (store.dir(stage.kind, stage.key) / "status.json").write_text(json.dumps({"state": "queued", **record}))
+    failed = {"state": "failed", "line": "disk full"}
+    (store.dir("annotate", annotate.key) / "status.json").write_text(json.dumps(failed))
+    listing = tmp_path / "w1_train.stages"
+    listing.write_text(f"annotate:{'0' * 16}\ntrain:{train.key[:16]}\n")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    with pytest.raises(UserError, match=f"not run: its input annotate {annotate.key[:16]} failed \\(disk full\\)"):
+        run_stage(str(suite), [], "full", str(runs), f"@{listing}")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no squeue here: status says what the store recorded
+    assert main(["status", str(suite), "--runs", str(runs)]) == 1
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.split()[:1]}
+    assert " failed " in rows["annotate"] and "disk full (job 7_0, log /logs/7_0.out)" in rows["annotate"]
+    assert " blocked " in rows["train"]
+    assert f"input annotate {annotate.key[:16]} failed (disk full) (job 9_0)" in rows["train"]
