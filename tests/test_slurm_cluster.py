@@ -104,6 +104,8 @@ def test_smoke_cpu_tiny_through_sbatch_equals_a_local_run_also_after_scancel(slu
     say(capsys, *submitted.stdout.strip().splitlines())
     waves = [line for line in submitted.stdout.splitlines() if line.startswith("wave ")]
     assert 1 < len(waves) <= 6 and all("(job " in line for line in waves)  # one line per wave
+    twice = run_cli(*submit)  # no second copy of jobs still queued
+    assert twice.returncode == 2 and "still have jobs pending or running" in twice.stderr, twice.stdout + twice.stderr
     task, folder = _cancel_a_running_training(slurm, runs / "tiny", submitted.stdout, capsys)
     ended = wait_for_jobs(slurm, capsys)
     assert f"{task} " in ended and ended.count("COMPLETED") == 24 - 3 and ended.count("CANCELLED") == 1

@@ -219,7 +219,10 @@ def submit_slurm(graph: Graph, store: RunStore, resources: dict[str, dict[str, A
     tasks = {kind: max((tasks_per_node(s, res) for s in graph.stages if s.kind == kind), default=1)
              for kind, res in for_profile(resources, profile).items()}
     resources = apply_cluster(for_profile(resources, profile), cluster, tasks)
-    if not dry_run and arrays:
+    if not arrays:
+        log("every stage is done: nothing to submit")
+        return store.root / SLURM_DIR
+    if not dry_run:
         live = _still_queued(graph, store)
         if live:
             raise UserError(f"{len(live)} stages of this suite still have jobs pending or running (e.g. job "
@@ -241,10 +244,10 @@ def submit_slurm(graph: Graph, store: RunStore, resources: dict[str, dict[str, A
 
 
 def _still_queued(graph: Graph, store: RunStore) -> list[str]:
-    """Job ids of this suite's stages that SLURM still has pending or running."""
+    """Job ids of this suite's unfinished stages that SLURM still has pending or running."""
     from ambient_bench.engine import slurm
 
-    recorded = [store.status(s.kind, s.key).get("job_id") for s in graph.stages
-                if store.state(s.kind, s.key) != "done" and store.status(s.kind, s.key).get("state") == "queued"]
-    jobs = slurm.queue([j for j in recorded if j]) or {}
-    return [j for j in recorded if j and jobs.get(j, ("",))[0] in slurm.LIVE]
+    records = [slurm.job_record(store, s) for s in graph.stages if store.state(s.kind, s.key) != "done"]
+    recorded = [r["job_id"] for r in records if r]
+    jobs = slurm.queue(recorded) or {}
+    return [j for j in recorded if jobs.get(j, ("",))[0] in slurm.LIVE]
