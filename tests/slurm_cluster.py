@@ -2,9 +2,9 @@
 localhost with this machine's CPUs, everything (config, state, sockets, logs) under one temporary
 folder, started as root without systemd and stopped at the end of the session.
 
-Client commands find it through ``SLURM_CONF`` (set in os.environ while the cluster runs, so
-subprocesses inherit it). Where the packages cannot be installed or the daemons do not come up,
-``start`` raises ``Unavailable`` with the reason, and the fixture skips with it.
+Client commands find it through ``SLURM_CONF`` (``Cluster.run`` sets it; a test sets it for the CLI).
+Where the packages cannot be installed or the daemons do not come up, ``start`` raises
+``Unavailable`` with the reason, and the fixture skips with it.
 """
 from __future__ import annotations
 

@@ -28,14 +28,12 @@ def slurm(tmp_path_factory, pytestconfig):
         cluster = start(tmp_path_factory.mktemp("slurm"))
     except Unavailable as err:
         pytest.skip(f"no SLURM here: {err}")
-    os.environ["SLURM_CONF"] = str(cluster.conf)
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
     with capture.global_and_fixture_disabled():
         print(f"\n[slurm] slurmctld + slurmd up in {cluster.started_in:.1f} s ({cluster.conf}); sinfo: "
               + cluster.run("sinfo", "-N", "-h", "-o", "%N %T %c CPUs %m MB").stdout.strip(), flush=True)
-    yield cluster
+    yield cluster  # a test points the CLI at it with monkeypatch.setenv("SLURM_CONF", ...): nothing leaks
     cluster.stop()
-    os.environ.pop("SLURM_CONF", None)
 
 
 def cluster_file(tmp_path: Path) -> Path:
@@ -91,7 +89,8 @@ def _cancel_a_running_training(slurm, runs: Path, submitted: str, capsys) -> tup
     pytest.fail("no training stage was seen running")
 
 
-def test_smoke_cpu_tiny_through_sbatch_equals_a_local_run_also_after_scancel(slurm, tmp_path, capsys):
+def test_smoke_cpu_tiny_through_sbatch_equals_a_local_run_also_after_scancel(slurm, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SLURM_CONF", str(slurm.conf))
     local = subprocess.Popen([sys.executable, "-m", "ambient_bench", "run", SMOKE, "--profile", "tiny",
                               "--runs", str(tmp_path / "local"), "--results", str(tmp_path / "local_results")],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
