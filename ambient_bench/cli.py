@@ -499,9 +499,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--runs", default="runs")
     p.add_argument("--profile", default="full", choices=PROFILES)
-    p.add_argument("--stage", required=True, help="kind:key (the first 16 hex digits, as `plan` shows)")
-    p = sub.add_parser("status", help="per stage: done / running (where, since when, progress) / queued / "
-                                      "failed (reason, log) / missing; exit 0 only when every stage is done")
+    p.add_argument("--stage", required=True, help="kind:key (the first 16 hex digits, as `plan` shows), or @LIST: "
+                                                  "line $SLURM_ARRAY_TASK_ID of LIST (a task of a job array)")
+    p = sub.add_parser("status", help="per stage: done / running (where, since when, progress) / queued / blocked / "
+                                      "failed or cancelled (reason, job, log) / missing; exit 0 only when all are done")
     p.add_argument("suite")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--runs", default="runs", help="run store directory (default: runs)")
