@@ -113,6 +113,11 @@ def test_a_value_cannot_add_lines_to_a_job_script(tmp_path, monkeypatch):
     monkeypatch.setenv("AMBIENT_BENCH_DATA", "/data\nrm -rf /")
     proc, out = _dry_run(tmp_path / "runs2")
     assert proc.returncode == 2 and "$AMBIENT_BENCH_DATA" in proc.stderr, proc.stderr
+    monkeypatch.delenv("AMBIENT_BENCH_DATA")
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("env: {'A=1; rm -rf /; B': x}\n")
+    proc, _ = _dry_run(tmp_path / "runs3", "--cluster", str(cluster))
+    assert proc.returncode == 2 and "is not a variable name" in proc.stderr, proc.stderr
 
 
 def test_table2a_at_full_size_is_a_few_dozen_submissions(tmp_path, monkeypatch):

@@ -105,7 +105,10 @@ def job_environment(cluster: dict[str, Any]) -> dict[str, str]:
     """What every job exports: the variables of ENV_VARS set here, then the cluster file's ``env``."""
     env = {name: os.environ[name] for name in ENV_VARS if os.environ.get(name)}
     env.update(cluster["env"])
-    return {one_line(k, "environment variable name"): one_line(v, f"${k}") for k, v in env.items()}
+    bad = [k for k in env if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k)]
+    if bad:
+        raise UserError(f"cluster file env: {bad[0]!r} is not a variable name (letters, digits, _); fix it")
+    return {k: one_line(v, f"${k}") for k, v in env.items()}
 
 
 def script(array: Array, res: dict[str, Any], tasks: int, command: list[str], logs: Path,
