@@ -190,8 +190,12 @@ def _launch(args: argparse.Namespace, suite, graph, store) -> int:
         submit_slurm(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.cluster,
                      args.dry_run, _print)
         if not args.dry_run:
-            _print(f"follow them with `python -m ambient_bench status {args.suite}`, then `python -m ambient_bench run "
-                   f"{args.suite}` writes the results (every stage done: nothing re-runs)")
+            import shlex
+
+            same = shlex.join([args.suite, *args.overrides, *(["--runs", args.runs] if args.runs != "runs" else []),
+                               *(["--profile", args.profile] if args.profile != "full" else [])])
+            _print(f"follow them with `python -m ambient_bench status {same}`, then `python -m ambient_bench run "
+                   f"{same}` writes the results (every stage done: nothing re-runs)")
         return 0
     jobs = submit(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.launcher, _print)
     failures = 0
