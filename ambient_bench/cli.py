@@ -181,23 +181,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _launch(args: argparse.Namespace, suite, graph, store) -> int:
-    """``run --launcher slurm|local``: one submitit job per stage (engine/launch.py)."""
-    from ambient_bench.engine.launch import SLURM_DIR, dry_run, submit
+    """``run --launcher slurm|local``: SLURM job arrays, or one submitit job per stage here (engine/launch.py)."""
+    from ambient_bench.engine.launch import submit, submit_slurm
 
-    if args.dry_run:
-        if args.launcher != "slurm":
-            raise UserError("--dry-run writes sbatch scripts: use it with --launcher slurm")
-        script = dry_run(graph, store, suite.resources, args.suite, args.overrides, args.profile,
-                         store.root / SLURM_DIR / f"dry-run-{suite.name}", _print)
-        _print(f"wrote the sbatch scripts and {script}; nothing submitted (run it to submit)")
-        for note in getattr(args, "weights_notes", []):
-            _print(note)
+    if args.dry_run and args.launcher != "slurm":
+        raise UserError("--dry-run writes sbatch scripts: use it with --launcher slurm")
+    if args.launcher == "slurm":
+        submit_slurm(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.cluster,
+                     args.dry_run, _print)
+        if not args.dry_run:
+            import shlex
+
+            same = shlex.join([args.suite, *args.overrides, *(["--runs", args.runs] if args.runs != "runs" else []),
+                               *(["--profile", args.profile] if args.profile != "full" else [])])
+            _print(f"follow them with `python -m ambient_bench status {same}`, then `python -m ambient_bench run "
+                   f"{same}` writes the results (every stage done: nothing re-runs)")
         return 0
     jobs = submit(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.launcher, _print)
-    if args.launcher == "slurm":
-        _print(f"submitted {len(jobs)} jobs; follow them with `python -m ambient_bench status {args.suite}`, then "
-               f"`python -m ambient_bench run {args.suite}` writes the results (every stage done: nothing re-runs)")
-        return 0
     failures = 0
     for job in jobs:  # the local executor: wait here, then write the results as a run would
         try:
@@ -274,12 +274,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from ambient_bench.engine.locks import describe
     from ambient_bench.engine.runner import build_graph
+    from ambient_bench.engine.slurm import describe_job, job_record, queue
     from ambient_bench.engine.store import RunStore
 
     suite = _load(args)
     store = RunStore(_runs(args))
-    rows, counts = [], {}
-    for stage in build_graph(suite).stages:
+    rows, counts, graph = [], {}, build_graph(suite)
+    records = {(s.kind, s.key): job_record(store, s) for s in graph.stages if store.state(s.kind, s.key) != "done"}
+    jobs = queue([r["job_id"] for r in records.values() if r])  # SLURM's view of them, asked once
+    for stage in graph.stages:
         state, status, holder = store.state(stage.kind, stage.key), {}, None
         detail = ""
         if state != "done":
@@ -289,8 +292,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             detail = ""
         elif holder is not None:
             state, detail = "running", describe(holder) + _progress(stage, store)
-        elif status.get("job_id") and status.get("state") == "queued":
-            state, detail = "queued", f"job {status['job_id']}, log {status.get('log', '?')}"
+        elif records.get((stage.kind, stage.key)):  # submitted to SLURM: queued, blocked or ended unfinished
+            state, detail = describe_job(records[(stage.kind, stage.key)], status, jobs)
         elif status.get("state") == "failed":
             state = "failed"
             detail = (status.get("line") or status.get("error", ""))[:160]
@@ -500,10 +503,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 "each of CUDA_VISIBLE_DEVICES); other `run` commands on the same store join in too")
             p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a child of --workers
             p.add_argument("--launcher", default="none", choices=("none", "slurm", "local"),
-                           help="slurm: one submitit job per stage with the suite's resources and afterok "
-                                "dependencies; local: the same jobs on this machine (submitit's local executor)")
+                           help="slurm: one job array per stage kind and dependency wave, with the suite's "
+                                "resources; local: one job per stage on this machine (submitit's local executor)")
             p.add_argument("--dry-run", action="store_true",
                            help="with --launcher slurm: write the sbatch scripts and submit.sh, submit nothing")
+            p.add_argument("--cluster", metavar="FILE",
+                           help="with --launcher slurm: partition, account, qos and partition limits (default "
+                                "$AMBIENT_BENCH_CLUSTER, else ~/.config/ambient_bench/cluster.yaml if present)")
         if name == "plan":
             p.add_argument("--verify", action="store_true",
                            help="also compare the sha256 of every done stage's outputs with its done marker")
@@ -512,9 +518,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--runs", default="runs")
     p.add_argument("--profile", default="full", choices=PROFILES)
-    p.add_argument("--stage", required=True, help="kind:key (the first 16 hex digits, as `plan` shows)")
-    p = sub.add_parser("status", help="per stage: done / running (where, since when, progress) / queued / "
-                                      "failed (reason, log) / missing; exit 0 only when every stage is done")
+    p.add_argument("--stage", required=True, help="kind:key (the first 16 hex digits, as `plan` shows), or @LIST: "
+                                                  "line $SLURM_ARRAY_TASK_ID of LIST (a task of a job array)")
+    p = sub.add_parser("status", help="per stage: done / running (where, since when, progress) / queued / blocked / "
+                                      "failed or cancelled (reason, job, log) / missing; exit 0 only when all are done")
     p.add_argument("suite")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--runs", default="runs", help="run store directory (default: runs)")

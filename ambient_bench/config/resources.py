@@ -2,7 +2,11 @@
 
 Training gets the most (a node of GPUs, one task per GPU under torch.distributed); classifier
 training, annotation, sampling and evaluation one GPU; mixing none. A suite overrides any of it
-per stage kind, and so does the command line (``resources.train.gpus=4``).
+per stage kind, or for every kind at once under ``all`` (a kind's own setting wins), and so does
+the command line (``resources.train.gpus=4``, ``resources.all.partition=gpu``).
+
+These are the sizes of the full profile. The tiny profile runs every stage in seconds to minutes,
+so its requests are capped (``TINY_CAPS``: at most one GPU on one node, 4 CPUs, 16 GB, one hour).
 """
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 from ambient_bench.params import Param, ParamError, resolve_params
 
 STAGE_KINDS = ("mix", "classifier", "annotate", "train", "sample", "metric_setup", "evaluate")
+ALL = "all"  # settings for every stage kind
+TINY_CAPS = {"gpus": 1, "nodes": 1, "cpus": 4, "mem_gb": 16, "time_min": 60}
 
 
 def _params(gpus: int, cpus: int, mem_gb: int, time_min: int) -> dict[str, Param]:
@@ -20,10 +26,10 @@ def _params(gpus: int, cpus: int, mem_gb: int, time_min: int) -> dict[str, Param
         "cpus": Param(cpus, "CPUs per task", kind=int, ge=1, le=1024),
         "mem_gb": Param(mem_gb, "memory per node, GB", kind=int, ge=1, le=65536),
         "time_min": Param(time_min, "time limit in minutes", kind=int, ge=1, le=525600),
-        "partition": Param(None, "SLURM partition", kind=str, nullable=True),
-        "account": Param(None, "SLURM account", kind=str, nullable=True),
+        "partition": Param(None, "SLURM partition (default: the cluster file's)", kind=str, nullable=True),
+        "account": Param(None, "SLURM account (default: the cluster file's)", kind=str, nullable=True),
         "constraint": Param(None, "SLURM constraint (e.g. a GPU type)", kind=str, nullable=True),
-        "qos": Param(None, "SLURM quality of service", kind=str, nullable=True),
+        "qos": Param(None, "SLURM quality of service (default: the cluster file's)", kind=str, nullable=True),
     }
 
 
@@ -34,9 +40,20 @@ DEFAULTS = {"mix": _params(0, 8, 64, 120), "classifier": _params(1, 8, 64, 1440)
 
 
 def resolve_resources(given: Any, key: tuple = ("resources",)) -> dict[str, dict[str, Any]]:
-    """The suite's ``resources:`` mapping (stage kind → settings) with every default filled in."""
+    """The suite's ``resources:`` mapping (stage kind or ``all`` → settings) with every default
+    filled in, per stage kind."""
     if not isinstance(given, dict):
         raise ParamError(key, f"expected a mapping of stage kind → settings, got {given!r}")
-    resolve_params({kind: Param({}, kind=dict) for kind in STAGE_KINDS}, given, key, what="'resources'")
-    return {kind: resolve_params(DEFAULTS[kind], given.get(kind) or {}, key + (kind,), what=f"resources of {kind}")
+    resolve_params({kind: Param({}, kind=dict) for kind in (*STAGE_KINDS, ALL)}, given, key, what="'resources'")
+    shared = given.get(ALL) or {}
+    resolve_params(DEFAULTS["mix"], shared, key + (ALL,), what="resources of every stage kind")  # typos fail here
+    return {kind: resolve_params(DEFAULTS[kind], {**shared, **(given.get(kind) or {})}, key + (kind,),
+                                 what=f"resources of {kind}")
             for kind in STAGE_KINDS}
+
+
+def for_profile(resources: dict[str, dict[str, Any]], profile: str) -> dict[str, dict[str, Any]]:
+    """What each stage kind asks for at ``profile``: the tiny profile caps every request at TINY_CAPS."""
+    if profile == "full":
+        return resources
+    return {kind: {**res, **{k: min(res[k], cap) for k, cap in TINY_CAPS.items()}} for kind, res in resources.items()}

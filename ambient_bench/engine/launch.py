@@ -1,22 +1,20 @@
-"""Many jobs through submitit: one job per stage, SLURM ``afterok`` dependencies between them.
+"""Jobs through SLURM (job arrays, engine/slurm.py) or submitit's local executor (one job per stage).
 
-    python -m ambient_bench run SUITE --launcher slurm [--dry-run]
+    python -m ambient_bench run SUITE --launcher slurm [--dry-run] [--cluster FILE]
+    python -m ambient_bench run SUITE --launcher local
 
 Each stage kind asks for the resources of the suite's ``resources:`` section
-(config/resources.py). A training stage with more than one GPU runs one task per GPU, with the
+(config/resources.py), capped at the tiny profile, with the cluster file's defaults and limits
+(config/cluster.py). A training stage with more than one GPU runs one task per GPU, with the
 environment torch.distributed expects (submitit's TorchDistributedEnvironment), across nodes
-when ``nodes > 1``. Every job runs ``run_stage``: it waits until its upstream stages are done
-(immediate under ``afterok``; how jobs order themselves on submitit's local executor, which has
-no dependencies), then executes its stage under the stage's lock like any worker. Job ids and log
-paths go into the stage folder (``slurm.json``) and its status (queued), where ``status`` finds
-them. ``--dry-run`` writes one sbatch script per stage and a ``submit.sh`` that submits them with
-their dependencies, and prints the job graph; nothing is submitted.
+when ``nodes > 1``. Every job (or array task) runs ``run_stage``: it checks its stage's inputs,
+then executes the stage under the stage's lock like any worker. Job ids and log paths go into
+the stage folder (``slurm.json``) and its status (queued), where ``status`` finds them.
 """
 from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -52,15 +50,60 @@ def tasks_per_node(stage: Stage, res: dict[str, Any], local: bool = False) -> in
     return max(1, gpus) if stage.kind in SPLIT_KINDS else 1
 
 
-def stage_command(suite: Path, overrides: list[str], profile: str, runs: Path, stage: Stage) -> list[str]:
+def stage_command(suite: Path, overrides: list[str], profile: str, runs: Path) -> list[str]:
+    """The command of a job, but for ``--stage``: this venv's python, absolute paths."""
     return [sys.executable, "-m", "ambient_bench", "stage", str(Path(suite).absolute()), *overrides,
-            "--runs", str(Path(runs).absolute()), "--profile", profile, "--stage", f"{stage.kind}:{stage.key[:16]}"]
+            "--runs", str(Path(runs).absolute()), "--profile", profile]
+
+
+def _array_stage(ident: str) -> str:
+    """``@FILE``: line $SLURM_ARRAY_TASK_ID of FILE (an array's stage list); any other ident as it is."""
+    if not ident.startswith("@"):
+        return ident
+    index = os.environ.get("SLURM_ARRAY_TASK_ID")
+    lines = Path(ident[1:]).read_text(encoding="utf-8").split()
+    if index is None or not index.isdigit() or int(index) >= len(lines):
+        raise UserError(f"--stage {ident}: needs $SLURM_ARRAY_TASK_ID below {len(lines)} (set by an array job)")
+    return lines[int(index)]
+
+
+def _job_of(store: RunStore, stage: Stage) -> str:
+    """The job id recorded for a stage at submission (slurm.json), or '?'."""
+    import json
+
+    try:
+        return str(json.loads((store.dir(stage.kind, stage.key) / JOB).read_text(encoding="utf-8"))["job_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+def _blocked(stage: Stage, store: RunStore, in_array: bool) -> str | None:
+    """Why ``stage`` cannot run: an input failed, or (in an array, whose upstream arrays have all
+    ended) an input nobody runs is not done; None once every input is done, '' while waiting for
+    an input a live worker holds (or, outside an array, one not started yet)."""
+    for dep in stage.deps.values():
+        if store.state(dep.kind, dep.key) == "done":
+            continue
+        if store.holder(dep.kind, dep.key) is not None:
+            return ""
+        status = store.status(dep.kind, dep.key)
+        if status.get("state") == "blocked":
+            return f"not run: its input {dep.kind} {dep.key[:16]} did not run either"
+        if status.get("state") == "failed":
+            return f"not run: its input {dep.kind} {dep.key[:16]} failed ({(status.get('line') or '?')[:120]})"
+        if in_array:
+            return (f"not run: its input {dep.kind} {dep.key[:16]} is not done (its job {_job_of(store, dep)} "
+                    f"ended without finishing it)")
+        return ""
+    return None
 
 
 def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, ident: str,
               poll_seconds: float = 2.0) -> dict[str, Any]:
     """Execute one stage of a suite (the body of every job): wait for its inputs, join the
-    process group when the job has several tasks, run it under its lock."""
+    process group when the job has several tasks, run it under its lock. In an array task whose
+    stage cannot run (an input failed or was never finished) the stage is marked blocked, with the
+    reason, and the task fails."""
     from ambient_bench.config.suite import load_suite
     from ambient_bench.engine.runner import SPLIT_KINDS, build_graph, work_beside_main
     from ambient_bench.engine.stages import WORK, Context
@@ -70,6 +113,7 @@ def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, id
         from submitit.helpers import TorchDistributedEnvironment
 
         TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    in_array, ident = ident.startswith("@"), _array_stage(ident)
     suite = load_suite(suite_path, overrides, profile=profile)
     graph = build_graph(suite)
     kind, short = ident.split(":", 1)
@@ -77,12 +121,16 @@ def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, id
     if len(matches) != 1:
         raise UserError(f"--stage {ident}: no such stage in {suite_path} (see `plan`)")
     stage, store = matches[0], RunStore(Path(runs))
-    while any(store.state(d.kind, d.key) != "done" for d in stage.deps.values()):
-        failed = [d for d in stage.deps.values() if store.status(d.kind, d.key).get("state") == "failed"
-                  and store.holder(d.kind, d.key) is None]
-        if failed:
-            raise UserError(f"stage {ident}: its input {failed[0].kind} {failed[0].key[:16]} failed")
+    while (reason := _blocked(stage, store, in_array)) is not None:
+        if reason:
+            if store.holder(stage.kind, stage.key) is None and int(os.environ.get("RANK", "0")) == 0:
+                fileio.write_json(store.dir(stage.kind, stage.key) / "status.json",
+                                  {**store.status(stage.kind, stage.key), "state": "blocked", "line": reason,
+                                   "failed_at": time.time()})
+            raise UserError(f"stage {ident}: {reason}")
         time.sleep(poll_seconds)
+    while store.state(stage.kind, stage.key) != "done" and store.holder(stage.kind, stage.key) is not None:
+        time.sleep(poll_seconds)  # another worker (an earlier submission) is on it: its result serves
     distributed.init_from_env()
     ctx = Context(store=store, log=lambda line: print(line, flush=True))
     done = distributed.from_main(store.state(stage.kind, stage.key) == "done")  # every rank takes one branch
@@ -124,7 +172,11 @@ def _executor_parameters(stage: Stage, res: dict[str, Any], slurm: bool, depende
 
 def submit(graph: Graph, store: RunStore, resources: dict[str, dict[str, Any]], suite_path: Path,
            overrides: list[str], profile: str, cluster: str, log: Callable[[str], None]) -> list[Any]:
-    """One job per stage that is not done, in dependency order; the submitted submitit jobs."""
+    """One submitit job per stage that is not done, in dependency order (``--launcher local``: this
+    machine, no dependencies, jobs wait for their inputs); the submitted submitit jobs."""
+    from ambient_bench.config.resources import for_profile
+
+    resources = for_profile(resources, profile)
     submitit = _submitit()
     slurm = cluster == "slurm"
     folder = store.root / SLURM_DIR / "%j"
@@ -152,36 +204,50 @@ def submit(graph: Graph, store: RunStore, resources: dict[str, dict[str, Any]], 
     return list(jobs.values())
 
 
-def dry_run(graph: Graph, store: RunStore, resources: dict[str, dict[str, Any]], suite_path: Path,
-            overrides: list[str], profile: str, out: Path, log: Callable[[str], None]) -> Path:
-    """Write one sbatch script per stage that is not done and ``submit.sh`` (dependencies as afterok);
-    print the job graph. Nothing is submitted."""
-    _submitit()
-    from submitit.slurm.slurm import _make_sbatch_string
+def submit_slurm(graph: Graph, store: RunStore, resources: dict[str, dict[str, Any]], suite_path: Path,
+                 overrides: list[str], profile: str, cluster_file: str | None, dry_run: bool,
+                 log: Callable[[str], None]) -> Path:
+    """Write one sbatch script per job array (engine/slurm.py) under RUNS/_slurm/<suite>-<time>/,
+    and a submit.sh making the same sbatch calls; submit them unless ``dry_run``. The folder."""
+    from ambient_bench.config.cluster import apply_cluster, load_cluster
+    from ambient_bench.config.resources import for_profile
+    from ambient_bench.engine import slurm
+    from ambient_bench.engine.slurm import one_line
 
-    out.mkdir(parents=True, exist_ok=True)
-    names: dict[tuple[str, str], str] = {}
-    lines = ["#!/bin/bash", "# written by `run --launcher slurm --dry-run`: submits every stage with its dependencies",
-             "set -euo pipefail", f"cd {shlex.quote(str(out))}"]
-    for stage in graph.stages:
-        if store.state(stage.kind, stage.key) == "done":
-            continue
-        res = resources[stage.kind]
-        name = f"{stage.kind}_{stage.key[:16]}"
-        command = shlex.join(stage_command(suite_path, overrides, profile, store.root, stage))
-        script = _make_sbatch_string(
-            command=command, folder=str(out / "logs"), job_name=f"ab-{stage.kind}-{stage.key[:8]}",
-            partition=res["partition"], time=res["time_min"], nodes=res["nodes"],
-            ntasks_per_node=tasks_per_node(stage, res), cpus_per_task=res["cpus"],
-            gpus_per_node=res["gpus"] or None, qos=res["qos"], mem=f"{res['mem_gb']}GB",
-            constraint=res["constraint"], account=res["account"])
-        fileio.write_text(out / f"{name}.sbatch", script)
-        upstream = [names[(d.kind, d.key)] for d in stage.deps.values() if (d.kind, d.key) in names]
-        dependency = f"--dependency=afterok:{':'.join('$' + u for u in upstream)} " if upstream else ""
-        lines.append(f"{name}=$(sbatch --parsable {dependency}{name}.sbatch)")
-        names[(stage.kind, stage.key)] = name
-        log(f"{name}: {stage.describe}; {res['nodes']}×{res['gpus']} GPU, {tasks_per_node(stage, res)} tasks/node"
-            + (f"; after {', '.join(upstream)}" if upstream else ""))
-    fileio.write_text(out / "submit.sh", "\n".join(lines) + "\n")
+    cluster = load_cluster(cluster_file)
+    arrays = slurm.plan_arrays(graph, store, cluster["max_array_size"], one_line(Path(suite_path).stem, "suite"))
+    tasks = {kind: max((tasks_per_node(s, res) for s in graph.stages if s.kind == kind), default=1)
+             for kind, res in for_profile(resources, profile).items()}
+    resources = apply_cluster(for_profile(resources, profile), cluster, tasks)
+    if not arrays:
+        log("every stage is done: nothing to submit")
+        return store.root / SLURM_DIR
+    if not dry_run:
+        live = _still_queued(graph, store)
+        if live:
+            raise UserError(f"{len(live)} stages of this suite still have jobs pending or running (e.g. job "
+                            f"{live[0]}): wait for them (`status`) or scancel them, then re-submit")
+    out = store.root / SLURM_DIR / f"{Path(suite_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    base = stage_command(suite_path, overrides, profile, store.root)
+    scripts = slurm.write_arrays(arrays, resources, tasks, cluster, base, out)
+    fileio.write_text(out / "submit.sh", slurm.submit_script(arrays, scripts))
     os.chmod(out / "submit.sh", 0o755)
-    return out / "submit.sh"
+    stages = sum(len(a.stages) for a in arrays)
+    if dry_run:
+        for w in sorted({a.wave for a in arrays}):
+            log(f"wave {w}: " + ", ".join(f"{a.kind} ×{len(a.stages)}" for a in arrays if a.wave == w))
+        log(f"{len(arrays)} job arrays for {stages} stages in {out}/; nothing submitted (`bash {out}/submit.sh` does)")
+    else:
+        slurm.submit_arrays(arrays, scripts, store, log)
+        log(f"submitted {len(arrays)} job arrays for {stages} stages; scripts and logs in {out}/")
+    return out
+
+
+def _still_queued(graph: Graph, store: RunStore) -> list[str]:
+    """Job ids of this suite's unfinished stages that SLURM still has pending or running."""
+    from ambient_bench.engine import slurm
+
+    records = [slurm.job_record(store, s) for s in graph.stages if store.state(s.kind, s.key) != "done"]
+    recorded = [r["job_id"] for r in records if r]
+    jobs = slurm.queue(recorded) or {}
+    return [j for j in recorded if jobs.get(j, ("",))[0] in slurm.LIVE]
