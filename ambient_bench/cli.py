@@ -189,6 +189,8 @@ def _launch(args: argparse.Namespace, suite, graph, store) -> int:
     if args.launcher == "slurm":
         submit_slurm(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.cluster,
                      args.dry_run, _print)
+        for note in getattr(args, "weights_notes", []):
+            _print(note)
         if not args.dry_run:
             import shlex
 

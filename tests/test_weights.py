@@ -228,7 +228,7 @@ def test_plan_and_slurm_dry_run_never_need_weights(monkeypatch, tmp_path, capsys
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # restored after main(--offline) sets it
     suite, runs = str(REPO / "benchmarks" / "mini_table2a.yaml"), str(tmp_path / "runs")
-    override = "evaluate.metrics=[fid]"
+    override = "evaluate.metrics=[fd_digits,fid]"
     assert main(["--offline", "plan", suite, override, "--runs", runs]) == 0
     out = capsys.readouterr().out
     assert "note: weights not in the cache yet: inception;" in out and "weights fetch" in out
@@ -268,6 +268,6 @@ def test_plan_online_makes_no_request(server, monkeypatch, tmp_path, capsys):
 
     pin_inception(monkeypatch, PAYLOAD_SHA)
     suite = str(REPO / "benchmarks" / "mini_table2a.yaml")
-    assert main(["plan", suite, "evaluate.metrics=[fid, fd_dinov2]", "--runs", str(tmp_path / "runs")]) == 0
+    assert main(["plan", suite, "evaluate.metrics=[fd_digits, fid, fd_dinov2]", "--runs", str(tmp_path / "runs")]) == 0
     assert "weights not in the cache yet: inception, dinov2_vitl14;" in capsys.readouterr().out
     assert server.seen == [] and not (tmp_path / "torch").exists()
