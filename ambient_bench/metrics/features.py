@@ -24,6 +24,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from torch_fidelity.utils import create_feature_extractor
 
 from ambient_bench import fileio
+from ambient_bench.chatter import quiet
 from ambient_bench.errors import UserError
 from ambient_bench import distributed
 
@@ -120,7 +121,8 @@ def _file_identity(kwargs: dict[str, Any]) -> tuple:
 def _extractor(extractor: str, layer: str, device: str, files: tuple, kwargs: tuple) -> torch.nn.Module:
     """Built once per process: constructing Inception or a ViT and loading its weights costs
     seconds, more than extracting a few hundred images (a warm-cache evaluation)."""
-    model = create_feature_extractor(extractor, [layer], cuda=False, **dict(kwargs))
+    with quiet("torch-fidelity"):  # its "Creating feature extractor ..." line goes to the stage log
+        model = create_feature_extractor(extractor, [layer], cuda=False, **dict(kwargs))
     return model.requires_grad_(False).eval().to(torch.device(device))
 
 
