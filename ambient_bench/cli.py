@@ -358,7 +358,17 @@ def cmd_tables(args: argparse.Namespace) -> int:
             return 1
         _print(f"tables of {suite.name} match {results_dir}/results.csv")
         return 0
-    page = write_report(suite, build_graph(suite), RunStore(_runs(args)), results_dir, read_results(results_dir))
+    graph, store = build_graph(suite), RunStore(_runs(args))
+    # the report page shows the tables too; its samples and training curves come from the run store, so
+    # without them (results committed, runs elsewhere) a rewrite would drop them: the page is kept then
+    missing = [s for s in graph.stages if s.kind in ("sample", "train") and store.state(s.kind, s.key) != "done"]
+    if missing:
+        _print("wrote " + ", ".join(map(str, paths)))
+        _print(f"kept {results_dir / 'index.html'}: {len(missing)} sampling/training stages of this suite are not "
+               f"in {store.root}/ (their samples and curves would be lost); with the run store, `python -m "
+               f"ambient_bench report {args.suite} --runs DIR` rewrites it")
+        return 0
+    page = write_report(suite, graph, store, results_dir, read_results(results_dir))
     _print("wrote " + ", ".join(map(str, [*paths, page])))
     return 0
 

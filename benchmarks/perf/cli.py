@@ -48,7 +48,11 @@ def imports_torch(args: list[str], env: dict[str, str]) -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the checkout to measure (default this one; e.g. an older commit's, for before/after)")
     args = parser.parse_args()
+    global ROOT
+    ROOT = args.root.resolve()
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     py = [sys.executable]
     runs = tempfile.mkdtemp(prefix="perf_cli_runs_")  # an empty run store: plan reads every stage's state
@@ -66,7 +70,7 @@ def main() -> int:
             times[name].append(cpu_seconds(argv, env))
     median = {name: statistics.median(values) for name, values in times.items()}
     torch = {name: imports_torch(argv[3:], env) for name, argv in commands.items() if argv[1] == "-m"}
-    print(f"median CPU seconds (user + sys) of {args.repeats} runs each, {sys.executable}")
+    print(f"median CPU seconds (user + sys) of {args.repeats} runs each, {sys.executable}, code in {ROOT}")
     for name, value in median.items():
         spread = f"{min(times[name]):.2f}–{max(times[name]):.2f}"
         flag = "" if name not in torch else ("  imports torch" if torch[name] else "  no torch")
@@ -76,7 +80,8 @@ def main() -> int:
     print(f"target --help < 0.5 s CPU, no torch: {median['--help']:.2f} s "
           f"({median['--help'] / median['import ambient_bench']:.2f}× `import ambient_bench`): "
           + ("met" if help_ok else "NOT MET"))
-    print(f"target plan smoke_cpu ≤ 2× its layers' import: {plan_ratio:.2f}×: " + ("met" if plan_ratio <= 2 else "NOT MET"))
+    print(f"target plan smoke_cpu ≤ 2× its layers' import: {plan_ratio:.2f}×: "
+          + ("met" if plan_ratio <= 2 else "NOT MET"))
     return 0 if help_ok and plan_ratio <= 2 else 1
 
 
