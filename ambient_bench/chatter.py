@@ -25,7 +25,7 @@ def quiet(source: str) -> Iterator[None]:
         with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):
             yield
     finally:
-        for line in buffer.getvalue().splitlines():
+        for line in buffer.getvalue().split("\n"):
             line = line.split("\r")[-1].strip()  # a progress bar: its last state
             if line:
                 STAGE_LOG.info(f"[{source}] {line}")

@@ -27,20 +27,24 @@ TORCH_PROBE = "import sys, runpy; sys.argv = {argv!r}; " \
               "runpy.run_module('ambient_bench', run_name='__main__')"
 
 
-def cpu_seconds(argv: list[str], env: dict[str, str]) -> float:
-    """User + system CPU seconds of one child process running ``argv``."""
+def cpu_seconds(argv: list[str], env: dict[str, str], root: Path) -> float | None:
+    """User + system CPU seconds of one child process running ``argv`` in ``root``; None where the command
+    does not exist there (an older checkout without ``--version``)."""
     with tempfile.TemporaryFile() as sink:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=sink, stderr=sink)
+        proc = subprocess.Popen(argv, cwd=root, env=env, stdout=sink, stderr=sink)
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
+        sink.seek(0)
+        if proc.returncode == 2 and b"usage:" in sink.read():
+            return None
         if proc.returncode not in (0, 141):
             sink.seek(0)
             raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}:\n{sink.read().decode()[-2000:]}")
     return usage.ru_utime + usage.ru_stime
 
 
-def imports_torch(args: list[str], env: dict[str, str]) -> bool:
-    out = subprocess.run([sys.executable, "-c", TORCH_PROBE.format(argv=["ambient_bench", *args])], cwd=ROOT,
+def imports_torch(args: list[str], env: dict[str, str], root: Path) -> bool:
+    out = subprocess.run([sys.executable, "-c", TORCH_PROBE.format(argv=["ambient_bench", *args])], cwd=root,
                          env=env, capture_output=True, text=True)
     return out.stderr.strip().splitlines()[-1] == "True"
 
@@ -51,9 +55,8 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=ROOT,
                         help="the checkout to measure (default this one; e.g. an older commit's, for before/after)")
     args = parser.parse_args()
-    global ROOT
-    ROOT = args.root.resolve()
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    root = args.root.resolve()
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     py = [sys.executable]
     runs = tempfile.mkdtemp(prefix="perf_cli_runs_")  # an empty run store: plan reads every stage's state
     commands = {
@@ -67,10 +70,14 @@ def main() -> int:
     times: dict[str, list[float]] = {name: [] for name in commands}
     for _ in range(args.repeats):
         for name, argv in commands.items():
-            times[name].append(cpu_seconds(argv, env))
+            seconds = cpu_seconds(argv, env, root)
+            if seconds is not None:
+                times[name].append(seconds)
+    times = {name: values for name, values in times.items() if values}
+    commands = {name: argv for name, argv in commands.items() if name in times}
     median = {name: statistics.median(values) for name, values in times.items()}
-    torch = {name: imports_torch(argv[3:], env) for name, argv in commands.items() if argv[1] == "-m"}
-    print(f"median CPU seconds (user + sys) of {args.repeats} runs each, {sys.executable}, code in {ROOT}")
+    torch = {name: imports_torch(argv[3:], env, root) for name, argv in commands.items() if argv[1] == "-m"}
+    print(f"median CPU seconds (user + sys) of {args.repeats} runs each, {sys.executable}, code in {root}")
     for name, value in median.items():
         spread = f"{min(times[name]):.2f}–{max(times[name]):.2f}"
         flag = "" if name not in torch else ("  imports torch" if torch[name] else "  no torch")
