@@ -611,14 +611,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; re-run the same command to resume", file=sys.stderr)
-        return 130
+        return _interrupted()
+    except Exception as err:
+        if _caused_by_interrupt(err):  # Ctrl-C inside an import: numpy re-raises it as an ImportError
+            return _interrupted()
+        raise
     except BrokenPipeError:
         # the reader went away (`list | head -1`): say nothing more; point stdout at devnull so that
         # Python's own flush at exit does not raise again (the Python docs' recipe for SIGPIPE)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports a process killed by it
+
+
+def _interrupted() -> int:
+    print("interrupted: finished stages are kept; re-run the same command to resume", file=sys.stderr)
+    return 130
+
+
+def _caused_by_interrupt(err: BaseException | None) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def _main(argv: Sequence[str] | None) -> int:

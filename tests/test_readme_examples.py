@@ -20,10 +20,12 @@ import pytest
 from conftest import REPO
 
 PREFIX = "python -m ambient_bench"
+SHELL = {">", ">>", "<", "|", "2>", "&>", ";"}  # where the shell takes over from the command
 
 
 def readme_commands(text: str) -> list[str]:
-    """``python -m ambient_bench ...`` of every fenced code block, comments dropped, one per ``&&`` part."""
+    """``python -m ambient_bench ...`` of every fenced code block, one per ``&&`` part, without comments
+    and redirections."""
     commands, fenced = [], False
     for line in text.splitlines():
         if line.lstrip().startswith("```"):
@@ -33,8 +35,9 @@ def readme_commands(text: str) -> list[str]:
             continue
         for part in line.split("&&"):
             if PREFIX in part:
-                command = PREFIX + part.split(PREFIX, 1)[1]
-                commands.append(" ".join(shlex.split(command, comments=True)))
+                words = shlex.split(PREFIX + part.split(PREFIX, 1)[1], comments=True)
+                cut = next((i for i, w in enumerate(words) if w in SHELL), len(words))  # `> file`, `| head`
+                commands.append(" ".join(words[:cut]))
     return commands
 
 
