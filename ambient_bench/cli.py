@@ -1,4 +1,4 @@
-"""Command line: ``python -m ambient_bench {run,plan,status,list,tables,report,show,standins,index} ...``.
+"""Command line: ``python -m ambient_bench {run,plan,status,list,tables,report,show,standins,index,completion} ...``.
 
 Bad input (a typo in a suite, an unknown component, a missing file) prints one line
 ``error: ...`` and exits with code 2 before anything is written. Ctrl-C exits 130 and a closed pipe
@@ -561,7 +561,8 @@ def build_parser(prog: str = "python -m ambient_bench") -> argparse.ArgumentPars
     p = sub.add_parser("list", help="registered components and their parameters")
     p.add_argument("kind", nargs="?", help=f"one of {', '.join(KINDS)}")
     p.add_argument("--suite", help="also the components this suite's plugins: register")
-    p = sub.add_parser("tables", help="re-render a suite's tables from its stored results")
+    p = sub.add_parser("tables", help="re-render a suite's tables from its stored results, and its report page "
+                                      "index.html when --runs holds the suite's samples")
     p.add_argument("suite").complete = FILE
     p.add_argument("--results", help="results directory (default: the suite's results_dir)")
     p.add_argument("--runs", default="runs", help="run store (where a tiny profile's results are)")
