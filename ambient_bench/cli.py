@@ -613,16 +613,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _main(argv)
     except KeyboardInterrupt:
         return _interrupted()
-    except Exception as err:
-        if _caused_by_interrupt(err):  # Ctrl-C inside an import: numpy re-raises it as an ImportError
-            return _interrupted()
-        raise
     except BrokenPipeError:
         # the reader went away (`list | head -1`): say nothing more; point stdout at devnull so that
         # Python's own flush at exit does not raise again (the Python docs' recipe for SIGPIPE)
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141  # 128 + SIGPIPE, as a shell reports a process killed by it
+    except Exception as err:
+        if _caused_by_interrupt(err):  # Ctrl-C inside an import: numpy re-raises it as an ImportError
+            return _interrupted()
+        raise
 
 
 def _interrupted() -> int:

@@ -3,6 +3,7 @@ command hidden, quiet Ctrl-C and closed pipes, library chatter in the stage log,
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import io
 import logging
 import os
@@ -200,3 +201,23 @@ def test_suite_progress_redraws_in_place_on_a_terminal():
     assert stream.getvalue().count("\r\x1b[K") == 3  # drawn, wiped before the log line, drawn again
     progress.clear()
     assert stream.getvalue().endswith("\r\x1b[K")
+
+
+def test_flop_counts_are_kept_per_user(tmp_path, monkeypatch):
+    """plan's FLOP counts come from $AMBIENT_BENCH_CACHE/flops.json once counted; a change of the
+    networks' code (or configuration) counts again."""
+    from ambient_bench.engine import flops
+
+    monkeypatch.setenv("AMBIENT_BENCH_CACHE", str(tmp_path))
+    net = {"model_channels": 8, "channel_mult": [1], "num_blocks": 1}
+    counted = flops._diffusion_flops.__wrapped__(json.dumps(net), 1, 8)
+    assert counted > 0 and (tmp_path / "flops.json").is_file()
+
+    def no_count(*args, **kwargs):
+        raise AssertionError("counted again")
+
+    monkeypatch.setattr(flops, "_count", no_count)
+    assert flops._diffusion_flops.__wrapped__(json.dumps(net), 1, 8) == counted
+    monkeypatch.setattr(flops, "_code_hash", lambda: "edited")
+    with pytest.raises(AssertionError, match="counted again"):
+        flops._diffusion_flops.__wrapped__(json.dumps(net), 1, 8)
