@@ -1,7 +1,11 @@
-"""Command line: ``python -m ambient_bench {run,plan,status,list,tables,report,show,standins,index} ...``.
+"""Command line: ``python -m ambient_bench {run,plan,status,list,tables,report,show,standins,index,completion} ...``.
 
 Bad input (a typo in a suite, an unknown component, a missing file) prints one line
-``error: ...`` and exits with code 2 before anything is written.
+``error: ...`` and exits with code 2 before anything is written. Ctrl-C exits 130 and a closed pipe
+(``list | head``) 141, in one line or none, never a traceback.
+
+Startup imports nothing heavy: each command imports what it needs (torch comes with the component
+modules a suite names), so ``--help`` and ``completion`` answer at once.
 """
 from __future__ import annotations
 
@@ -154,7 +158,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.workers > 1:
         report = _run_workers(args, graph, store)
     else:
-        report = execute(graph, store, log=_print, keep_going=not args.fail_fast)
+        progress = _suite_progress(suite, graph, store)
+        try:
+            report = execute(graph, store, log=progress.wrap(_print), keep_going=not args.fail_fast,
+                             on_stage=progress.event)
+        finally:
+            progress.clear()
     results_dir = _results(args, suite)
     frame = collect(suite, graph, store)
     written = []
@@ -178,6 +187,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             _print(f"  {stage}: {line}")
         return 1
     return 0
+
+
+def _suite_progress(suite, graph, store):
+    """The suite-level progress line of ``run``, weighted by ``plan``'s per-stage estimates."""
+    from ambient_bench.engine.compute import estimate
+    from ambient_bench.progress import SuiteProgress
+
+    work, _ = estimate(graph.stages, "v100", suite.resources)  # only the ratios between stages matter
+    idents = [(s.kind, s.key) for s in graph.stages]
+    done = {(s.kind, s.key) for s in graph.stages if store.state(s.kind, s.key) == "done"}
+    return SuiteProgress(idents, [est.hours for _, est in work], done)
 
 
 def _launch(args: argparse.Namespace, suite, graph, store) -> int:
@@ -324,8 +344,11 @@ def _stored_results(args: argparse.Namespace, suite: Any) -> Path:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
+    from ambient_bench.engine.runner import build_graph
+    from ambient_bench.engine.store import RunStore
     from ambient_bench.results.collect import read_results
     from ambient_bench.results.render import render_all
+    from ambient_bench.results.report import write_report
 
     suite = _load(args)
     results_dir = _stored_results(args, suite)
@@ -343,7 +366,18 @@ def cmd_tables(args: argparse.Namespace) -> int:
             return 1
         _print(f"tables of {suite.name} match {results_dir}/results.csv")
         return 0
-    _print("wrote " + ", ".join(map(str, paths)))
+    graph, store = build_graph(suite), RunStore(_runs(args))
+    # the report page shows the tables too; its samples and training curves come from the run store, so
+    # without them (results committed, runs elsewhere) a rewrite would drop them: the page is kept then
+    missing = [s for s in graph.stages if s.kind in ("sample", "train") and store.state(s.kind, s.key) != "done"]
+    if missing:
+        _print("wrote " + ", ".join(map(str, paths)))
+        _print(f"kept {results_dir / 'index.html'}: {len(missing)} sampling/training stages of this suite are not "
+               f"in {store.root}/ (their samples and curves would be lost); with the run store, `python -m "
+               f"ambient_bench report {args.suite} --runs DIR` rewrites it")
+        return 0
+    page = write_report(suite, graph, store, results_dir, read_results(results_dir))
+    _print("wrote " + ", ".join(map(str, [*paths, page])))
     return 0
 
 
@@ -473,17 +507,40 @@ def cmd_weights(args: argparse.Namespace) -> int:
     return run(args, _print)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ambient_bench",
+# shtab's completion of a file / folder argument (its FILE / DIRECTORY), without importing shtab at startup
+FILE = {"bash": "_shtab_compgen_files", "zsh": "_files", "tcsh": "f"}
+FOLDER = {"bash": "_shtab_compgen_dirs", "zsh": "_files -/", "tcsh": "d"}
+SHELLS = ("bash", "zsh", "tcsh")
+
+
+class _Commands(argparse._SubParsersAction):
+    """The subcommands, shown without the hidden ones (a command added without ``help=``, as ``stage``,
+    the body of a cluster job): argparse would list every choice in ``{...}``, or print
+    ``==SUPPRESS==`` for a suppressed help."""
+
+    @property
+    def metavar(self) -> str:
+        return "{" + ",".join(action.dest for action in self._choices_actions) + "}"
+
+    @metavar.setter
+    def metavar(self, value: object) -> None:
+        pass
+
+
+def build_parser(prog: str = "python -m ambient_bench") -> argparse.ArgumentParser:
+    from ambient_bench import __version__
+
+    parser = argparse.ArgumentParser(prog=prog,
                                      description="Benchmark harness for diffusion models trained on bad data.")
+    parser.add_argument("--version", action="version", version=f"ambient_bench {__version__}")
     parser.add_argument("--offline", action="store_true",
                         help="never touch the network: pretrained weights must already be cached (as with "
                              "AMBIENT_BENCH_OFFLINE=1 or HF_HUB_OFFLINE=1)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, action=_Commands)
     for name, helptext in (("run", "execute what is missing, skip what is done, resume what was interrupted"),
                            ("plan", "list every stage with its key and state; runs nothing")):
         p = sub.add_parser(name, help=helptext)
-        p.add_argument("suite", help="suite YAML file, e.g. benchmarks/smoke_cpu.yaml")
+        p.add_argument("suite", help="suite YAML file, e.g. benchmarks/smoke_cpu.yaml").complete = FILE
         p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.duration_kimg=2 train.seed=[0,1]")
         p.add_argument("--runs", default="runs", help="run store directory (default: runs)")
         p.add_argument("--profile", default="full", choices=PROFILES,
@@ -515,8 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "plan":
             p.add_argument("--verify", action="store_true",
                            help="also compare the sha256 of every done stage's outputs with its done marker")
-    p = sub.add_parser("stage", help=argparse.SUPPRESS)  # one stage: the body of a job (engine/launch.py)
-    p.add_argument("suite")
+    p = sub.add_parser("stage")  # hidden (no help: not listed): one stage, the body of a job (engine/launch.py)
+    p.add_argument("suite").complete = FILE
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--runs", default="runs")
     p.add_argument("--profile", default="full", choices=PROFILES)
@@ -524,29 +581,30 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "line $SLURM_ARRAY_TASK_ID of LIST (a task of a job array)")
     p = sub.add_parser("status", help="per stage: done / running (where, since when, progress) / queued / blocked / "
                                       "failed or cancelled (reason, job, log) / missing; exit 0 only when all are done")
-    p.add_argument("suite")
+    p.add_argument("suite").complete = FILE
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--runs", default="runs", help="run store directory (default: runs)")
     p.add_argument("--profile", default="full", choices=PROFILES)
     p = sub.add_parser("list", help="registered components and their parameters")
     p.add_argument("kind", nargs="?", help=f"one of {', '.join(KINDS)}")
     p.add_argument("--suite", help="also the components this suite's plugins: register")
-    p = sub.add_parser("tables", help="re-render a suite's tables from its stored results")
-    p.add_argument("suite")
+    p = sub.add_parser("tables", help="re-render a suite's tables from its stored results, and its report page "
+                                      "index.html when --runs holds the suite's samples")
+    p.add_argument("suite").complete = FILE
     p.add_argument("--results", help="results directory (default: the suite's results_dir)")
     p.add_argument("--runs", default="runs", help="run store (where a tiny profile's results are)")
     p.add_argument("--profile", default="full", choices=PROFILES)
     p.add_argument("--check", action="store_true", help="exit 1 if the tables on disk differ from a re-render")
     p = sub.add_parser("report", help="write results/<suite>/index.html: tables with intervals, metric plots, "
                                       "samples, training curves, annotation figures, provenance (run does it too)")
-    p.add_argument("suite")
+    p.add_argument("suite").complete = FILE
     p.add_argument("overrides", nargs="*", metavar="key=value")
     p.add_argument("--results", help="results directory (default: the suite's results_dir)")
     p.add_argument("--runs", default="runs", help="run store (samples and training logs are read from it)")
     p.add_argument("--profile", default="full", choices=PROFILES)
     p = sub.add_parser("standins", help="write small synthetic CIFAR-10 / FFHQ / AFHQ / ImageNet stand-ins in the real "
                                         "file formats (for tests and --profile tiny); never used unless pointed at")
-    p.add_argument("folder", help="where to write them; then export AMBIENT_BENCH_DATA=<folder>")
+    p.add_argument("folder", help="where to write them; then export AMBIENT_BENCH_DATA=<folder>").complete = FOLDER
     p.add_argument("--per-class", type=int, default=24, help="images per class and batch file (default 24)")
     p = sub.add_parser("index", help="write results/README.md: every committed result suite, the paper table it "
                                      "mirrors, its status and how to regenerate it")
@@ -566,10 +624,57 @@ def build_parser() -> argparse.ArgumentParser:
     from ambient_bench.weights_cli import add_parser as add_weights_parser
 
     add_weights_parser(sub)
+    p = sub.add_parser("completion", help="print a shell completion script for the ambient-bench command, e.g. "
+                                          "`python -m ambient_bench completion bash > "
+                                          "~/.local/share/bash-completion/completions/ambient-bench`")
+    p.add_argument("shell", choices=SHELLS)
     return parser
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    try:
+        import shtab
+    except ImportError:
+        raise UserError("completion needs the shtab package: pip install shtab") from None
+    parser = build_parser(prog="ambient-bench")  # the console script; `python -m` cannot be completed
+    sys.stdout.write(shtab.complete(parser, shell=args.shell))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line; Ctrl-C → 130 with one line, a closed stdout pipe → 141 silently."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return _interrupted()
+    except BrokenPipeError:
+        # the reader went away (`list | head -1`): say nothing more; point stdout at devnull so that
+        # Python's own flush at exit does not raise again (the Python docs' recipe for SIGPIPE)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a process killed by it
+    except Exception as err:
+        if _caused_by_interrupt(err):  # Ctrl-C inside an import: numpy re-raises it as an ImportError
+            return _interrupted()
+        raise
+
+
+def _interrupted() -> int:
+    print("interrupted: finished stages are kept; re-run the same command to resume", file=sys.stderr)
+    return 130
+
+
+def _caused_by_interrupt(err: BaseException | None) -> bool:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     # Overrides may come after options too (`run suite.yaml --runs x train.seed=1`).
     args, extra = parser.parse_known_args(argv)
@@ -591,12 +696,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _PREFIX = f"[w{worker}] "
     handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "stage": cmd_stage, "list": cmd_list,
                "tables": cmd_tables, "show": cmd_show, "standins": cmd_standins, "index": cmd_index,
-               "report": cmd_report, "weights": cmd_weights, "compare": cmd_compare}[args.command]
+               "report": cmd_report, "weights": cmd_weights, "compare": cmd_compare,
+               "completion": cmd_completion}[args.command]
     try:
         return handler(args)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return UserError.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: finished stages are kept; re-run the same command to resume", file=sys.stderr)
-        return 130

@@ -53,6 +53,10 @@ def test_smoke_suite_runs_then_reruns_nothing(tmp_path):
     first = run_cli("run", "benchmarks/smoke_cpu.yaml", "--runs", str(runs), "--results", str(results))
     assert first.returncode == 0, first.stderr
     assert "ran 24 stages, reused 0" in first.stdout
+    # torch-fidelity's "Creating feature extractor" line is in the evaluate stage's log, not on the console
+    assert "Creating feature extractor" not in first.stdout + first.stderr
+    logs = "".join(p.read_text() for p in runs.glob("evaluate/*/log.txt"))
+    assert '[torch-fidelity] Creating feature extractor "digits-cnn"' in logs
     table = (results / "table2a.md").read_text()
     assert "Ambient-o (fixed σ_min)" in table and "FD_digits" in table
     assert (results / "table2a.tex").is_file() and (results / "results.csv").is_file()
@@ -71,6 +75,14 @@ def test_smoke_suite_runs_then_reruns_nothing(tmp_path):
     assert "24 done, 0 partial, 0 missing" in plan.stdout
     tables = run_cli("tables", "benchmarks/smoke_cpu.yaml", "--results", str(results), "--check")
     assert tables.returncode == 0, tables.stdout
+    # `tables` regenerates the report page too, with the run store that has its samples; without it, keeps it
+    page = results / "index.html"
+    page.unlink()
+    tables = run_cli("tables", "benchmarks/smoke_cpu.yaml", "--results", str(results), "--runs", str(runs))
+    assert tables.returncode == 0 and page.is_file(), tables.stdout
+    before = page.read_text()
+    tables = run_cli("tables", "benchmarks/smoke_cpu.yaml", "--results", str(results), "--runs", str(tmp_path / "x"))
+    assert tables.returncode == 0 and "kept" in tables.stdout and page.read_text() == before
 
 
 def test_killed_training_resumes_when_the_command_is_rerun(tmp_path):

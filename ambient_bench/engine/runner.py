@@ -225,7 +225,7 @@ SPLIT_KINDS = ("train", "sample", "annotate", "evaluate")  # stages every rank w
 
 
 def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
-            keep_going: bool = True) -> dict[str, Any]:
+            keep_going: bool = True, on_stage: Callable[[str, str, str], None] | None = None) -> dict[str, Any]:
     """Run every stage that is not done; returns counts of ran / skipped stages and the failures.
 
     Any number of processes may run this on the same graph and store at once (``run --workers``,
@@ -234,6 +234,9 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     is ready, and returns when every stage is done or cannot run. A stage that raises is recorded
     as failed (its status.json keeps the traceback, so every worker sees it); with ``keep_going``
     every stage that does not read it still runs, otherwise the error is raised.
+
+    ``on_stage(event, kind, key)`` hears each ``start``, ``done``, ``failed``, ``blocked`` and ``elsewhere``
+    (done by another worker): the suite-level progress line (``progress.SuiteProgress``).
 
     Under torchrun (ambient_bench/distributed.py) rank 0 runs every stage in order and the other ranks
     join the stages whose work splits (SPLIT_KINDS); a failure there stops every rank.
@@ -249,17 +252,20 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     failed: dict[tuple[str, str], str] = {}   # (kind, key) → one line
     blocked: set[tuple[str, str]] = set()
     ran, waiting_since = 0, None
+    tell = on_stage or (lambda event, kind, key: None)
     while pending:
         progressed = False
         for stage in list(pending):
             ident = (stage.kind, stage.key)
             if store.state(stage.kind, stage.key) == "done":  # done by another worker
                 pending.remove(stage)
+                tell("elsewhere", *ident)
                 continue
             bad = [dep for dep in stage.deps.values() if (dep.kind, dep.key) in set(failed) | blocked]
             if bad:
                 blocked.add(ident)
                 pending.remove(stage)
+                tell("blocked", *ident)
                 log(f"[{stage.kind} {stage.key[:16]}] not run: it reads the failed stage "
                     f"{bad[0].kind} {bad[0].key[:16]}")
                 continue
@@ -269,6 +275,7 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
             if line is not None:  # failed in another worker
                 failed[ident] = line
                 pending.remove(stage)
+                tell("failed", *ident)
                 continue
             if store.holder(stage.kind, stage.key) is not None:
                 continue  # another live worker has it
@@ -276,17 +283,19 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
             started = time.perf_counter()
             try:
                 store.execute(stage.kind, stage.key, stage.material, stage.runtime,
-                              lambda out, stage=stage, resuming=resuming: _announce(stage, resuming, log) or
-                              WORK[stage.kind](stage, out, ctx))
+                              lambda out, stage=stage, resuming=resuming: tell("start", *ident) or
+                              _announce(stage, resuming, log) or WORK[stage.kind](stage, out, ctx))
             except StageBusy:
                 continue  # taken by another worker between our look and our lock
             except Exception as err:  # noqa: BLE001 — recorded, reported in one line, the rest goes on
                 if not keep_going:
                     raise
                 failed[ident] = _failure_line(err)
+                tell("failed", *ident)
                 log(f"      FAILED: {failed[ident]} (details: {store.dir(stage.kind, stage.key) / 'status.json'})")
             else:
                 ran += 1
+                tell("done", *ident)
                 log(f"      done in {_duration(time.perf_counter() - started)}")
             pending.remove(stage)
             progressed = True

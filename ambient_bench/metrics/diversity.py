@@ -31,8 +31,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torch_fidelity
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.errors import UserError
@@ -103,9 +101,10 @@ class FeatureMetric(Metric):
     test_params = {"features": PIXELS}
 
     def check(self) -> None:
-        if self.p.features not in FEATURE_EXTRACTORS_REGISTRY:
+        registered = features.registry()
+        if self.p.features not in registered:
             raise UserError(f"{self.name}: unknown feature extractor '{self.p.features}' (registered: "
-                            f"{', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))})")
+                            f"{', '.join(sorted(registered))})")
         if self.p.features == DINOV2:
             require_weights(self.p.weights, "vitl14")
         elif self.p.weights:
@@ -127,7 +126,7 @@ class FeatureMetric(Metric):
         return self.p.weights
 
     def _layer(self) -> str:
-        return FEATURE_EXTRACTORS_REGISTRY[self.p.features].get_default_feature_layer_for_metric("fid")
+        return features.registry()[self.p.features].get_default_feature_layer_for_metric("fid")
 
     def features_of(self, images: torch.Tensor) -> np.ndarray:
         self.check()
@@ -137,7 +136,7 @@ class FeatureMetric(Metric):
     def extractor_id(self, count: int) -> dict[str, Any]:
         weights = self._weights()
         preprocessing = PREPROCESSING if self.p.features == DINOV2 else \
-            f"torch-fidelity {torch_fidelity.__version__} {self.p.features} own"
+            f"torch-fidelity {features.torch_fidelity_version()} {self.p.features} own"
         return {"extractor": self.p.features, "layer": self._layer(), "preprocessing": preprocessing,
                 "weights_sha256": weights_sha256(Path(weights)) if weights else None, "count": count}
 
@@ -147,7 +146,7 @@ class FeatureMetric(Metric):
         return {"feature_extractor": f"{self.p.features} (torch-fidelity extractor, layer {self._layer()})"
                                      + ("; pixels, not a perceptual feature space" if self.p.features == PIXELS
                                         else ""),
-                "implementation": f"ambient_bench numpy; torch-fidelity {torch_fidelity.__version__}"}
+                "implementation": f"ambient_bench numpy; torch-fidelity {features.torch_fidelity_version()}"}
 
 
 @register_metric("vendi")

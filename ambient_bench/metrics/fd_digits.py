@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torch_fidelity
 from torch import nn
 
 from ambient_bench import fileio
@@ -134,5 +133,5 @@ class FDDigits(Metric):
     def protocol(self) -> dict[str, Any]:
         protocol = {"feature_extractor": f"{EXTRACTOR}: {self.p.feature_dim}-d penultimate layer of a 3-conv CNN "
                                          f"trained on all clean reference images (not Inception)",
-                    "implementation": f"torch-fidelity {torch_fidelity.__version__}"}
+                    "implementation": f"torch-fidelity {features.torch_fidelity_version()}"}
         return features.bootstrap_note(protocol, self.p.bootstrap)

@@ -17,13 +17,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
+import sys
+
 import numpy as np
 import torch
-from torch_fidelity import FeatureExtractorBase, register_feature_extractor
-from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
-from torch_fidelity.utils import create_feature_extractor
 
 from ambient_bench import fileio
+from ambient_bench.chatter import quiet
 from ambient_bench.errors import UserError
 from ambient_bench import distributed
 
@@ -122,7 +122,11 @@ def _file_identity(kwargs: dict[str, Any]) -> tuple:
 def _extractor(extractor: str, layer: str, device: str, files: tuple, kwargs: tuple) -> torch.nn.Module:
     """Built once per process: constructing Inception or a ViT and loading its weights costs
     seconds, more than extracting a few hundred images (a warm-cache evaluation)."""
-    model = create_feature_extractor(extractor, [layer], cuda=False, **dict(kwargs))
+    from torch_fidelity.utils import create_feature_extractor
+
+    registry()  # our extractors, registered with torch-fidelity now that it is imported
+    with quiet("torch-fidelity"):  # its "Creating feature extractor ..." line goes to the stage log
+        model = create_feature_extractor(extractor, [layer], cuda=False, **dict(kwargs))
     return model.requires_grad_(False).eval().to(torch.device(device))
 
 
@@ -234,8 +238,13 @@ def frechet_distance(features_1: np.ndarray, features_2: np.ndarray) -> float:
     return float(diff.dot(diff) + np.trace(sigma_other) + np.einsum("ij,ij->", a, a) - 2 * tr_covmean)
 
 
-class Extractor(FeatureExtractorBase):
+class Extractor(torch.nn.Module):
     """torch-fidelity's extractor contract, declared as data by our extractors.
+
+    Subclasses call ``super().__init__(name, features_list)`` as torch-fidelity's extractors do: what
+    torch-fidelity's registry holds is the subclass with its ``FeatureExtractorBase`` mixed in
+    (``registry``), so that importing a metric module does not import torch-fidelity (1 s of CPU:
+    it imports torchvision, which imports torch._dynamo) before a metric is computed.
 
     ``layers``: the feature names ``forward`` can return; the first is the default for every
     metric except Inception Score (``isc_layer``). ``dummy_shape``: C, H, W of the input that
@@ -265,10 +274,36 @@ class Extractor(FeatureExtractorBase):
         return torch.zeros(1, *cls.dummy_shape, dtype=torch.uint8)
 
 
+_PENDING: dict[str, type] = {}  # our extractors not yet handed to torch-fidelity's registry
+
+
 def register_extractor(name: str, cls: type) -> None:
-    """Register with torch-fidelity once (modules may be imported again, e.g. by the registry's scan)."""
-    if name not in FEATURE_EXTRACTORS_REGISTRY:
-        register_feature_extractor(name, cls)
+    """Register with torch-fidelity, once (modules may be imported again, e.g. by the registry's scan):
+    at once when torch-fidelity is already imported, otherwise on the first ``registry()``."""
+    _PENDING.setdefault(name, cls)
+    if "torch_fidelity" in sys.modules:
+        registry()
+
+
+def registry() -> dict[str, type]:
+    """torch-fidelity's extractor registry (name → class), ours included."""
+    from torch_fidelity import FeatureExtractorBase, register_feature_extractor
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    while _PENDING:
+        name, cls = _PENDING.popitem()
+        if name not in FEATURE_EXTRACTORS_REGISTRY:
+            mixed = type(cls.__name__, (cls, FeatureExtractorBase), {"__module__": cls.__module__,
+                                                                     "__qualname__": cls.__qualname__})
+            register_feature_extractor(name, mixed)
+    return FEATURE_EXTRACTORS_REGISTRY
+
+
+def torch_fidelity_version() -> str:
+    """torch-fidelity's version, without importing it."""
+    import importlib.metadata
+
+    return importlib.metadata.version("torch-fidelity")
 
 
 class TensorImages(torch.utils.data.Dataset):

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import torch_fidelity
 
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.metrics import features
@@ -91,4 +90,4 @@ class FDBandpass(Metric):
         return {"feature_extractor": f"{EXTRACTOR} v{VERSION}: not FID, not Inception; {2 * BAND_DIM}-d tanh "
                                      f"random projections (seed {SEED}) of a 3×3-box low-pass band at "
                                      f"{SIZE // 2}×{SIZE // 2} and the high-pass residual at {SIZE}×{SIZE}",
-                "implementation": f"torch-fidelity {torch_fidelity.__version__} FD formula, own extractor"}
+                "implementation": f"torch-fidelity {features.torch_fidelity_version()} FD formula, own extractor"}

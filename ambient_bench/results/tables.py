@@ -18,17 +18,18 @@ import math
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-import pandas as pd
 
 from ambient_bench.config import yamlio
 from ambient_bench.config.schema import Section
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, check_name, resolve_params
 from ambient_bench.results.reference import RefTable, canonical, reference_table
-from ambient_bench.results.stats import seed_interval
+
+if TYPE_CHECKING:  # pandas and scipy (results.stats) are imported where tables are aggregated: `plan` only
+    import pandas as pd  # loads specs (load_spec), and 0.7 s of CPU is half of its own work
 
 VALUE = Section("values entry", {
     "quantity": Param(help="a metric name, or sigma_min_mean / sigma_max_mean", kind=str),
@@ -251,6 +252,10 @@ def aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict
 
 
 def _aggregate(df: pd.DataFrame, spec: TableSpec) -> tuple[list, list, dict, dict]:
+    import pandas as pd
+
+    from ambient_bench.results.stats import seed_interval
+
     col_key = spec.columns["key"] if spec.columns else None
     config_columns = [c for c in df.columns if "." in c]
     for part in spec.parts:
