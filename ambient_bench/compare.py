@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from ambient_bench import fileio
 from ambient_bench.config.profiles import PROFILES
 from ambient_bench.errors import UserError
 
@@ -129,6 +128,8 @@ def prepare(args: argparse.Namespace, say: Callable[[str], None]) -> list[str]:
     path = results / "suite.yaml"
     text = suite_text(name, good, bad, ood, metric, args.seeds, args.duration_kimg, args.resolution,
                       args.sigma_min, args.samples, results)
+    from ambient_bench import fileio  # torch: only once the command runs (--help stays light)
+
     fileio.write_text(path, text)
     suite = load_suite(path, profile=args.profile)  # a problem (a bad --metric) is said before any training
     check_specs(suite)
