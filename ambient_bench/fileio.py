@@ -8,6 +8,7 @@ numbers, strings and containers only.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -16,8 +17,6 @@ import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
-
-import torch
 
 from ambient_bench.errors import UserError
 
@@ -80,11 +79,14 @@ def write_json(path: Path, obj: Any) -> None:
 def torch_save(path: Path, obj: Any) -> None:
     """Deterministic bytes: saved through a file object, torch names the archive 'archive' instead of
     after the (random) temporary file."""
+    import torch  # here, not at import: the light commands (--help, weights list) read and write files too
+
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write(Path(path), lambda tmp: tmp.write_bytes(buffer.getvalue()))
 
 
+@functools.cache
 def _numpy_array_globals() -> list[Any]:
     """What a pickled numpy array asks for (torch-fidelity stores its statistics so); an object array's
     items still pass through the same restricted unpickler."""
@@ -95,15 +97,16 @@ def _numpy_array_globals() -> list[Any]:
             *[type(np.dtype(t)) for t in ("f4", "f8", "f2", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "b1")]]
 
 
-_NUMPY_ARRAYS = _numpy_array_globals()
 
 
 def torch_load(path: Path, what: str = "stored file") -> Any:
     """A ``.pt`` we wrote (or a weights file a user named): tensors and plain containers only, never
     code. A file that is not one (truncated, or a pickle asking for anything else) is a UserError
     naming it."""
+    import torch
+
     try:
-        with torch.serialization.safe_globals(_NUMPY_ARRAYS):
+        with torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserError(f"{what} {path} is missing; delete its stage folder (or re-run) to recompute it") from None

@@ -28,7 +28,6 @@ which have loaded it) shares the metrics' memoised file hash.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import platform
 import sys
@@ -191,11 +190,9 @@ def deferring() -> bool:
 
 
 def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from ambient_bench.fileio import sha256_file
+
+    return sha256_file(path)
 
 
 def matches(entry: WeightsFile, digest: str) -> bool:
