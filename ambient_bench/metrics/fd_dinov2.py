@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import math
 import os
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.linalg
-import timm
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -119,6 +119,8 @@ def arch_of(state_dict: dict[str, torch.Tensor]) -> str:
 
 def timm_vit(arch: str) -> nn.Module:
     """timm ViT with DINOv2's architecture at 224², parameters on the meta device (no memory, no init)."""
+    import timm  # here: timm pulls in torchvision (about 1 s), which `list` and `plan` never need
+
     timm_name, dim, depth, heads = ARCHS[arch]
     # every architecture argument spelled out, so a change of timm's defaults cannot slip in; meta
     # device because random initialisation of ViT-L takes tens of seconds on CPU and is all overwritten
@@ -210,7 +212,7 @@ def dinov2_protocol(weights: str | None, arch: str) -> dict[str, Any]:
     sha = weights_sha256(path)[:12] if path.is_file() else "missing"
     return {"feature_extractor": f"{EXTRACTOR}: DINOv2 {arch} CLS token after the final norm "
                                  f"({ARCHS[arch][1]}-d), {checkpoint_name(arch)} sha256 {sha}",
-            "implementation": f"timm {timm.__version__} ViT + original DINOv2 checkpoint, pos_embed resampled "
+            "implementation": f"timm {metadata.version('timm')} ViT + original DINOv2 checkpoint, pos_embed resampled "
                               f"37→16 the DINOv2 way; preprocessing {PREPROCESSING} (EDM2 resize_mode='torch', "
                               f"ImageNet mean/std); FD in float64 with scipy sqrtm (EDM2/dgm-eval protocol)"}
 
