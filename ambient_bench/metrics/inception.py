@@ -23,14 +23,12 @@ from __future__ import annotations
 
 import os
 from abc import abstractmethod
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch_fidelity
-from torch_fidelity.metric_kid import kid_features_to_metric
-from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ambient_bench import weights
 from ambient_bench.components import ImageSet, Metric
@@ -108,7 +106,7 @@ class InceptionMetric(Metric):
     def protocol(self) -> dict[str, Any]:
         path = self.weights_path()
         digest = weights_sha256(path)[:12] if path.is_file() else "missing"
-        return {"implementation": f"torch-fidelity {torch_fidelity.__version__}, {EXTRACTOR} "
+        return {"implementation": f"torch-fidelity {metadata.version('torch-fidelity')}, {EXTRACTOR} "
                                   f"(TF1 inception-2015-12-05 port), weights sha256 {digest}",
                 "feature_layer": f"{LAYER} (pool3, 2048-d)"}
 
@@ -153,6 +151,8 @@ class KID(InceptionMetric):
     def score(self, gen: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         # torch-fidelity raises when a side has fewer images than the subset size
         self.used_subset_size = min(self.p.subset_size, len(gen), len(ref))
+        from torch_fidelity.metric_kid import kid_features_to_metric  # here: torch-fidelity loads torchvision
+
         out = kid_features_to_metric(_tensor(gen), _tensor(ref), kid_subsets=self.p.subsets,
                                      kid_subset_size=self.used_subset_size, rng_seed=KID_RNG_SEED, verbose=False)
         return {"kid": float(out["kernel_inception_distance_mean"]),
@@ -174,6 +174,8 @@ class PRCMetric(InceptionMetric):
 
     def score(self, gen: np.ndarray, ref: np.ndarray) -> dict[str, float]:
         # input1 = generated, input2 = real: precision = generated inside real balls (torch-fidelity ≥ PR #66)
+        from torch_fidelity.metric_prc import prc_features_to_metric
+
         out = prc_features_to_metric(_tensor(gen), _tensor(ref), prc_neighborhood=self.p.neighborhood,
                                      prc_batch_size=10000, save_cpu_ram=True, verbose=False)
         return {self.key: float(out[self.key])}
