@@ -11,7 +11,9 @@ from typing import Any
 from ambient_bench.errors import UserError
 from ambient_bench.registry import REGISTRIES
 
-PACKAGED = Path(__file__).resolve().parents[2] / "benchmarks"  # the repository's suites and table specs
+# the checkout's suites and table specs: the project is installed from its checkout (`pip install -e`, as the
+# README and tox do); a non-editable install has no benchmarks/ and the error below says where it looked
+PACKAGED = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 def table_path(table: str, suite_path: Path, where: str) -> Path:
