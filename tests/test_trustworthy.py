@@ -134,9 +134,9 @@ def test_planted_pickles_run_nothing_and_name_the_file(tmp_path):
     [cached] = cache.glob("features-*.npy")
     with open(cached, "wb") as f:
         np.save(f, np.array([_Payload(marker)], dtype=object), allow_pickle=True)
-    with pytest.raises(UserError, match=cached.name):
-        metric.compute(reference.images, reference, tmp_path, cache)
-    assert not marker.exists()
+    again = metric.compute(reference.images, reference, tmp_path, cache)  # recomputed, never unpickled
+    assert not marker.exists() and again == metric.compute(reference.images, reference, tmp_path, cache)
+    assert np.load(cached, allow_pickle=False).dtype == np.float64
     # genuine files still load
     fileio.torch_save(tmp_path / "ok.pt", {"w": torch.ones(2)})
     assert fileio.torch_load(tmp_path / "ok.pt")["w"].sum() == 2

@@ -173,35 +173,21 @@ def _descendants(graph: Graph, roots: set[tuple[str, str]]) -> set[tuple[str, st
 
 
 def find_corrupt(graph: Graph, store: RunStore, full: bool) -> dict[tuple[str, str], str]:
-    """Done stages whose outputs no longer match their done marker → the problem (naming the file).
-    Sizes are always compared; ``full`` compares hashes too."""
+    """Done stages whose marker cannot vouch for their outputs → the problem (naming the file): the one
+    notion of corrupt. ``full`` (``plan --verify``, and every ``run`` through ``recompute_corrupt``)
+    compares hashes and looks for unlisted files; otherwise only the marker and the sizes are checked."""
     found = {}
     for stage in graph.stages:
-        if store.state(stage.kind, stage.key) == "corrupt":
-            found[(stage.kind, stage.key)] = store.problem(stage.kind, stage.key)
-        elif full and store.state(stage.kind, stage.key) == "done":
-            problem = store.verify(stage.kind, stage.key)
-            if problem:
-                found[(stage.kind, stage.key)] = problem
+        problem = store.problem(stage.kind, stage.key, full=full)
+        if problem:
+            found[(stage.kind, stage.key)] = problem
     return found
 
 
-def _read_by_this_run(graph: Graph, store: RunStore) -> list[Stage]:
-    """Done stages whose outputs this run will read: upstreams of stages to run, and evaluate stages
-    (their summaries fill the results); the first use in this process, so their hashes are checked."""
-    todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
-    read = {id(dep): dep for s in todo for dep in s.deps.values()}
-    read.update({id(s): s for s in graph.stages if s.kind == "evaluate"})
-    return [s for s in read.values() if store.state(s.kind, s.key) == "done"]
-
-
 def recompute_corrupt(graph: Graph, store: RunStore, log: Callable[[str], None]) -> int:
-    """Discard every corrupt stage and every stage downstream of one, saying so in one line each; the count."""
-    corrupt = find_corrupt(graph, store, full=False)
-    for stage in _read_by_this_run(graph, store):
-        problem = store.verify(stage.kind, stage.key)
-        if problem:
-            corrupt[(stage.kind, stage.key)] = problem
+    """Discard every stage ``plan --verify`` flags (``find_corrupt`` with hashes, every done stage of the
+    graph) and every stage downstream of one, saying so in one line each; the count."""
+    corrupt = find_corrupt(graph, store, full=True)
     if not corrupt:
         return 0
     affected = _descendants(graph, set(corrupt))
@@ -345,6 +331,9 @@ def work_beside_main(stage: Stage, store: RunStore) -> None:
 def _execute_ranks(graph: Graph, store: RunStore, log: Callable[[str], None]) -> dict[str, Any]:
     """Under torchrun: rank 0 runs every stage in order, the others join the stages whose work splits
     (SPLIT_KINDS), and every rank waits for the others after each stage."""
+    if distributed.is_main():
+        recompute_corrupt(graph, store, log)  # as in one process: what `plan --verify` flags is recomputed
+    distributed.barrier()
     todo = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
     distributed.barrier()  # every rank has its to-do list before rank 0 changes the store
     if not distributed.is_main():

@@ -10,10 +10,12 @@ Layout::
         DONE           written last, atomically: the key and the size and sha256 of every output
         ...            the stage's own outputs (checkpoints, tensors, images, metrics)
 
-A done stage whose files no longer match its marker (a file cut short, emptied, removed or
-edited after completion) is *corrupt*: sizes are compared whenever the state is asked for,
-hashes by ``verify`` (``plan --verify``, and before a run reads a stage's outputs). A corrupt
-stage is recomputed from scratch, never served.
+A done stage whose marker cannot vouch for its files (unreadable, another stage's, a malformed
+entry, or the bare key of the pre-hash format) or whose files no longer match it (a file cut
+short, emptied, removed, edited or added after completion) is *corrupt*: sizes are compared
+whenever the state is asked for, hashes and unlisted files by ``verify`` (``plan --verify``, and
+every ``run`` for every stage of its suite: engine/runner.py ``find_corrupt``). A corrupt stage is
+recomputed from scratch, never served.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from typing import Any, Callable
 
 import torch
 
-from ambient_bench import fileio
+from ambient_bench import fileio, records
 from ambient_bench.engine.provenance import provenance
 from ambient_bench.engine.locks import StageLock, describe
 from ambient_bench.errors import UserError
@@ -49,7 +51,15 @@ class StageBusy(UserError):
 
 def _outputs(d: Path) -> list[Path]:
     return sorted(p for p in d.rglob("*") if p.is_file() and p.relative_to(d).as_posix() not in _NOT_OUTPUTS
-                  and not p.name.endswith(fileio.TEMP_SUFFIX))
+                  and not p.name.endswith(fileio.TEMP_SUFFIX) and not p.name.startswith(LOCK))  # a lock set aside
+
+
+def _output_name(name: object) -> bool:
+    """A done marker's file name: relative, inside the stage folder, not bookkeeping."""
+    if not isinstance(name, str) or not name or name.startswith("/") or "\\" in name:
+        return False
+    parts = name.split("/")
+    return all(part not in ("", ".", "..") for part in parts) and name not in _NOT_OUTPUTS
 
 
 def _stage_log(d: Path) -> logging.Handler:
@@ -72,40 +82,49 @@ class RunStore:
         return self.root / kind / key[:16]
 
     def _marker(self, d: Path, key: str) -> dict[str, Any] | None:
-        """The done marker's record; None when there is none; {"problem": ...} when it is damaged."""
+        """The done marker's record; None when there is none; {"problem": ...} when it cannot vouch for the
+        stage: unreadable, not this stage's, a malformed entry, or the bare key of the pre-hash format
+        (which records no file, so a swapped output would pass: the stage is recomputed, not trusted)."""
         try:
             text = (d / DONE).read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as err:
-            return {"problem": f"its done marker {d / DONE} cannot be read ({err})"}
-        if text == key + "\n":  # written before markers listed their files: nothing to compare
-            return {"files": {}}
+            return {"problem": f"its done marker {d / DONE} cannot be read ({type(err).__name__})"}
+        if text.strip() == key:
+            return {"problem": f"its done marker {d / DONE} holds only the key (the format before markers "
+                               f"recorded their files), so nothing vouches for the outputs"}
         try:
             record = json.loads(text)
         except ValueError:
             return {"problem": f"its done marker {d / DONE} is damaged"}
         if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("files"), dict):
             return {"problem": f"its done marker {d / DONE} is damaged or belongs to another stage"}
+        for name, entry in record["files"].items():
+            if not (_output_name(name) and records.well_formed(entry)):
+                return {"problem": f"its done marker {d / DONE} has a malformed entry ({str(name)[:60]!r}: "
+                                   f"{str(entry)[:60]})"}
         return record
 
     def problem(self, kind: str, key: str, full: bool = False) -> str | None:
-        """Why a done stage cannot be trusted (naming the file), or None. ``full`` also compares hashes."""
+        """Why a done stage cannot be trusted (naming the file), or None. Sizes are always compared; ``full``
+        (``plan --verify`` and every ``run``) also compares hashes and looks for outputs the marker does
+        not list (a file dropped into the folder later would be read by a glob)."""
         d = self.dir(kind, key)
         record = self._marker(d, key)
         if record is None:
             return None
         if "problem" in record:
             return record["problem"]
-        for name, (size, digest) in record["files"].items():
-            path = d / name
-            if not path.is_file():
-                return f"{path} is missing"
-            if path.stat().st_size != size:
-                return f"{path} has {path.stat().st_size} bytes, {size} when the stage finished"
-            if full and d not in self._verified and fileio.sha256_file(path) != digest:
-                return f"{path} changed after the stage finished (sha256 differs)"
-        if full:
+        hashes = full and d not in self._verified
+        for name, entry in record["files"].items():
+            found = records.problem(d / name, entry, "when the stage finished", hashes=hashes)
+            if found:
+                return found
+        if hashes:
+            extra = [p for p in _outputs(d) if p.relative_to(d).as_posix() not in record["files"]]
+            if extra:
+                return f"{extra[0]} is not among the files its done marker lists (added after the stage finished)"
             self._verified.add(d)
         return None
 

@@ -22,8 +22,8 @@ import sys
 import numpy as np
 import torch
 
-from ambient_bench import fileio
-from ambient_bench.chatter import quiet
+from ambient_bench import fileio, records
+from ambient_bench.chatter import STAGE_LOG, quiet
 from ambient_bench.errors import UserError
 from ambient_bench import distributed
 
@@ -46,14 +46,15 @@ def require_file(path: Path, what: str, url: str, how: str = "", reason: str | N
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a (weights) file, remembered per (path, size, mtime): every evaluate keys its
-    reference cache by it, and re-reading a 1.2 GB checkpoint each time would dominate."""
+    """sha256 of a (weights) file, remembered per (path, size, mtime, ctime, inode): every evaluate keys its
+    reference cache by it, and re-reading a 1.2 GB checkpoint each time would dominate. The ctime and
+    inode change with any rewrite or replacement, even one that restores the mtime."""
     stat = Path(path).stat()
-    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
 
 
 @functools.lru_cache(maxsize=32)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+def _file_sha256(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> str:
     from ambient_bench import fileio
 
     return fileio.sha256_file(Path(path))
@@ -62,14 +63,14 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 def require_safe_weights(path: Path) -> Path:
     """``path`` once it has loaded as tensors only (``weights_only``); a file that asks to run code, or
     is not a checkpoint, is a UserError naming it. For weights a library then loads without that
-    guard (torch-fidelity's Inception). Remembered per (path, size, mtime)."""
+    guard (torch-fidelity's Inception). Remembered per (path, size, mtime, ctime, inode)."""
     stat = Path(path).stat()
-    _check_safe(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    _check_safe(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     return Path(path)
 
 
 @functools.lru_cache(maxsize=8)
-def _check_safe(path: str, size: int, mtime_ns: int) -> None:
+def _check_safe(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> None:
     from ambient_bench import fileio
 
     fileio.torch_load(Path(path), what="weights file")
@@ -113,9 +114,10 @@ def _extract(images: torch.Tensor, model: torch.nn.Module, device: torch.device,
 
 
 def _file_identity(kwargs: dict[str, Any]) -> tuple:
-    """(size, mtime) of every file argument: a weights file replaced in place builds a new model."""
+    """(size, mtime, ctime, inode) of every file argument: a weights file replaced in place builds a new model."""
     files = [Path(v) for v in kwargs.values() if isinstance(v, (str, Path)) and Path(v).is_file()]
-    return tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    stats = [(str(f), f.stat()) for f in files]
+    return tuple((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) for name, st in stats)
 
 
 @functools.lru_cache(maxsize=4)
@@ -141,22 +143,49 @@ def cached_features(cache_dir: Path, content_hash: str, extractor_id: dict[str, 
     """(features, hit): the cached array for this content and extractor, or ``compute()`` stored.
 
     ``extractor_id`` must name the extractor, layer, preprocessing, weights hash and image
-    count; two references that differ in any of them never share an entry.
+    count; two references that differ in any of them never share an entry. The JSON beside each
+    array records its size and sha256 (``records``, as a done marker does for stage outputs); an
+    entry that does not match it (edited, cut short, a pickle, no record) is recomputed and
+    replaced, with one line saying so, never served.
     """
     path = Path(cache_dir) / f"features-{cache_key(content_hash, extractor_id)}.npy"
-    if distributed.agree(path.is_file()):  # every rank extracts (its share), or none does
-        try:
-            return np.load(path, allow_pickle=False), True
-        except (ValueError, OSError, EOFError) as err:  # a pickle (object array) or not an array at all
-            raise UserError(f"cached features {path} are not a plain numeric array ({str(err).splitlines()[0]}); "
-                            f"delete the file to recompute it") from None
+    loaded, problem = _load_cached(path) if path.exists() or path.with_suffix(".json").exists() else (None, None)
+    if distributed.agree(loaded is not None):  # every rank extracts (its share), or none does
+        if loaded is None:  # rank 0 found it sound, this rank did not: a writer in between
+            raise UserError(f"cached features {path}: {problem}; run again to recompute them")
+        return loaded, True
+    if problem and distributed.is_main():
+        line = f"cached reference features {path.name}: {problem}; recomputing them"
+        print(line, file=sys.stderr, flush=True)
+        STAGE_LOG.info(line)
     features = np.asarray(compute(), dtype=np.float64)
     if not distributed.is_main():
         return features, False
     fileio.atomic_write(path, lambda tmp: _save_npy(tmp, features))
     fileio.write_json(path.with_suffix(".json"), {"content_hash": content_hash, **extractor_id,
-                                                  "shape": list(features.shape)})
+                                                  "shape": list(features.shape), "file": records.record(path)})
     return features, False
+
+
+def _load_cached(path: Path) -> tuple[np.ndarray | None, str | None]:
+    """(array, None) when the cached array matches the size + sha256 its JSON records and loads as a
+    plain float64 array of the recorded shape; (None, why not) otherwise."""
+    try:
+        meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        meta = None
+    if not isinstance(meta, dict) or "file" not in meta:
+        return None, f"its record {path.with_suffix('.json').name} is missing or damaged"
+    problem = records.problem(path, meta["file"], "when it was cached")
+    if problem:
+        return None, problem
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:  # a pickle (object array) or not an array at all
+        return None, f"not a plain numeric array ({str(err).splitlines()[0][:120]})"
+    if array.dtype != np.float64 or list(array.shape) != meta.get("shape"):
+        return None, f"a {array.dtype} array of shape {list(array.shape)}, its record says float64 {meta.get('shape')}"
+    return array, None
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
