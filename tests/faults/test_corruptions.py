@@ -28,7 +28,7 @@ SUITE = """
 suite: faults
 results_dir: {root}/results
 defaults:
-  dataset: {{name: digits, resolution: 8}}
+  dataset: {{name: digits, resolution: 8, classes: [0, 1, 2]}}
   mix: {{ood: [{{name: image_folder, path: {root}/ood, resolution: 8}}], clean_fraction: 0.5,
          corruption: {{name: gaussian_blur, sigma: 0.6}}}}
   method: clean_only
