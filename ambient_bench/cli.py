@@ -206,6 +206,10 @@ def _launch(args: argparse.Namespace, suite, graph, store) -> int:
 
     if args.dry_run and args.launcher != "slurm":
         raise UserError("--dry-run writes sbatch scripts: use it with --launcher slurm")
+    if not args.dry_run:  # as `run` does here: what `plan --verify` flags is recomputed, never served to a job
+        from ambient_bench.engine.runner import recompute_corrupt
+
+        recompute_corrupt(graph, store, _print)
     if args.launcher == "slurm":
         submit_slurm(graph, store, suite.resources, args.suite, args.overrides, args.profile, args.cluster,
                      args.dry_run, _print)
