@@ -87,7 +87,7 @@ class RunStore:
         (which records no file, so a swapped output would pass: the stage is recomputed, not trusted)."""
         try:
             text = (d / DONE).read_text(encoding="utf-8")
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no marker (or no stage folder): not done, as ``state`` says
             return None
         except (OSError, UnicodeDecodeError) as err:
             return {"problem": f"its done marker {d / DONE} cannot be read ({type(err).__name__})"}
