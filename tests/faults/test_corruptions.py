@@ -201,17 +201,20 @@ def test_verify_flags_exactly_what_run_recomputes(name, undisturbed, tmp_path, m
     monkeypatch.setenv("AMBIENT_BENCH_CACHE", str(cache))
     damage(runs, cache)
     suite = ["run", str(root / "suite.yaml"), "--runs", str(runs), "--results", str(tmp_path / "results")]
+    code, plain, plain_err = _cli("plan", *suite[1:4])  # markers and sizes only: never more than --verify finds
+    assert code == 0 and "Traceback" not in plain + plain_err, plain + plain_err
     code, verify, err = _cli("plan", *suite[1:4], "--verify")
     assert code == 0 and "Traceback" not in verify + err, verify + err
     flagged = _flagged(verify)
-    assert {kind for kind, _ in flagged} == kinds, verify
+    assert {kind for kind, _ in flagged} == kinds and _flagged(plain) <= flagged, verify
     code, out, run_err = _cli(*suite)
     assert code == 0 and "Traceback" not in out + run_err, out + run_err
     assert _flagged(out) == flagged, out
     assert f"ran {ran} stages" in out, out
     assert _numbers(tmp_path / "results") == numbers  # the undisturbed numbers, recomputed
     if line:
-        assert sum(line in text for text in (err + run_err).splitlines()) == 1, err + run_err  # said once
+        said = plain_err + err + run_err
+        assert sum(line in text for text in said.splitlines()) == 1, said  # said once
     code, again, err = _cli("plan", *suite[1:4], "--verify")
     assert code == 0 and "corrupt" not in again + err and " done, " in again.splitlines()[0], again
 
