@@ -155,15 +155,16 @@ def cached_features(cache_dir: Path, content_hash: str, extractor_id: dict[str, 
             raise UserError(f"cached features {path}: {problem}; run again to recompute them")
         return loaded, True
     if problem and distributed.is_main():
-        line = f"cached reference features {path.name}: {problem}; recomputing them"
+        line = f"cached reference features: {problem}; recomputing them"
         print(line, file=sys.stderr, flush=True)
         STAGE_LOG.info(line)
     features = np.asarray(compute(), dtype=np.float64)
     if not distributed.is_main():
         return features, False
-    fileio.atomic_write(path, lambda tmp: _save_npy(tmp, features))
+    written: list[list[Any]] = []  # the record of the very bytes written (another writer may replace them)
+    fileio.atomic_write(path, lambda tmp: (_save_npy(tmp, features), written.append(records.record(tmp))))
     fileio.write_json(path.with_suffix(".json"), {"content_hash": content_hash, **extractor_id,
-                                                  "shape": list(features.shape), "file": records.record(path)})
+                                                  "shape": list(features.shape), "file": written[-1]})
     return features, False
 
 
@@ -175,16 +176,16 @@ def _load_cached(path: Path) -> tuple[np.ndarray | None, str | None]:
     except (OSError, ValueError, UnicodeDecodeError):
         meta = None
     if not isinstance(meta, dict) or "file" not in meta:
-        return None, f"its record {path.with_suffix('.json').name} is missing or damaged"
+        return None, f"{path}: its record {path.with_suffix('.json').name} is missing or damaged"
     problem = records.problem(path, meta["file"], "when it was cached")
     if problem:
         return None, problem
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as err:  # a pickle (object array) or not an array at all
-        return None, f"not a plain numeric array ({str(err).splitlines()[0][:120]})"
+        return None, f"{path} is not a plain numeric array ({str(err).splitlines()[0][:120]})"
     if array.dtype != np.float64 or list(array.shape) != meta.get("shape"):
-        return None, f"a {array.dtype} array of shape {list(array.shape)}, its record says float64 {meta.get('shape')}"
+        return None, f"{path} holds {array.dtype} {list(array.shape)}, its record float64 {meta.get('shape')}"
     return array, None
 
 
