@@ -69,8 +69,8 @@ def _stored(what: list[Any], count: Callable[[], float]) -> float:
         table = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         table = {}
-    if isinstance(table, dict) and isinstance(table.get(key), float):
-        return table[key]
+    if isinstance(table, dict) and isinstance(table.get(key), float) and 0 < table[key] < float("inf"):
+        return table[key]  # anything else (damaged, edited to nonsense) is counted again and replaced
     value = float(count())
     try:  # a lost update between two processes only means one more count later
         fileio.write_json(path, {**(table if isinstance(table, dict) else {}), key: value})
