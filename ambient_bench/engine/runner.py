@@ -17,6 +17,7 @@ from ambient_bench.engine.store import RunStore, StageBusy
 from ambient_bench.config.schema import as_list, brief_label
 from ambient_bench.datasets import manifest
 from ambient_bench.errors import UserError
+from ambient_bench.fencing import LockLost
 from ambient_bench.registry import DATASETS, METHODS, METRICS
 from ambient_bench import distributed
 
@@ -287,6 +288,9 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
                               _announce(stage, resuming, log) or WORK[stage.kind](stage, out, ctx))
             except StageBusy:
                 continue  # taken by another worker between our look and our lock
+            except LockLost as err:  # we were frozen and another worker took the stage over: it is theirs
+                log(f"[{stage.kind} {stage.key[:16]}] {err}")
+                continue  # seen next as done elsewhere, or still held by the other worker
             except Exception as err:  # noqa: BLE001 — recorded, reported in one line, the rest goes on
                 if not keep_going:
                     raise
