@@ -31,7 +31,7 @@ import torch
 
 from ambient_bench import fencing, fileio
 from ambient_bench.engine.provenance import provenance
-from ambient_bench.engine.locks import StageLock, describe
+from ambient_bench.engine.locks import StageLock, describe, store_clock
 from ambient_bench.errors import UserError
 
 DONE, STATUS, SUMMARY, STAGE, LOCK = "DONE", "status.json", "summary.json", "stage.json", ".lock"
@@ -235,6 +235,18 @@ class RunStore:
         except (OSError, ValueError):
             return {}
         return status if isinstance(status, dict) else {}
+
+    def status_time(self, kind: str, key: str) -> float | None:
+        """When status.json was last written, on the store's clock (its mtime); None when there is none."""
+        try:
+            return (self.dir(kind, key) / STATUS).stat().st_mtime
+        except OSError:
+            return None
+
+    def clock(self) -> float:
+        """Now on the store's clock (the one stamping its files' mtimes; another host's may be skewed)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return store_clock(self.root)
 
     def holder(self, kind: str, key: str) -> dict[str, Any] | None:
         """Who holds the stage's lock now, if a live process does."""

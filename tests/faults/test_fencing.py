@@ -1,0 +1,204 @@
+"""Fenced stage ownership: a holder frozen past the lock timeout (SIGSTOP) whose training stage another
+worker took over and finished never writes into that stage again; both runs end with complete results
+equal to an undisturbed run's. Also: a stale holder's heartbeat and release leave its successor's lock
+alone, and status timestamps from skewed or broken clocks never block a retry."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from ambient_bench.engine.locks import StageLock
+from ambient_bench.engine.runner import Graph, _failed_since, failures_since
+from ambient_bench.engine.store import RunStore
+from ambient_bench.fencing import LockLost
+
+REPO = Path(__file__).resolve().parents[2]
+KEY = "cd" * 32
+SUITE = """
+suite: fencing
+defaults:
+  dataset: {name: digits, resolution: 8}
+  mix: {clean_fraction: 0.5, corruption: {name: gaussian_blur, sigma: 0.6}}
+  method: clean_only
+  network: {model_channels: 8, channel_mult: [1], num_blocks: 1}
+  train: {batch: 32, duration_kimg: 2.4, checkpoint_kimg: 0.16}
+  sample: {num: 32, steps: 4}
+  evaluate: {metrics: [{name: fd_digits, epochs: 1}]}
+"""
+# `python -m ambient_bench` as seen from another host: pid liveness cannot tell a frozen holder from a dead one
+AS_HOST = ("import os, runpy, socket, sys; socket.gethostname = lambda: os.environ['FAKE_HOST']; "
+           "sys.argv[0] = 'ambient_bench'; runpy.run_module('ambient_bench', run_name='__main__', alter_sys=True)")
+
+
+def _start(args: list[str], host: str | None, env: dict[str, str]) -> subprocess.Popen:
+    head = [sys.executable, "-c", AS_HOST] if host else [sys.executable, "-m", "ambient_bench"]
+    return subprocess.Popen([*head, *args], cwd=REPO, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, **env, **({"FAKE_HOST": host} if host else {})})
+
+
+def _numbers(path: Path) -> str:
+    """results.csv without provenance (when, where and how long a stage ran differ run to run)."""
+    from ambient_bench.results.collect import PROVENANCE
+
+    return pd.read_csv(path).drop(columns=list(PROVENANCE), errors="ignore").to_csv(index=False)
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.05)
+    pytest.fail(f"timed out waiting for {what}")
+
+
+ENV = {"AMBIENT_BENCH_THREADS": "1", "AMBIENT_BENCH_LOCK_TIMEOUT": "2", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory) -> tuple[Path, str]:
+    folder = tmp_path_factory.mktemp("undisturbed")
+    (folder / "suite.yaml").write_text(SUITE)
+    proc = _start(["run", str(folder / "suite.yaml"), "--runs", str(folder / "runs"), "--results", str(folder / "r")],
+                  None, ENV)
+    out = proc.communicate(timeout=600)[0]
+    assert proc.returncode == 0, out[-3000:]
+    return folder / "suite.yaml", _numbers(folder / "r" / "results.csv")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hosts, resume", [((None, None), "after the other finished training"),
+                                           (("node-a", "node-b"), "while the other holds the lock")])
+def test_a_frozen_holder_whose_stage_was_taken_over_writes_nothing_and_both_runs_finish(tmp_path, undisturbed,
+                                                                                        hosts, resume):
+    suite, reference = undisturbed
+    runs = tmp_path / "runs"
+    procs = [_start(["run", str(suite), "--runs", str(runs), "--results", str(tmp_path / name)], host, ENV)
+             for name, host in zip("ab", hosts)]
+    try:
+        checkpoint = _wait_for(lambda: next(iter(runs.glob("train/*/checkpoint.pt")), None), 300, "a checkpoint")
+        train = checkpoint.parent
+        holder_pid = _wait_for(lambda: json.loads((train / ".lock").read_text() or "{}").get("pid"), 30, "the lock")
+        frozen = next(p for p in procs if p.pid == holder_pid)
+        frozen.send_signal(signal.SIGSTOP)
+        assert not (train / "DONE").exists(), "training finished before its holder was frozen"
+        if resume.startswith("after"):
+            _wait_for(lambda: (train / "DONE").exists(), 300, "the other worker to finish training")
+        else:
+            _wait_for(lambda: (train / "attempts.log").read_text().count(" start ") == 2, 60, "the take-over")
+            time.sleep(0.5)  # past the other worker's first writes: the frozen one wakes into a live take-over
+        frozen.send_signal(signal.SIGCONT)
+        outs = [p.communicate(timeout=600)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.communicate()
+    for p, out in zip(procs, outs):
+        assert p.returncode == 0, out[-3000:]
+    frozen_out = outs[procs.index(frozen)]
+    assert "lost the lock of" in frozen_out and "Traceback" not in frozen_out
+    events = [line.split()[1:4] for line in (train / "attempts.log").read_text().splitlines()]
+    heir = next(p for p in procs if p is not frozen)
+    assert [e[0] for e in events] == ["start", "start", "done"], events  # the frozen holder wrote nothing after
+    assert events[0][2] == str(frozen.pid) and events[1][2] == events[2][2] == str(heir.pid), events
+    store = RunStore(runs)
+    for done in runs.glob("*/*/DONE"):  # every stage's outputs still match its marker, hashes included
+        assert store.verify(done.parent.parent.name, json.loads(done.read_text())["key"]) is None, done
+    for name in "ab":
+        assert _numbers(tmp_path / name / "results.csv") == reference
+
+
+def _taken_over(path: Path) -> tuple[StageLock, StageLock]:
+    old = StageLock(path, timeout=0.3)
+    assert old.acquire()
+    old._stop.set()  # frozen: no more heartbeats
+    old._thread.join()
+    past = time.time() - 5
+    os.utime(path, (past, past))
+    new = StageLock(path, timeout=0.3)
+    assert new.acquire() and new.generation == 2
+    return old, new
+
+
+def test_a_stale_holder_neither_renews_nor_releases_its_successors_lock(tmp_path):
+    old, new = _taken_over(tmp_path / ".lock")
+    assert not old.owned()
+    with pytest.raises(LockLost, match=f"now held by pid {os.getpid()}"):
+        old.check()
+    old._beat()  # a frozen heartbeat thread waking up: it sees the take-over and stops without writing
+    old.release()
+    assert json.loads((tmp_path / ".lock").read_text())["token"] == new.token
+    new.check()
+    new.release()
+    assert not (tmp_path / ".lock").exists()
+
+
+def test_a_holder_whose_lock_was_taken_over_stops_without_touching_the_stage(tmp_path):
+    from ambient_bench import fileio
+
+    store = RunStore(tmp_path)
+    d = store.dir("train", KEY)
+
+    def work(out: Path) -> dict:
+        taker = StageLock(out / ".lock")  # another worker takes the stage over meanwhile
+        os.replace(out / ".lock", out / "frozen-lock")
+        assert taker.acquire()
+        taker._stop.set()  # its heartbeat is not needed here
+        fileio.write_text(out / "checkpoint.pt", "would overwrite the new holder's checkpoint")
+        pytest.fail("the write went through")
+
+    with pytest.raises(LockLost):
+        store.execute("train", KEY, {}, {}, work)
+    assert not (d / "checkpoint.pt").exists() and not (d / "DONE").exists() and not (d / "summary.json").exists()
+    assert json.loads((d / "status.json").read_text())["state"] == "running"  # not marked failed by the loser
+    assert [line.split()[1] for line in (d / "attempts.log").read_text().splitlines()] == ["start"]
+    assert (d / ".lock").exists()  # the new holder's lock stays
+
+
+def _status(store: RunStore, written: float, **status) -> None:
+    path = store.dir("train", KEY) / "status.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"state": "failed", "line": "boom", **status}))
+    os.utime(path, (written, written))
+
+
+@pytest.mark.parametrize("failed_at", [time.time() + 10 ** 7, "yesterday", None, [1], 1e308])
+def test_failure_times_from_a_skewed_or_broken_clock_never_block_a_retry(tmp_path, failed_at):
+    store = RunStore(tmp_path)
+    began = store.clock()
+    graph = Graph([SimpleNamespace(kind="train", key=KEY, deps={})], [], {})
+    _status(store, began - 60, failed_at=failed_at)  # failed before this run: retried, whatever failed_at says
+    assert _failed_since(store, "train", KEY, began) is None
+    assert failures_since(graph, store, time.time()) == ({}, 0)
+    _status(store, began + 1, failed_at=failed_at)  # failed during this run (another worker): not retried
+    assert _failed_since(store, "train", KEY, began) == "boom"
+    assert failures_since(graph, store, time.time() - 30) == ({f"train {KEY[:16]}": "boom"}, 0)
+
+
+def test_a_cell_left_out_of_the_results_is_named(tmp_path):
+    from ambient_bench.config.suite import load_suite
+    from ambient_bench.engine.runner import build_graph
+    from ambient_bench.results.collect import unfinished_cells
+
+    (tmp_path / "suite.yaml").write_text(SUITE + "grid:\n  train.seed: [0, 1]\n")
+    suite = load_suite(tmp_path / "suite.yaml")
+    graph = build_graph(suite)
+    store = RunStore(tmp_path / "runs")
+    for stage in graph.stages:  # every stage done, except the training of seed 1
+        if not (stage.kind == "train" and stage.runtime["train"]["seed"] == 1):
+            store.dir(stage.kind, stage.key).mkdir(parents=True)
+            (store.dir(stage.kind, stage.key) / "DONE").write_text(json.dumps({"key": stage.key, "files": {}}))
+    train = next(s for s in graph.stages if s.kind == "train" and s.runtime["train"]["seed"] == 1)
+    assert unfinished_cells(suite, graph, store) == [f"train.seed=1 (stage train {train.key[:16]} is missing)"]
