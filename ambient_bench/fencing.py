@@ -18,18 +18,19 @@ class LockLost(UserError):
     """This process's stage lock was taken over (it was presumed dead): it must not touch the stage."""
 
 
-_check: Callable[[], None] | None = None
+_check: Callable[[bool], None] | None = None
 
 
-def check() -> None:
-    """Raise ``LockLost`` when the stage this process works on is no longer its own; no-op outside a stage."""
+def check(fresh: bool = False) -> None:
+    """Raise ``LockLost`` when the stage this process works on is no longer its own; no-op outside a stage.
+    ``fresh``: read the lock now (before a commit), not a confirmation of the last half second."""
     if _check is not None:
-        _check()
+        _check(fresh)
 
 
 @contextlib.contextmanager
-def fenced(check_owner: Callable[[], None]) -> Iterator[None]:
-    """``check()`` calls ``check_owner`` inside this block (one stage at a time per process)."""
+def fenced(check_owner: Callable[[bool], None]) -> Iterator[None]:
+    """``check()`` calls ``check_owner(fresh)`` inside this block (one stage at a time per process)."""
     global _check
     previous, _check = _check, check_owner
     try:

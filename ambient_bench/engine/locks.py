@@ -31,6 +31,7 @@ from ambient_bench.fencing import LockLost
 # older, it was left by a writer that died in between
 UNREADABLE_GRACE = 10.0
 CLOCK_REFRESH = 30.0  # seconds a measured offset to the store's clock is reused
+FENCE_REUSE = 0.5  # seconds a confirmed ownership answers check() without reading the lock again (PNG exports)
 _offsets: dict[int, tuple[float, float]] = {}  # st_dev → (store clock − local clock, when measured)
 
 
@@ -58,6 +59,12 @@ def store_clock(folder: Path) -> float:
             return time.time() + offset
         _offsets[dev] = (offset, time.monotonic())
     return time.time() + offset
+
+
+def _clocks() -> tuple[float, float]:
+    """Wall clock and time since boot (suspends included, where the system has that clock)."""
+    boot = getattr(time, "CLOCK_BOOTTIME", None)
+    return time.time(), time.clock_gettime(boot) if boot is not None else time.monotonic()
 
 
 def _alive(pid: int) -> bool:
@@ -97,6 +104,8 @@ class StageLock:
         self.generation = 1
         self.started = time.time()
         self._lost = False
+        self._confirmed = (-float("inf"), -float("inf"))  # _clocks() when ownership was last read from the file
+        self._touched = -float("inf")  # time.time() of the last heartbeat
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -168,6 +177,7 @@ class StageLock:
             self.generation = int(_number(holder.get("generation"))) + 1
             if not self._create():
                 return False
+        self._touched = time.time()
         self._thread = threading.Thread(target=self._beat, daemon=True, name=f"heartbeat {self.path}")
         self._thread.start()
         return True
@@ -179,12 +189,27 @@ class StageLock:
             self._lost = not holder or holder.get("token") != self.token
         return not self._lost
 
-    def check(self) -> None:
-        """The fence: raise ``LockLost`` (naming the new holder) when another worker has taken the lock."""
-        if not self.owned():
+    def _recently_confirmed(self) -> bool:
+        """Ownership read less than FENCE_REUSE s ago by both clocks, with a heartbeat under half the timeout
+        old: a take-over needs a whole timeout of silence, which a freeze since would show on the clocks."""
+        now = _clocks()
+        window = min(FENCE_REUSE, self.timeout / 20)
+        return (not self._lost and all(0 <= t - c < window for t, c in zip(now, self._confirmed))
+                and time.time() - self._touched < self.timeout / 2)
+
+    def check(self, fresh: bool = False) -> None:
+        """The fence: raise ``LockLost`` (naming the new holder) when another worker has taken the lock.
+        ``fresh``: always read the lock file (before a commit); otherwise a confirmation of the last moment
+        is reused (``_recently_confirmed``)."""
+        if not fresh and self._recently_confirmed():
+            return
+        now = _clocks()
+        if self.owned():
+            self._confirmed = now
+        else:
             holder = self.holder()
-            now = f"now held by {describe(holder)}" if holder else "released by the worker that took it over"
-            raise LockLost(f"lost the lock of {self.path.parent} ({now}): this process was presumed dead (no "
+            who = f"now held by {describe(holder)}" if holder else "released by the worker that took it over"
+            raise LockLost(f"lost the lock of {self.path.parent} ({who}): this process was presumed dead (no "
                            f"heartbeat for {self.timeout:g} s, e.g. it was suspended); it stops without touching "
                            f"the stage")
 
@@ -197,6 +222,7 @@ class StageLock:
             except FileNotFoundError:
                 self._lost = True
                 return
+            self._touched = time.time()
 
     def release(self) -> None:
         self._stop.set()

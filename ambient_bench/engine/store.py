@@ -155,6 +155,7 @@ class RunStore:
 
     def _seal(self, d: Path, key: str) -> None:
         files = {p.relative_to(d).as_posix(): [p.stat().st_size, fileio.sha256_file(p)] for p in _outputs(d)}
+        fencing.check(fresh=True)  # hashing took a while: read the lock again; write_json checks once more
         fileio.write_json(d / DONE, {"key": key, "files": files})
         self._verified.add(d)
 
@@ -203,7 +204,7 @@ class RunStore:
                     self._attempt(d, "interrupted", lock)
                 raise
             except BaseException as err:
-                lock.check()  # a holder presumed dead records nothing: its failure may be the take-over itself
+                lock.check(fresh=True)  # a holder presumed dead records nothing (its failure may be the take-over)
                 line = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 STAGE_LOG.info(f"{kind} {key[:16]} failed: {type(err).__name__}: {line}")
                 self._status(d, "failed", started=started, error=f"{type(err).__name__}: {err}", line=line,

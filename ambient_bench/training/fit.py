@@ -212,7 +212,7 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
                 progress.set_postfix(loss=f"{stats['loss']:.3f}")
             checkpoint = step % ckpt_every == 0 or step == total or step == stop_at_step
             if step in snapshots or checkpoint:
-                fencing.check()  # still this stage's owner: the checkpoint would overwrite a successor's
+                fencing.check(fresh=True)  # still this stage's owner: the checkpoint would overwrite a successor's
                 check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
             if step in snapshots and main and save_snapshot is not None:
                 save_snapshot(step)

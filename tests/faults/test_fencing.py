@@ -30,7 +30,7 @@ defaults:
   mix: {clean_fraction: 0.5, corruption: {name: gaussian_blur, sigma: 0.6}}
   method: clean_only
   network: {model_channels: 8, channel_mult: [1], num_blocks: 1}
-  train: {batch: 32, duration_kimg: 2.4, checkpoint_kimg: 0.16}
+  train: {batch: 32, duration_kimg: 1.6, checkpoint_kimg: 0.16}
   sample: {num: 32, steps: 4}
   evaluate: {metrics: [{name: fd_digits, epochs: 1}]}
 """
@@ -145,9 +145,10 @@ def test_a_stale_holder_neither_renews_nor_releases_its_successors_lock(tmp_path
     assert not (tmp_path / ".lock").exists()
 
 
-def test_a_holder_whose_lock_was_taken_over_stops_without_touching_the_stage(tmp_path):
+def test_a_holder_whose_lock_was_taken_over_stops_without_touching_the_stage(tmp_path, monkeypatch):
     from ambient_bench import fileio
 
+    monkeypatch.setenv("AMBIENT_BENCH_LOCK_TIMEOUT", "2")  # the fence reuses a confirmation for 0.1 s at most
     store = RunStore(tmp_path)
     d = store.dir("train", KEY)
 
@@ -156,6 +157,7 @@ def test_a_holder_whose_lock_was_taken_over_stops_without_touching_the_stage(tmp
         os.replace(out / ".lock", out / "frozen-lock")
         assert taker.acquire()
         taker._stop.set()  # its heartbeat is not needed here
+        time.sleep(0.2)  # a real take-over comes after a timeout of silence: a past confirmation no longer counts
         fileio.write_text(out / "checkpoint.pt", "would overwrite the new holder's checkpoint")
         pytest.fail("the write went through")
 
