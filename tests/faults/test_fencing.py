@@ -133,16 +133,41 @@ def _taken_over(path: Path) -> tuple[StageLock, StageLock]:
 
 
 def test_a_stale_holder_neither_renews_nor_releases_its_successors_lock(tmp_path):
+    import threading
+
     old, new = _taken_over(tmp_path / ".lock")
     assert not old.owned()
     with pytest.raises(LockLost, match=f"now held by pid {os.getpid()}"):
         old.check()
-    old._beat()  # a frozen heartbeat thread waking up: it sees the take-over and stops without writing
+    new._stop.set()  # the successor's own heartbeat paused: what follows is the old holder's doing
+    new._thread.join()
+    record = (tmp_path / ".lock").read_text()
+    old._stop.clear()  # the frozen holder wakes up: its heartbeat thread runs again
+    old._thread = threading.Thread(target=old._beat)
+    old._thread.start()
+    old._thread.join(timeout=5)
+    assert not old._thread.is_alive()  # it saw the take-over and stopped
     old.release()
-    assert json.loads((tmp_path / ".lock").read_text())["token"] == new.token
+    assert (tmp_path / ".lock").read_text() == record  # never rewritten, never removed
     new.check()
     new.release()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_a_release_or_take_over_that_catches_a_successors_lock_puts_it_back(tmp_path, monkeypatch):
+    path = tmp_path / ".lock"
+    old, new = _taken_over(path)
+    record = path.read_text()
+    monkeypatch.setattr(old, "owned", lambda: True)  # the take-over came between its look and its rename
+    old.release()
+    assert path.read_text() == record
+    third = StageLock(path, timeout=0.3)  # judged the old holder's record stale, then renamed the new one's
+    monkeypatch.setattr(third, "holder", lambda at=None: {"token": old.token} if at is None else StageLock.holder(
+        third, at))
+    monkeypatch.setattr(third, "stale", lambda holder: True)
+    assert not third.acquire()
+    assert path.read_text() == record and sorted(p.name for p in tmp_path.iterdir()) == [".lock"]
+    new.release()
 
 
 def test_a_holder_whose_lock_was_taken_over_stops_without_touching_the_stage(tmp_path, monkeypatch):
@@ -204,3 +229,21 @@ def test_a_cell_left_out_of_the_results_is_named(tmp_path):
             (store.dir(stage.kind, stage.key) / "DONE").write_text(json.dumps({"key": stage.key, "files": {}}))
     train = next(s for s in graph.stages if s.kind == "train" and s.runtime["train"]["seed"] == 1)
     assert unfinished_cells(suite, graph, store) == [f"train.seed=1 (stage train {train.key[:16]} is missing)"]
+
+
+def test_a_job_whose_stage_was_taken_over_returns_the_other_workers_result(tmp_path, monkeypatch):
+    from ambient_bench.config.suite import load_suite
+    from ambient_bench.engine.launch import run_stage
+    from ambient_bench.engine.runner import build_graph
+
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    mix = next(s for s in build_graph(load_suite(tmp_path / "suite.yaml")).stages if s.kind == "mix")
+    execute = RunStore.execute
+
+    def frozen_then_taken_over(self, kind, key, material, resolved, work):
+        execute(self, kind, key, material, resolved, lambda out: {"by": "the other worker"})
+        raise LockLost("lost the lock of the stage")
+
+    monkeypatch.setattr(RunStore, "execute", frozen_then_taken_over)
+    summary = run_stage(str(tmp_path / "suite.yaml"), [], "full", str(tmp_path / "runs"), f"mix:{mix.key[:16]}")
+    assert summary == {"by": "the other worker"}
