@@ -247,3 +247,22 @@ def test_a_job_whose_stage_was_taken_over_returns_the_other_workers_result(tmp_p
     monkeypatch.setattr(RunStore, "execute", frozen_then_taken_over)
     summary = run_stage(str(tmp_path / "suite.yaml"), [], "full", str(tmp_path / "runs"), f"mix:{mix.key[:16]}")
     assert summary == {"by": "the other worker"}
+
+
+@pytest.mark.parametrize("skew", [-3600.0, 3600.0])
+def test_lock_ages_are_read_on_the_stores_clock_whatever_this_hosts_clock_says(tmp_path, monkeypatch, skew):
+    from ambient_bench.engine import locks
+
+    fresh = StageLock(tmp_path / ".lock", timeout=60)
+    assert fresh.acquire()
+    real = time.time
+    monkeypatch.setattr(locks, "_offsets", {})
+    monkeypatch.setattr(locks.time, "time", lambda: real() + skew)  # this host's clock is an hour off
+    other = StageLock(tmp_path / ".lock", timeout=60)
+    holder = {**other.holder(), "host": "node-elsewhere"}  # pid liveness cannot help: only the heartbeat's age
+    assert not other.stale(holder)
+    past = real() - 120
+    os.utime(tmp_path / ".lock", (past, past))  # silent for two minutes by the store's clock
+    assert other.stale(holder)
+    monkeypatch.setattr(locks.time, "time", real)
+    fresh.release()
