@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ambient_bench.errors import UserError
 from ambient_bench.fencing import LockLost
 
 # seconds an unreadable lock file counts as being written (its creator opens it, then writes its record);
@@ -37,7 +38,14 @@ _offsets: dict[int, tuple[float, float]] = {}  # st_dev → (store clock − loc
 
 def lock_timeout() -> float:
     """Seconds without a heartbeat after which a lock is stale: $AMBIENT_BENCH_LOCK_TIMEOUT, default 300."""
-    return float(os.environ.get("AMBIENT_BENCH_LOCK_TIMEOUT", "300"))
+    raw = os.environ.get("AMBIENT_BENCH_LOCK_TIMEOUT", "300")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise UserError(f"AMBIENT_BENCH_LOCK_TIMEOUT={raw!r}: expected a number of seconds above 0 (default 300)")
+    return seconds
 
 
 def store_clock(folder: Path) -> float:

@@ -266,3 +266,13 @@ def test_lock_ages_are_read_on_the_stores_clock_whatever_this_hosts_clock_says(t
     assert other.stale(holder)
     monkeypatch.setattr(locks.time, "time", real)
     fresh.release()
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf"])
+def test_a_bad_lock_timeout_is_one_line(monkeypatch, value):
+    from ambient_bench.engine.locks import lock_timeout
+    from ambient_bench.errors import UserError
+
+    monkeypatch.setenv("AMBIENT_BENCH_LOCK_TIMEOUT", value)
+    with pytest.raises(UserError, match="AMBIENT_BENCH_LOCK_TIMEOUT="):
+        lock_timeout()
