@@ -88,7 +88,7 @@ def test_a_frozen_holder_whose_stage_was_taken_over_writes_nothing_and_both_runs
     try:
         checkpoint = _wait_for(lambda: next(iter(runs.glob("train/*/checkpoint.pt")), None), 300, "a checkpoint")
         train = checkpoint.parent
-        holder_pid = _wait_for(lambda: json.loads((train / ".lock").read_text() or "{}").get("pid"), 30, "the lock")
+        holder_pid = _wait_for(lambda: (StageLock(train / ".lock").holder() or {}).get("pid"), 30, "the lock's holder")
         frozen = next(p for p in procs if p.pid == holder_pid)
         frozen.send_signal(signal.SIGSTOP)
         assert not (train / "DONE").exists(), "training finished before its holder was frozen"
