@@ -117,7 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ambient_bench.engine.runner import build_graph, check_data, check_requirements, execute, \
         standin_datasets
     from ambient_bench.engine.store import RunStore
-    from ambient_bench.results.collect import collect, export_figures, read_results, write_results
+    from ambient_bench.results.collect import collect, export_figures, unfinished_cells, read_results, write_results
     from ambient_bench.results.render import render_all
     from ambient_bench.results.report import write_report
 
@@ -185,6 +185,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                f"their cells are missing from the results; fix and re-run the same command to resume:")
         for stage, line in report["failed"].items():
             _print(f"  {stage}: {line}")
+        return 1
+    missing = unfinished_cells(suite, graph, store)
+    if missing:  # e.g. a stage taken over by another worker that has not finished it, or corrupted meanwhile
+        _print(f"error: {len(missing)} cells are missing from the results because a stage they need is not done: "
+               f"{'; '.join(missing)}; re-run the same command to finish them")
         return 1
     return 0
 

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+from ambient_bench import fencing
 from ambient_bench.errors import UserError
 
 TEMP_SUFFIX = ".tmp"
@@ -34,7 +35,8 @@ _UMASK = _read_umask()
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it into place (inside a stage,
+    only while this process still owns the stage: ``fencing.check()`` just before the rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
@@ -43,6 +45,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; a plain open() would honour the umask
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        fencing.check()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

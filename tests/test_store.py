@@ -45,6 +45,7 @@ def _hold(d, **holder):
     record = {"host": socket.gethostname(), "pid": os.getppid(), "started": time.time(), "heartbeat": time.time(),
               "token": "someone-else", **holder}
     (d / ".lock").write_text(json.dumps(record))
+    os.utime(d / ".lock", (record["heartbeat"], record["heartbeat"]))  # the heartbeat is the file's mtime
 
 
 def test_a_stage_held_by_a_live_process_is_refused(tmp_path):

@@ -25,6 +25,7 @@ from ambient_bench.engine.cells import Stage
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.store import JOB, RunStore
 from ambient_bench.errors import UserError
+from ambient_bench.fencing import LockLost
 
 SLURM_DIR = "_slurm"
 
@@ -141,9 +142,17 @@ def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, id
             work_beside_main(stage, store)
         distributed.barrier()
         return {}
-    with distributed.splitting() if stage.kind in SPLIT_KINDS else contextlib.nullcontext():
-        summary = store.execute(stage.kind, stage.key, stage.material, stage.runtime,
-                                lambda out: WORK[stage.kind](stage, out, ctx))
+    try:
+        with distributed.splitting() if stage.kind in SPLIT_KINDS else contextlib.nullcontext():
+            summary = store.execute(stage.kind, stage.key, stage.material, stage.runtime,
+                                    lambda out: WORK[stage.kind](stage, out, ctx))
+    except LockLost as err:  # this job was frozen (suspended) past the timeout and another worker took the stage
+        print(err, flush=True)
+        while store.state(stage.kind, stage.key) != "done" and store.holder(stage.kind, stage.key) is not None:
+            time.sleep(poll_seconds)
+        if store.state(stage.kind, stage.key) != "done":
+            raise
+        summary = store.summary(stage.kind, stage.key)  # done by the other worker: its result serves
     distributed.barrier()
     return summary
 

@@ -17,6 +17,7 @@ from ambient_bench.engine.store import RunStore, StageBusy
 from ambient_bench.config.schema import as_list, brief_label
 from ambient_bench.datasets import manifest
 from ambient_bench.errors import UserError
+from ambient_bench.fencing import LockLost
 from ambient_bench.registry import DATASETS, METHODS, METRICS
 from ambient_bench import distributed
 
@@ -229,7 +230,7 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     """
     if distributed.world_size() > 1:
         return _execute_ranks(graph, store, log)
-    began = time.time()
+    began = store.clock()  # failures stamped since (status.json's mtime) are this run's: not retried
     recompute_corrupt(graph, store, log)
     ctx = Context(store=store, log=log)
     pending = [s for s in graph.stages if store.state(s.kind, s.key) != "done"]
@@ -257,7 +258,7 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
                 continue
             if any(store.state(dep.kind, dep.key) != "done" for dep in stage.deps.values()):
                 continue  # not ready yet (another worker is on its inputs)
-            line = _failed_since(store.status(stage.kind, stage.key), began)
+            line = _failed_since(store, stage.kind, stage.key, began)
             if line is not None:  # failed in another worker
                 failed[ident] = line
                 pending.remove(stage)
@@ -273,6 +274,9 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
                               _announce(stage, resuming, log) or WORK[stage.kind](stage, out, ctx))
             except StageBusy:
                 continue  # taken by another worker between our look and our lock
+            except LockLost as err:  # we were frozen and another worker took the stage over: it is theirs
+                log(f"[{stage.kind} {stage.key[:16]}] {err}")
+                continue  # seen next as done elsewhere, or still held by the other worker
             except Exception as err:  # noqa: BLE001 — recorded, reported in one line, the rest goes on
                 if not keep_going:
                     raise
@@ -297,17 +301,25 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
             "failed": {f"{kind} {key[:16]}": line for (kind, key), line in failed.items()}}
 
 
-def _failed_since(status: dict[str, Any], began: float) -> str | None:
-    """The one-line reason of a stage that failed (in any worker) at or after ``began``, else None."""
-    if status.get("state") == "failed" and float(status.get("failed_at", 0)) >= began:
-        return status.get("line") or status.get("error", "failed")
-    return None
+def _failed_since(store: RunStore, kind: str, key: str, began: float) -> str | None:
+    """The one-line reason of a stage that failed (in any worker) at or after ``began`` (the store's clock),
+    else None. When it failed is read from status.json's mtime, stamped by the store's clock: the failing
+    host's own ``failed_at`` may be skewed (a value in the future would block every retry) or not a number."""
+    status = store.status(kind, key)
+    if status.get("state") != "failed":
+        return None
+    written = store.status_time(kind, key)
+    if written is None or written < began:
+        return None
+    line = status.get("line") or status.get("error", "failed")
+    return line if isinstance(line, str) else "failed"
 
 
 def failures_since(graph: Graph, store: RunStore, began: float) -> tuple[dict[str, str], int]:
-    """Stages that failed since ``began`` (any worker) → their one line; and how many stages are not
-    done because they read one."""
-    lines = {(s.kind, s.key): _failed_since(store.status(s.kind, s.key), began) for s in graph.stages
+    """Stages that failed since ``began`` (this machine's ``time.time()``; any worker) → their one line; and
+    how many stages are not done because they read one."""
+    began += store.clock() - time.time()  # on the store's clock, as status.json's mtime
+    lines = {(s.kind, s.key): _failed_since(store, s.kind, s.key, began) for s in graph.stages
              if store.state(s.kind, s.key) != "done"}
     failed = {ident: line for ident, line in lines.items() if line is not None}
     below = _descendants(graph, set(failed)) - set(failed)

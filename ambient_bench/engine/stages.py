@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ambient_bench import fileio
+from ambient_bench import fencing, fileio
 from ambient_bench.components import HIGH_QUALITY, Annotation, AnnotationContext, ImageSet, MixedData
 from ambient_bench.config.schema import as_list, spec_label
 from ambient_bench.data.images import model_to_uint8, uint8_to_model
@@ -359,6 +359,7 @@ def export_samples(samples: torch.Tensor, out: Path, form: str) -> None:
         folder = out / "images"
         folder.mkdir(exist_ok=True)
         for i, image in enumerate(samples.permute(0, 2, 3, 1).numpy()):
+            fencing.check()  # written in place, not through fileio: the stage must still be ours
             Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(folder / f"{i:06d}.png")
 
 

@@ -31,9 +31,9 @@ from typing import Any, Callable
 
 import torch
 
-from ambient_bench import fileio, records
+from ambient_bench import fencing, fileio, records
 from ambient_bench.engine.provenance import provenance
-from ambient_bench.engine.locks import StageLock, describe
+from ambient_bench.engine.locks import StageLock, describe, store_clock
 from ambient_bench.errors import UserError
 
 DONE, STATUS, SUMMARY, STAGE, LOCK = "DONE", "status.json", "summary.json", "stage.json", ".lock"
@@ -174,6 +174,7 @@ class RunStore:
 
     def _seal(self, d: Path, key: str) -> None:
         files = {p.relative_to(d).as_posix(): [p.stat().st_size, fileio.sha256_file(p)] for p in _outputs(d)}
+        fencing.check(fresh=True)  # hashing took a while: read the lock again; write_json checks once more
         fileio.write_json(d / DONE, {"key": key, "files": files})
         self._verified.add(d)
 
@@ -183,6 +184,11 @@ class RunStore:
 
         ``material`` (what the key hashes) and ``resolved`` (the full configuration the stage
         ran with, non-semantic knobs included) are stored in ``stage.json``.
+
+        The lock fences the work (``fencing``): every file written inside ``work``, the summary and the
+        done marker first check that this process still holds the lock; when another worker has taken it
+        over (this one was frozen past the timeout) ``LockLost`` is raised and nothing more is written
+        here, not even the status: the stage is the other worker's.
         """
         d = self.dir(kind, key)
         d.mkdir(parents=True, exist_ok=True)
@@ -192,45 +198,55 @@ class RunStore:
             raise StageBusy(f"stage {kind} {key[:16]} is being run by {describe(holder)} ({d}); "
                             f"wait for it to finish or stop it")
         try:
-            if self.state(kind, key) == "done":  # finished by another process while we waited
-                return self.summary(kind, key)
-            fileio.remove_orphan_temps(d)  # left by a killed writer; we hold the lock
-            fileio.write_json(d / STAGE, {"kind": kind, "key": key, "reads": material, "resolved": resolved})
-            started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            self._status(d, "running", started=started)
-            clock = time.perf_counter()
-            handler = _stage_log(d)
-            self._attempt(d, "start")
+            with fencing.fenced(lock.check):
+                return self._run(d, kind, key, material, resolved, work, lock)
+        finally:
+            lock.release()
+
+    def _run(self, d: Path, kind: str, key: str, material: dict[str, Any], resolved: dict[str, Any],
+             work: Callable[[Path], dict[str, Any]], lock: StageLock) -> dict[str, Any]:
+        if self.state(kind, key) == "done":  # finished by another process while we waited
+            return self.summary(kind, key)
+        fileio.remove_orphan_temps(d)  # left by a killed writer; we hold the lock
+        fileio.write_json(d / STAGE, {"kind": kind, "key": key, "reads": material, "resolved": resolved})
+        started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self._status(d, "running", started=started)
+        clock = time.perf_counter()
+        handler = _stage_log(d)
+        try:
+            self._attempt(d, "start", lock)
             try:
                 summary = work(d)
             except KeyboardInterrupt:
-                self._status(d, "interrupted", started=started)
-                self._attempt(d, "interrupted")
+                if lock.owned():
+                    self._status(d, "interrupted", started=started)
+                    self._attempt(d, "interrupted", lock)
                 raise
             except BaseException as err:
+                lock.check(fresh=True)  # a holder presumed dead records nothing (its failure may be the take-over)
                 line = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 STAGE_LOG.info(f"{kind} {key[:16]} failed: {type(err).__name__}: {line}")
                 self._status(d, "failed", started=started, error=f"{type(err).__name__}: {err}", line=line,
                              failed_at=time.time(), traceback=traceback.format_exc())
-                self._attempt(d, "failed")
+                self._attempt(d, "failed", lock)
                 raise
             fileio.write_json(d / SUMMARY, summary)
-            self._seal(d, key)
+            self._seal(d, key)  # the commit: DONE renamed into place last, right after the fence is checked
             self._status(d, "done", started=started, wall_seconds=round(time.perf_counter() - clock, 3),
                          provenance=provenance())
-            self._attempt(d, "done")
+            self._attempt(d, "done", lock)
             STAGE_LOG.info(f"{kind} {key[:16]} done in {time.perf_counter() - clock:.1f} s")
             return summary
         finally:
-            if "handler" in locals():
-                STAGE_LOG.removeHandler(handler)
-                handler.close()
-            lock.release()
+            STAGE_LOG.removeHandler(handler)
+            handler.close()
 
     @staticmethod
-    def _attempt(d: Path, event: str) -> None:
+    def _attempt(d: Path, event: str, lock: StageLock) -> None:
+        lock.check()
         with open(d / ATTEMPTS, "a", encoding="utf-8") as f:  # appends of one short line do not interleave
-            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {event} {socket.gethostname()} {os.getpid()}\n")
+            f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {event} {socket.gethostname()} {os.getpid()} "
+                    f"generation {lock.generation}\n")
 
     def status(self, kind: str, key: str) -> dict[str, Any]:
         """The stage's status.json ({} when there is none or it cannot be read)."""
@@ -239,6 +255,18 @@ class RunStore:
         except (OSError, ValueError):
             return {}
         return status if isinstance(status, dict) else {}
+
+    def status_time(self, kind: str, key: str) -> float | None:
+        """When status.json was last written, on the store's clock (its mtime); None when there is none."""
+        try:
+            return (self.dir(kind, key) / STATUS).stat().st_mtime
+        except OSError:
+            return None
+
+    def clock(self) -> float:
+        """Now on the store's clock (the one stamping its files' mtimes; another host's may be skewed)."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return store_clock(self.root)
 
     def holder(self, kind: str, key: str) -> dict[str, Any] | None:
         """Who holds the stage's lock now, if a live process does."""

@@ -38,8 +38,21 @@ def _flat_row(config: dict[str, Any]) -> dict[str, Any]:
     return {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in flatten(config).items()}
 
 
+def unfinished_cells(suite: Suite, graph: Graph, store: RunStore) -> list[str]:
+    """One entry per cell that ``collect`` leaves out: its label and its first stage that is not done (with the
+    stage's state), so a run never drops a cell from results.csv without naming it."""
+    missing = []
+    for cell, stages in zip(suite.cells, graph.cells):
+        states = [(s, store.state(s.kind, s.key)) for s in stages.values()]
+        undone = [(s, state) for s, state in states if state != "done"]
+        if undone:
+            stage, state = undone[0]
+            missing.append(f"{cell.label} (stage {stage.kind} {stage.key[:16]} is {state})")
+    return missing
+
+
 def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
-    """Rows for every cell whose stages are done (unfinished cells are left out)."""
+    """Rows for every cell whose stages are done (unfinished cells are left out: ``unfinished_cells``)."""
     flat = [_flat_row({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]
     config_columns = list(dict.fromkeys(k for f in flat for k in f))
     rows, scored = [], []

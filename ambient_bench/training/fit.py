@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable
 
 import torch
 
-from ambient_bench import distributed, fileio
+from ambient_bench import distributed, fencing, fileio
 from ambient_bench.progress import bar
 from ambient_bench.training.curves import Curves
 from ambient_bench.training.stream import AdmissibleStream
@@ -196,6 +196,7 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
             if item.detail is not None:
                 curves.add(*item.detail)
             if step % cfg["log_every"] == 0 or step == total:
+                fencing.check()  # a holder presumed dead (frozen, its lock taken over) logs nothing more
                 now = time.perf_counter()
                 stats = {"step": step, "kimg": step * batch / 1000,
                          "loss": distributed.mean_over_ranks(loss.item()), "lr": lr,
@@ -211,6 +212,7 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
                 progress.set_postfix(loss=f"{stats['loss']:.3f}")
             checkpoint = step % ckpt_every == 0 or step == total or step == stop_at_step
             if step in snapshots or checkpoint:
+                fencing.check(fresh=True)  # still this stage's owner: the checkpoint would overwrite a successor's
                 check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
             if step in snapshots and main and save_snapshot is not None:
                 save_snapshot(step)
