@@ -233,7 +233,8 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     the next stage whose inputs are done and that no live process holds, waits only when nothing
     is ready, and returns when every stage is done or cannot run. A stage that raises is recorded
     as failed (its status.json keeps the traceback, so every worker sees it); with ``keep_going``
-    every stage that does not read it still runs, otherwise the error is raised.
+    every stage that does not read it still runs, otherwise no further stage starts; either way the
+    failure is returned as one line, never raised.
 
     ``on_stage(event, kind, key)`` hears each ``start``, ``done``, ``failed``, ``blocked`` and ``elsewhere``
     (done by another worker): the suite-level progress line (``progress.SuiteProgress``).
@@ -253,7 +254,7 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     blocked: set[tuple[str, str]] = set()
     ran, waiting_since = 0, None
     tell = on_stage or (lambda event, kind, key: None)
-    while pending:
+    while pending and (keep_going or not failed):  # --fail-fast: nothing more starts after a failure
         progressed = False
         for stage in list(pending):
             ident = (stage.kind, stage.key)
@@ -288,8 +289,6 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
             except StageBusy:
                 continue  # taken by another worker between our look and our lock
             except Exception as err:  # noqa: BLE001 — recorded, reported in one line, the rest goes on
-                if not keep_going:
-                    raise
                 failed[ident] = _failure_line(err)
                 tell("failed", *ident)
                 log(f"      FAILED: {failed[ident]} (details: {store.dir(stage.kind, stage.key) / 'status.json'})")
