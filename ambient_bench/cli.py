@@ -359,7 +359,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     results_dir = _stored_results(args, suite)
     if not args.check:
         _require_writable(results_dir, "--results" if args.results else "results folder")
-    paths = render_all(read_results(results_dir), suite.tables, results_dir, check=args.check)
+    paths = render_all(read_results(results_dir, args.suite), suite.tables, results_dir,
+                       check=args.check)
     if args.check:
         stale = [p for p in paths if isinstance(p, Path)]
         if stale:
@@ -381,7 +382,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
                f"in {store.root}/ (their samples and curves would be lost); with the run store, `python -m "
                f"ambient_bench report {args.suite} --runs DIR` rewrites it")
         return 0
-    page = write_report(suite, graph, store, results_dir, read_results(results_dir))
+    page = write_report(suite, graph, store, results_dir, read_results(results_dir, args.suite))
     _print("wrote " + ", ".join(map(str, [*paths, page])))
     return 0
 
@@ -395,7 +396,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     suite = _load(args)
     results_dir = _stored_results(args, suite)
     _require_writable(results_dir, "--results" if args.results else "results folder")
-    page = write_report(suite, build_graph(suite), RunStore(_runs(args)), results_dir, read_results(results_dir))
+    page = write_report(suite, build_graph(suite), RunStore(_runs(args)), results_dir,
+                        read_results(results_dir, args.suite))
     _print(f"wrote {page} (open it in a browser; images in {page.parent / 'report'}/)")
     return 0
 

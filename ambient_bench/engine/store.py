@@ -132,6 +132,15 @@ class RunStore:
         """Remove a stage's outputs so that it runs from scratch (a corrupt stage, or one that read one),
         under its lock; False when another live worker holds it (and so is already on it)."""
         d = self.dir(kind, key)
+        if d.is_symlink():  # a stage folder linked from elsewhere: the link goes; its target, outside, is left
+            lock, held = StageLock(Path(os.path.realpath(d)) / LOCK), d.exists()
+            if held and not lock.acquire():
+                return False
+            d.unlink()
+            if held:
+                lock.release()
+            self._verified.discard(d)
+            return True
         if not d.exists():
             return True
         lock = StageLock(d / LOCK)
