@@ -282,9 +282,13 @@ def _shape_problem(frame: pd.DataFrame) -> str | None:
         return f"no column {', '.join(missing)}"
     if not len(frame):
         return "no rows"
+    if frame[["suite", "cell", "quantity"]].isna().any(axis=None):
+        return "a row without its suite, cell or quantity"
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas' reading of rows longer than the header
+        return "a row has more fields than the header"
     numbers = pd.to_numeric(frame["value"], errors="coerce")
-    bad = frame["value"][numbers.isna() & frame["value"].notna()]
-    return f"value {bad.iloc[0]!r} in row {bad.index[0] + 2} is not a number" if len(bad) else None
+    bad = np.flatnonzero(numbers.isna() & frame["value"].notna())
+    return f"value {frame['value'].iloc[bad[0]]!r} in line {bad[0] + 2} is not a number" if len(bad) else None
 
 
 def read_results(results_dir: Path, suite_file: str | Path | None = None) -> pd.DataFrame:
