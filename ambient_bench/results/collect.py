@@ -282,8 +282,6 @@ def _shape_problem(frame: pd.DataFrame) -> str | None:
         return f"no column {', '.join(missing)}"
     if not len(frame):
         return "no rows"
-    if frame[["suite", "cell", "quantity"]].isna().any(axis=None):
-        return "a row without its suite, cell or quantity"
     if not isinstance(frame.index, pd.RangeIndex):  # pandas' reading of rows longer than the header
         return "a row has more fields than the header"
     numbers = pd.to_numeric(frame["value"], errors="coerce")
