@@ -671,8 +671,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _interrupted()
         if _debugging():
             raise
-        text = str(err).strip()
-        print(f"error: {type(err).__name__}" + (f": {text.splitlines()[0]}" if text else "")
+        from ambient_bench.fileio import error_line
+
+        text = error_line(err)
+        print(f"error: {type(err).__name__}" + (f": {text}" if text else "")
               + " (run with --debug for the traceback)", file=sys.stderr, flush=True)
         return 1
 

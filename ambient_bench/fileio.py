@@ -122,6 +122,15 @@ def torch_load(path: Path, what: str = "stored file", fix: str = STORED_FIX) -> 
         raise UserError(f"{what} {path} is refused: {refusal(err)}; {fix}") from None
 
 
+def error_line(err: BaseException) -> str:
+    """The first line of an error's message; a refusal of torch's safe loader raised where a library called
+    ``torch.load`` itself is said in our words (torch's first line advises ``weights_only=False``)."""
+    text = str(err).strip()
+    if "weights_only" in text:
+        return "torch's safe loader refused a file: " + refusal(err)
+    return text.splitlines()[0] if text else ""
+
+
 def refusal(err: BaseException) -> str:
     """Why torch's safe loader (``weights_only``) refused a file, without torch's advice to load it unsafely."""
     text = str(err)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ambient_bench import fileio
 from ambient_bench.config.suite import Suite
 from ambient_bench.engine.cells import Stage, cell_stages
 from ambient_bench.engine.stages import WORK, Context
@@ -216,7 +217,7 @@ def recompute_corrupt(graph: Graph, store: RunStore, log: Callable[[str], None])
 
 
 def _failure_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = fileio.error_line(err)
     return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}"
 
 

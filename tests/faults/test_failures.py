@@ -191,6 +191,13 @@ def test_weights_refusals_carry_no_unsafe_advice(tmp_path):
             fileio.torch_load(tmp_path / name)  # a file of the run store
     with pytest.raises(UserError, match=r"asks for posix\.system|asks for nt\.system"):
         fileio.torch_load(tmp_path / "planted.pt")
+    try:  # a library's own torch.load (piq's CLIP fallback): the failed stage's line is ours, not torch's advice
+        torch.load(tmp_path / "planted.pt", weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        from ambient_bench.engine.runner import _failure_line
+
+        line = _failure_line(err)
+        assert "weights_only" not in line and "safe loader refused a file" in line and "system" in line, line
 
 
 def test_discarding_a_linked_stage_folder_leaves_no_link(tmp_path):
