@@ -1,7 +1,8 @@
 """Command line: ``python -m ambient_bench {run,plan,status,list,tables,report,show,standins,index,completion} ...``.
 
 Bad input (a typo in a suite, an unknown component, a missing file) prints one line
-``error: ...`` and exits with code 2 before anything is written. Ctrl-C exits 130 and a closed pipe
+``error: ...`` and exits with code 2 before anything is written; any other error prints one line too and exits 1
+(``--debug`` or ``AMBIENT_BENCH_DEBUG=1``: its whole traceback). Ctrl-C exits 130 and a closed pipe
 (``list | head``) 141, in one line or none, never a traceback.
 
 Startup imports nothing heavy: each command imports what it needs (torch comes with the component
@@ -181,8 +182,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         if path.suffix == ".md" and path.name != "figures.md":
             _print("\n" + path.read_text(encoding="utf-8"))
     if report["failed"]:
-        _print(f"{len(report['failed'])} stages failed ({report['blocked']} more not run because they read one); "
-               f"their cells are missing from the results; fix and re-run the same command to resume:")
+        unstarted = sum(store.state(s.kind, s.key) != "done" for s in graph.stages) - len(report["failed"]) \
+            - report["blocked"]
+        _print(f"{len(report['failed'])} stages failed ({report['blocked']} more not run because they read one"
+               + (f", {unstarted} not started after it: --fail-fast" if args.fail_fast and unstarted > 0 else "")
+               + "); their cells are missing from the results; fix and re-run the same command to resume:")
         for stage, line in report["failed"].items():
             _print(f"  {stage}: {line}")
         return 1
@@ -257,7 +261,8 @@ def _run_workers(args: argparse.Namespace, graph, store) -> dict:
                "--profile", args.profile, "--worker", *(["--fail-fast"] if args.fail_fast else [])]
     procs = []
     for i in range(args.workers):
-        env = {**os.environ, "AMBIENT_BENCH_THREADS": str(threads), "AMBIENT_BENCH_WORKER": str(i)}
+        env = {**os.environ, "AMBIENT_BENCH_THREADS": str(threads), "AMBIENT_BENCH_WORKER": str(i),
+               **({"AMBIENT_BENCH_DEBUG": "1"} if _DEBUG else {})}
         if len(gpus) > 1:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
         procs.append(subprocess.Popen(command, env=env))
@@ -363,7 +368,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
     results_dir = _stored_results(args, suite)
     if not args.check:
         _require_writable(results_dir, "--results" if args.results else "results folder")
-    paths = render_all(read_results(results_dir), suite.tables, results_dir, check=args.check)
+    paths = render_all(read_results(results_dir, args.suite), suite.tables, results_dir,
+                       check=args.check)
     if args.check:
         stale = [p for p in paths if isinstance(p, Path)]
         if stale:
@@ -385,7 +391,7 @@ def cmd_tables(args: argparse.Namespace) -> int:
                f"in {store.root}/ (their samples and curves would be lost); with the run store, `python -m "
                f"ambient_bench report {args.suite} --runs DIR` rewrites it")
         return 0
-    page = write_report(suite, graph, store, results_dir, read_results(results_dir))
+    page = write_report(suite, graph, store, results_dir, read_results(results_dir, args.suite))
     _print("wrote " + ", ".join(map(str, [*paths, page])))
     return 0
 
@@ -399,7 +405,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     suite = _load(args)
     results_dir = _stored_results(args, suite)
     _require_writable(results_dir, "--results" if args.results else "results folder")
-    page = write_report(suite, build_graph(suite), RunStore(_runs(args)), results_dir, read_results(results_dir))
+    page = write_report(suite, build_graph(suite), RunStore(_runs(args)), results_dir,
+                        read_results(results_dir, args.suite))
     _print(f"wrote {page} (open it in a browser; images in {page.parent / 'report'}/)")
     return 0
 
@@ -542,6 +549,9 @@ def build_parser(prog: str = "python -m ambient_bench") -> argparse.ArgumentPars
     parser = argparse.ArgumentParser(prog=prog,
                                      description="Benchmark harness for diffusion models trained on bad data.")
     parser.add_argument("--version", action="version", version=f"ambient_bench {__version__}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an unexpected error, print the whole traceback (as with AMBIENT_BENCH_DEBUG=1) "
+                             "instead of one line")
     parser.add_argument("--offline", action="store_true",
                         help="never touch the network: pretrained weights must already be cached (as with "
                              "AMBIENT_BENCH_OFFLINE=1 or HF_HUB_OFFLINE=1)")
@@ -637,6 +647,8 @@ def build_parser(prog: str = "python -m ambient_bench") -> argparse.ArgumentPars
                                           "`python -m ambient_bench completion bash > "
                                           "~/.local/share/bash-completion/completions/ambient-bench`")
     p.add_argument("shell", choices=SHELLS)
+    for command in sub.choices.values():  # `run suite.yaml --debug` as well as `--debug run suite.yaml`
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -651,7 +663,8 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The command line; Ctrl-C → 130 with one line, a closed stdout pipe → 141 silently."""
+    """The command line; Ctrl-C → 130 with one line, a closed stdout pipe → 141 silently, bad input → 2 in one
+    line, any other error → 1 in one line (its traceback with --debug or AMBIENT_BENCH_DEBUG=1)."""
     try:
         return _main(argv)
     except KeyboardInterrupt:
@@ -665,7 +678,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as err:
         if _caused_by_interrupt(err):  # Ctrl-C inside an import: numpy re-raises it as an ImportError
             return _interrupted()
-        raise
+        if _debugging():
+            raise
+        from ambient_bench.fileio import error_line
+
+        text = error_line(err)
+        print(f"error: {type(err).__name__}" + (f": {text}" if text else "")
+              + " (run with --debug for the traceback)", file=sys.stderr, flush=True)
+        return 1
+
+
+_DEBUG = False  # set by --debug
+
+
+def _debugging() -> bool:
+    """Tracebacks for errors nobody anticipated: with --debug or AMBIENT_BENCH_DEBUG=1, else one line."""
+    return _DEBUG or os.environ.get("AMBIENT_BENCH_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _interrupted() -> int:
@@ -691,6 +719,8 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if extra:
         args.overrides = [*args.overrides, *extra]
+    global _DEBUG
+    _DEBUG = bool(getattr(args, "debug", False))
     if args.offline:  # before any hub library reads its environment
         os.environ["AMBIENT_BENCH_OFFLINE"] = os.environ["HF_HUB_OFFLINE"] = "1"
     retain_freed_memory()  # CPU forward passes would otherwise page-fault their activations in each time

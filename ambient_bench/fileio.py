@@ -14,6 +14,7 @@ import io
 import json
 import os
 import pickle
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -102,9 +103,14 @@ def _numpy_array_globals() -> list[Any]:
 
 
 
-def torch_load(path: Path, what: str = "stored file") -> Any:
-    """A ``.pt`` we wrote (or a weights file a user named): tensors and plain containers only, never
-    code. A file that is not one (truncated, or a pickle asking for anything else) is a UserError
+STORED_FIX = "delete it (a stage recomputes it)"
+WEIGHTS_FIX = ("replace it with the right file (a default weights file: delete it, then `python -m ambient_bench "
+               "weights fetch`)")
+
+
+def torch_load(path: Path, what: str = "stored file", fix: str = STORED_FIX) -> Any:
+    """A ``.pt`` we wrote (or a weights file a user named: ``fix`` = WEIGHTS_FIX): tensors and plain containers
+    only, never code. A file that is not one (truncated, or a pickle asking for anything else) is a UserError
     naming it."""
     import torch
 
@@ -112,10 +118,31 @@ def torch_load(path: Path, what: str = "stored file") -> Any:
         with torch.serialization.safe_globals(_numpy_array_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise UserError(f"{what} {path} is missing; delete its stage folder (or re-run) to recompute it") from None
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
-            reason = "it asks to load objects other than tensors and plain data, so it is not loaded"
-        raise UserError(f"{what} {path} cannot be read safely ({reason[:200]}); "
-                        f"delete it (a stage recomputes it) or replace it with a genuine file") from None
+        raise UserError(f"{what} {path} is missing; " + ("delete its stage folder (or re-run) to recompute it"
+                                                         if fix == STORED_FIX else fix)) from None
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, IndexError, KeyError, TypeError,
+            AttributeError) as err:  # what a cut-short or garbled pickle raises, besides the refusals
+        raise UserError(f"{what} {path} is refused: {refusal(err)}; {fix}") from None
+
+
+def error_line(err: BaseException) -> str:
+    """The first line of an error's message; a refusal of torch's safe loader raised where a library called
+    ``torch.load`` itself is said in our words (torch's first line advises ``weights_only=False``)."""
+    text = str(err).strip()
+    if "weights_only" in text:
+        return "torch's safe loader refused a file: " + refusal(err)
+    return text.splitlines()[0] if text else ""
+
+
+def refusal(err: BaseException) -> str:
+    """Why torch's safe loader (``weights_only``) refused a file, without torch's advice to load it unsafely."""
+    text = str(err)
+    code = re.search(r"GLOBAL ([\w.]+)", text)
+    if code:
+        return (f"it is a pickle that asks for {code.group(1)}, code rather than tensors and plain data, "
+                f"and pickles that carry code are never loaded")
+    if "weights_only" in text or "Unsupported operand" in text:
+        return ("it is not a file of tensors and plain data (torch's safe loader, which never runs a pickle's code, "
+                "cannot read it)")
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return f"it cannot be read ({first[:200]})"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 import os
+import pickle
 import warnings
 from collections.abc import Callable
 from urllib.error import URLError
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ambient_bench import distributed, weights
+from ambient_bench import distributed, fileio, weights
 from ambient_bench.errors import UserError
 from ambient_bench.params import suggest
 
@@ -137,9 +138,10 @@ class PiqClipIqa(_ClipIqa):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # torch.jit deprecation notices inside piq
                 self.model = piq.CLIPIQA(data_range=1.0).to(device).eval()
-        except (URLError, RuntimeError, EOFError) as err:
-            raise UserError(f"clip_iqa: could not load piq's CLIP files from {directory} "
-                            f"({type(err).__name__}: {err}); re-download them".replace("\n", " ")) from err
+        except (URLError, RuntimeError, EOFError, pickle.UnpicklingError) as err:  # piq falls back to torch.load
+            raise UserError(f"clip_iqa: could not load piq's CLIP files from {directory} ({type(err).__name__}: "
+                            f"{fileio.error_line(err)}); re-download them (delete them, then `python -m "
+                            f"ambient_bench weights fetch clip_rn50 clip_iqa_tokens`)") from err
 
 
 class PyiqaClipIqa(_ClipIqa):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ambient_bench import fileio
 from ambient_bench.config.suite import Suite
 from ambient_bench.engine.cells import Stage, cell_stages
 from ambient_bench.engine.stages import WORK, Context
@@ -203,7 +204,7 @@ def recompute_corrupt(graph: Graph, store: RunStore, log: Callable[[str], None])
 
 
 def _failure_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = fileio.error_line(err)
     return text if isinstance(err, UserError) else f"{type(err).__name__}: {text}"
 
 
@@ -220,7 +221,8 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     the next stage whose inputs are done and that no live process holds, waits only when nothing
     is ready, and returns when every stage is done or cannot run. A stage that raises is recorded
     as failed (its status.json keeps the traceback, so every worker sees it); with ``keep_going``
-    every stage that does not read it still runs, otherwise the error is raised.
+    every stage that does not read it still runs, otherwise no further stage starts; either way the
+    failure is returned as one line, never raised.
 
     ``on_stage(event, kind, key)`` hears each ``start``, ``done``, ``failed``, ``blocked`` and ``elsewhere``
     (done by another worker): the suite-level progress line (``progress.SuiteProgress``).
@@ -240,7 +242,7 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
     blocked: set[tuple[str, str]] = set()
     ran, waiting_since = 0, None
     tell = on_stage or (lambda event, kind, key: None)
-    while pending:
+    while pending and (keep_going or not failed):  # --fail-fast: nothing more starts after a failure
         progressed = False
         for stage in list(pending):
             ident = (stage.kind, stage.key)
@@ -278,8 +280,6 @@ def execute(graph: Graph, store: RunStore, log: Callable[[str], None] = print,
                 log(f"[{stage.kind} {stage.key[:16]}] {err}")
                 continue  # seen next as done elsewhere, or still held by the other worker
             except Exception as err:  # noqa: BLE001 — recorded, reported in one line, the rest goes on
-                if not keep_going:
-                    raise
                 failed[ident] = _failure_line(err)
                 tell("failed", *ident)
                 log(f"      FAILED: {failed[ident]} (details: {store.dir(stage.kind, stage.key) / 'status.json'})")

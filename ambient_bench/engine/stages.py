@@ -6,6 +6,7 @@ stages a suite cell needs.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -280,6 +281,22 @@ def run_train(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
             "duration_kimg": stage.runtime["train"]["duration_kimg"], "num_train_images": len(data["index"])}
 
 
+def _last_training_loss(train_dir: Path) -> str:
+    """What a network that samples NaN ended its training at, from its stats.jsonl: a run diverging within its
+    last steps leaves finite but huge weights (lr 1e5 on a 2-step run: loss 9e13, no step non-finite)."""
+    last = None
+    with contextlib.suppress(OSError):
+        for line in (train_dir / "stats.jsonl").read_text(errors="replace").splitlines():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                entry = json.loads(line)
+                last = entry if "loss" in entry else last
+    if last is None:
+        return f" (see its training's {train_dir / 'stats.jsonl'})"
+    lr = last.get("lr")
+    return (f"; its training ended at loss {float(last['loss']):.3g} (step {last.get('step')}"
+            + (f", train.lr {lr:g}" if isinstance(lr, (int, float)) else "") + f"; {train_dir / 'stats.jsonl'})")
+
+
 def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
     from ambient_bench.diffusion.guidance import guided
     from ambient_bench.diffusion.sampler import fixed_mask_denoiser, heun_sample
@@ -321,8 +338,8 @@ def run_sample(stage: Stage, out: Path, ctx: Context) -> dict[str, Any]:
         x = heun_sample(denoiser, latents.to(device), cfg["steps"], cfg["sigma_min"], cfg["sigma_max"], cfg["rho"])
         if not bool(torch.isfinite(x).all()):  # uint8 conversion would turn NaN into plausible pixels
             first = seeds[int(torch.nonzero(~torch.isfinite(x.flatten(1)).all(dim=1))[0])]
-            raise SamplingFailed(f"sample {first} has non-finite pixels: the network outputs NaN or inf "
-                                 f"(see its training's stats.jsonl); no metric is computed on it")
+            raise SamplingFailed(f"sample {first} has non-finite pixels: the network outputs NaN or inf"
+                                 f"{_last_training_loss(ctx.dir(stage.deps['train']))}; no metric is computed on it")
         progress.update(1)
         return to_pixels(x) if to_pixels is not None else model_to_uint8(x.cpu())
 

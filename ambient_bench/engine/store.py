@@ -79,7 +79,14 @@ class RunStore:
         self._verified: set[Path] = set()  # stage folders whose hashes matched in this process
 
     def dir(self, kind: str, key: str) -> Path:
-        return self.root / kind / key[:16]
+        d = self.root / kind / key[:16]
+        if not d.is_dir():  # missing, or something replaced it (checked here, as the paths below would fail)
+            for path in (d, d.parent, self.root):
+                if os.path.lexists(path) and not path.is_dir():
+                    what = "a link to nothing" if path.is_symlink() and not path.exists() else "a file"
+                    raise UserError(f"{path} is {what}, not a folder of the run store; move it away or delete "
+                                    f"it (`rm {path}`) and re-run: what it held is recomputed")
+        return d
 
     def _marker(self, d: Path, key: str) -> dict[str, Any] | None:
         """The done marker's record; None when there is none; {"problem": ...} when it cannot vouch for the
@@ -144,6 +151,15 @@ class RunStore:
         """Remove a stage's outputs so that it runs from scratch (a corrupt stage, or one that read one),
         under its lock; False when another live worker holds it (and so is already on it)."""
         d = self.dir(kind, key)
+        if d.is_symlink():  # a stage folder linked from elsewhere: the link goes; its target, outside, is left
+            lock, held = StageLock(Path(os.path.realpath(d)) / LOCK), d.exists()
+            if held and not lock.acquire():
+                return False
+            d.unlink()
+            if held:
+                lock.release()
+            self._verified.discard(d)
+            return True
         if not d.exists():
             return True
         lock = StageLock(d / LOCK)

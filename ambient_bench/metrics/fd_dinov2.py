@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ambient_bench import weights
+from ambient_bench import fileio, weights
 from ambient_bench.components import ImageSet, Metric
 from ambient_bench.metrics import features
 from ambient_bench.params import Param
@@ -163,7 +163,7 @@ class DinoV2EDM2Extractor(features.Extractor):
                  dinov2_arch: str | None = None, **kwargs: Any) -> None:
         super().__init__(name, features_list)
         path = require_weights(feature_extractor_weights_path, dinov2_arch or PAPER_ARCH)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = fileio.torch_load(path, what="DINOv2 weights file", fix=fileio.WEIGHTS_FIX)
         arch = arch_of(state)
         if dinov2_arch is not None and arch != dinov2_arch:
             raise ValueError(f"{path} holds a DINOv2 {arch} checkpoint, expected {dinov2_arch}")

@@ -73,7 +73,7 @@ def require_safe_weights(path: Path) -> Path:
 def _check_safe(path: str, size: int, mtime_ns: int, ctime_ns: int, inode: int) -> None:
     from ambient_bench import fileio
 
-    fileio.torch_load(Path(path), what="weights file")
+    fileio.torch_load(Path(path), what="weights file", fix=fileio.WEIGHTS_FIX)
 
 
 _LAST: dict[tuple, np.ndarray] = {}  # the last extraction: FID and KID of one sample set share it

@@ -23,6 +23,7 @@ from ambient_bench.engine.cells import metric_samples
 from ambient_bench.engine.runner import Graph
 from ambient_bench.engine.stages import PER_SAMPLE
 from ambient_bench.engine.store import RunStore
+from ambient_bench.errors import UserError
 from ambient_bench.registry import DATASETS, METHODS, METRICS
 
 PROTOCOL = ("dataset", "dataset_hash", "clean_fraction", "num_samples", "sampler", "checkpoint",
@@ -287,8 +288,34 @@ def write_results(df: pd.DataFrame, results_dir: Path) -> Path:
     return path
 
 
-def read_results(results_dir: Path) -> pd.DataFrame:
-    return pd.read_csv(Path(results_dir) / "results.csv")
+def _shape_problem(frame: pd.DataFrame) -> str | None:
+    """What a parsed results.csv lacks of the shape ``write_results`` gives it, or None."""
+    missing = [c for c in ("suite", "cell", "quantity", "value") if c not in frame.columns]
+    if missing:
+        return f"no column {', '.join(missing)}"
+    if not len(frame):
+        return "no rows"
+    if not isinstance(frame.index, pd.RangeIndex):  # pandas' reading of rows longer than the header
+        return "a row has more fields than the header"
+    numbers = pd.to_numeric(frame["value"], errors="coerce")
+    bad = np.flatnonzero(numbers.isna() & frame["value"].notna())
+    return f"value {frame['value'].iloc[bad[0]]!r} in line {bad[0] + 2} is not a number" if len(bad) else None
+
+
+def read_results(results_dir: Path, suite_file: str | Path | None = None) -> pd.DataFrame:
+    """A results.csv that ``write_results`` wrote; one that is empty or garbled is a UserError naming it and
+    how to write it again (``suite_file``: the suite to name in that command)."""
+    path = Path(results_dir) / "results.csv"
+    try:
+        frame = pd.read_csv(path)
+        problem = _shape_problem(frame)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if problem is None:
+        return frame
+    raise UserError(f"{path} is empty or garbled ({problem}); write it again with `python -m ambient_bench run "
+                    f"{suite_file or 'SUITE.yaml'}` (stages already done are reused: it only rewrites the results "
+                    f"from the run store), or restore it from version control")
 
 
 def export_figures(suite: Suite, graph: Graph, store: RunStore, results_dir: Path) -> Path | None:

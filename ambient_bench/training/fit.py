@@ -79,10 +79,10 @@ def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.
                    scaler: torch.amp.GradScaler | None = None) -> tuple[float, torch.Tensor, torch.Tensor | None]:
     """One update: learning rate, optional clipping, EMA (``ema_update(net, steps taken)`` when given, e.g. the
     power-function EMA; the half-life EMA otherwise); returns the lr, the loss and the gradient norm (before
-    clipping; a tensor, read only when logged). ``scaler``: fp16's loss
-    scaling, which skips a step whose scaled gradient overflowed and lowers the scale. Otherwise a non-finite
-    gradient stops
-    training (TrainingDiverged): zeroing it, as EDM does, would hide a diverged run behind finite numbers."""
+    clipping; a tensor, read only when logged). ``scaler``: fp16's loss scaling, which skips a step whose scaled
+    gradient overflowed and lowers the scale. Otherwise a non-finite loss or gradient norm stops training
+    (TrainingDiverged, naming what diverged): zeroing it, as EDM does, would hide a diverged run behind finite
+    numbers."""
     lr = learning_rate(cfg, step * cfg["batch"])
     for group in opt.param_groups:
         group["lr"] = lr
@@ -95,12 +95,11 @@ def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.
         total = part.detach() if total is None else total + part.detach()
     if scaler is not None:
         scaler.unscale_(opt)
-    grads = [p.grad for p in net.parameters() if p.grad is not None]
-    norms = torch.stack(torch._foreach_norm(grads)) if grads else None
-    if scaler is None and norms is not None and not bool(torch.isfinite(norms).all()):
-        name = next(n for n, p in net.named_parameters() if p.grad is not None and not p.grad.isfinite().all())
-        raise TrainingDiverged(f"training diverged at step {step}: the gradient of {name} is not finite "
-                               f"(lr {lr:g}); lower train.lr or set train.grad_clip")
+    named = [(n, p.grad) for n, p in net.named_parameters() if p.grad is not None]
+    norms = torch.stack(torch._foreach_norm([g for _, g in named])) if named else None
+    total_norm = None if norms is None else norms.norm()
+    if scaler is None and norms is not None and not bool(torch.isfinite(total_norm) & torch.isfinite(total).all()):
+        raise TrainingDiverged(divergence(net, named, norms, total, step, lr))
     if cfg["grad_clip"] is not None:
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
     if scaler is not None:
@@ -112,7 +111,29 @@ def optimizer_step(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.
         ema_update(net, step + 1)
     else:
         update_ema(ema, net, ema_beta(cfg, (step + 1) * cfg["batch"]))
-    return lr, total, None if norms is None else norms.norm()
+    return lr, total, total_norm
+
+
+def divergence(net: torch.nn.Module, named: list[tuple[str, torch.Tensor]], norms: torch.Tensor,
+               loss: torch.Tensor, step: int, lr: float) -> str:
+    """The one-line reason of a step whose loss or gradient norm is not finite: the first of a weight that
+    an earlier update made non-finite, the loss, a gradient with a non-finite entry, a parameter whose
+    gradient norm overflowed (every entry finite, the sum of squares past float32's range), the total norm."""
+    where, fix = f"training diverged at step {step}", f"(lr {lr:g}); lower train.lr or set train.grad_clip"
+    for name, weight in net.named_parameters():
+        if not bool(torch.isfinite(weight).all()):
+            return f"{where}: weight {name} is not finite after the previous update {fix}"
+    if not bool(torch.isfinite(loss).all()):
+        return f"{where}: the loss is {float(loss)} {fix}"
+    for (name, grad), norm in zip(named, norms):
+        if not bool(torch.isfinite(grad).all()):
+            return f"{where}: the gradient of {name} is not finite {fix}"
+        if not bool(torch.isfinite(norm)):
+            return (f"{where}: the gradient norm of {name} overflowed (largest entry "
+                    f"{float(grad.abs().max()):.3g}) {fix}")
+    largest = int(norms.argmax())
+    return (f"{where}: the total gradient norm overflowed (largest, {named[largest][0]}: "
+            f"{float(norms[largest]):.3g}) {fix}")
 
 
 def check_finite_weights(net: torch.nn.Module, ema: torch.nn.Module, step: int) -> None:
@@ -121,6 +142,18 @@ def check_finite_weights(net: torch.nn.Module, ema: torch.nn.Module, step: int) 
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise TrainingDiverged(f"training diverged by step {step}: {what} {name} is not finite; "
                                        f"lower train.lr, or set train.grad_clip")
+
+
+MIN_LOSS_SCALE = 2.0 ** -8  # from 2^16, each overflowed step halves it: ~24 overflows in a row reach this
+
+
+def check_loss_scale(scaler: torch.amp.GradScaler | None, step: int) -> None:
+    """fp16 skips a step whose gradient overflowed and halves the loss scale: a scale that kept falling means
+    the updates have stopped, which would otherwise finish as a network that never learnt."""
+    if scaler is not None and scaler.is_enabled() and scaler.get_scale() < MIN_LOSS_SCALE:
+        raise TrainingDiverged(f"training diverged by step {step}: the fp16 loss scale fell to "
+                               f"{scaler.get_scale():.3g} (the gradient overflowed step after step, each update "
+                               f"skipped); lower train.lr, set train.grad_clip, or use train.precision bf16")
 
 
 def restore_checkpoint(run_dir: Path, net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -214,6 +247,7 @@ def fit(net: torch.nn.Module, ema: torch.nn.Module, opt: torch.optim.Optimizer, 
             if step in snapshots or checkpoint:
                 fencing.check(fresh=True)  # still this stage's owner: the checkpoint would overwrite a successor's
                 check_finite_weights(net, ema, step)  # nothing non-finite is ever stored
+                check_loss_scale(scaler, step)
             if step in snapshots and main and save_snapshot is not None:
                 save_snapshot(step)
             if (step in snapshots or checkpoint) and main and ema_probe is not None:
