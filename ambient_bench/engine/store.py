@@ -240,7 +240,7 @@ class RunStore:
                 raise
             except BaseException as err:
                 lock.check(fresh=True)  # a holder presumed dead records nothing (its failure may be the take-over)
-                line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                line = fileio.error_line(err)
                 STAGE_LOG.info(f"{kind} {key[:16]} failed: {type(err).__name__}: {line}")
                 self._status(d, "failed", started=started, error=f"{type(err).__name__}: {err}", line=line,
                              failed_at=time.time(), traceback=traceback.format_exc())
