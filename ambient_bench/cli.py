@@ -115,12 +115,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ambient_bench.engine.runner import build_graph, check_data, check_requirements, execute, \
-        standin_datasets
+    from ambient_bench.engine.runner import build_graph, check_data, check_requirements, standin_datasets
     from ambient_bench.engine.store import RunStore
-    from ambient_bench.results.collect import collect, export_figures, unfinished_cells, read_results, write_results
-    from ambient_bench.results.render import render_all
-    from ambient_bench.results.report import write_report
 
     from ambient_bench import distributed
 
@@ -138,6 +134,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     store = RunStore(_runs(args))
     graph = build_graph(suite)
     distributed.init_from_env()  # under torchrun; see ambient_bench/distributed.py
+    try:
+        return _run_joined(args, suite, graph, store)
+    finally:
+        distributed.shutdown()  # every rank leaves the process group, returning or raising
+
+
+def _run_joined(args: argparse.Namespace, suite, graph, store) -> int:
+    """``run`` from the process group on (one process, or each rank under torchrun)."""
+    from ambient_bench import distributed
+    from ambient_bench.engine.runner import execute
+    from ambient_bench.results.collect import collect, export_figures, read_results, unfinished_cells, write_results
+    from ambient_bench.results.render import render_all
+    from ambient_bench.results.report import write_report
+
     if not distributed.is_main():
         execute(graph, store)
         return 0

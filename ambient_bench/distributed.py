@@ -10,9 +10,15 @@ the results are gathered (``split_map``). All ranks draw the whole global batch 
 noise levels, noise) from the (seed, step) stream and keep their slice, so the sample order
 and the checkpoint do not depend on the number of processes: a checkpoint written by two
 ranks resumes in one process, and the other way round.
+
+Every process that joins the group leaves it before it exits (``shutdown``, also registered with
+``atexit``): a gloo or NCCL group still alive when the interpreter is torn down has its C++ worker
+threads destroyed unjoined, and the process dies of SIGABRT ("terminate called without an active
+exception") after its work is done, now and then.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -36,6 +42,28 @@ def init_from_env() -> None:
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=24))
+        atexit.register(shutdown)  # whatever way the process ends, short of a signal
+
+
+def shutdown() -> None:
+    """Destroy the process group (joins its C++ threads); a no-op outside one or when already done.
+
+    Collectives are synchronous here, so a rank that gets here (returning or raising) has none in
+    flight and leaves without the others (one still waiting on it in a collective fails there:
+    gloo sees the connection close, and torchrun stops every rank once one exits non-zero).
+    Called in ``finally`` by the entry points (``run``, a job's ``run_stage``) and at exit."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group() -> Iterator[None]:
+    """``init_from_env`` on entry, ``shutdown`` on the way out, returning or raising."""
+    init_from_env()
+    try:
+        yield
+    finally:
+        shutdown()
 
 
 def world_size() -> int:

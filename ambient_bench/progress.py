@@ -8,6 +8,10 @@ from typing import IO, Any, Callable, Iterable
 
 from tqdm.auto import tqdm
 
+# no monitor thread (tqdm's maxinterval watchdog): a bar redraws when it advances, and no thread of
+# ours outlives the work it reports on
+tqdm.monitor_interval = 0
+
 
 def bar(iterable: Iterable | None = None, **kwargs: Any) -> tqdm:
     interactive = sys.stderr.isatty()

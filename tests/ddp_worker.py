@@ -15,7 +15,7 @@ from test_ddp import CFG, NET  # noqa: E402
 from test_training import training_set  # noqa: E402
 
 if __name__ == "__main__":
-    distributed.init_from_env()
-    assert distributed.world_size() > 1, "run me under torchrun"
-    done = train(training_set(), NET, CFG, Path(sys.argv[1]), log=lambda m: None, stop_at_step=int(sys.argv[2]))
-    print(f"rank {distributed.rank()} of {distributed.world_size()}: stopped, done={done}")
+    with distributed.process_group():
+        assert distributed.world_size() > 1, "run me under torchrun"
+        done = train(training_set(), NET, CFG, Path(sys.argv[1]), log=lambda m: None, stop_at_step=int(sys.argv[2]))
+        print(f"rank {distributed.rank()} of {distributed.world_size()}: stopped, done={done}")

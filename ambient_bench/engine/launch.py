@@ -106,8 +106,7 @@ def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, id
     stage cannot run (an input failed or was never finished) the stage is marked blocked, with the
     reason, and the task fails."""
     from ambient_bench.config.suite import load_suite
-    from ambient_bench.engine.runner import SPLIT_KINDS, build_graph, work_beside_main
-    from ambient_bench.engine.stages import WORK, Context
+    from ambient_bench.engine.runner import build_graph
     from ambient_bench import distributed
 
     if "WORLD_SIZE" not in os.environ and _job_tasks() > 1:
@@ -133,6 +132,18 @@ def run_stage(suite_path: str, overrides: list[str], profile: str, runs: str, id
     while store.state(stage.kind, stage.key) != "done" and store.holder(stage.kind, stage.key) is not None:
         time.sleep(poll_seconds)  # another worker (an earlier submission) is on it: its result serves
     distributed.init_from_env()
+    try:
+        return _run_joined(stage, store, poll_seconds)
+    finally:
+        distributed.shutdown()  # every task leaves the process group, returning or raising
+
+
+def _run_joined(stage: Stage, store: RunStore, poll_seconds: float) -> dict[str, Any]:
+    """``run_stage`` from the process group on."""
+    from ambient_bench.engine.runner import SPLIT_KINDS, work_beside_main
+    from ambient_bench.engine.stages import WORK, Context
+    from ambient_bench import distributed
+
     ctx = Context(store=store, log=lambda line: print(line, flush=True))
     done = distributed.from_main(store.state(stage.kind, stage.key) == "done")  # every rank takes one branch
     if done:

@@ -88,11 +88,17 @@ def streamed(pool_images: Any, pool_rows: torch.Tensor, stream: AdmissibleStream
     loader = torch.utils.data.DataLoader(_TrainRows(pool_images, pool_rows), batch_sampler=sampler,
                                          num_workers=workers, pin_memory=device.type == "cuda",
                                          prefetch_factor=2 if workers else None)
-    for images, noise in loader:
-        step, indices, sigmas, state = sampler.drawn.popleft()
-        z = noise[mine] if whole else noise
-        # converted on the CPU, as the in-memory path does: the same floats on every device
-        yield Batch(step, indices, sigmas, uint8_to_model(images).to(device), z.float().to(device), state)
+    rows = iter(loader)
+    try:
+        for images, noise in rows:
+            step, indices, sigmas, state = sampler.drawn.popleft()
+            z = noise[mine] if whole else noise
+            # converted on the CPU, as the in-memory path does: the same floats on every device
+            yield Batch(step, indices, sigmas, uint8_to_model(images).to(device), z.float().to(device), state)
+    finally:  # closed (training.loop closes it): the workers and the pin-memory thread stop now, not at exit
+        stop = getattr(rows, "_shutdown_workers", None)  # the multi-process iterator's own clean-up
+        if stop is not None:
+            stop()
 
 
 def from_latents(shards: Any, pool_rows: torch.Tensor, index: torch.Tensor, stream: AdmissibleStream,

@@ -321,9 +321,12 @@ def train(data: dict[str, Any], net_cfg: dict[str, Any], cfg: dict[str, Any], ru
                 "step": step, "sigma_rels": power_ema.sigma_rels,
                 "averages": [average.state_dict() for average in power_ema.averages]})
 
-    step = fit(net, ema, opt, cfg, run_dir, losses(), start=step, total=total, desc="train", stop_at_step=stop_at_step,
-               snapshots=snapshots | profiles, save_snapshot=save_snapshot,
-               ema_update=power_ema.update if power_ema else None, ema_probe=probe)
+    try:
+        step = fit(net, ema, opt, cfg, run_dir, losses(), start=step, total=total, desc="train",
+                   stop_at_step=stop_at_step, snapshots=snapshots | profiles, save_snapshot=save_snapshot,
+                   ema_update=power_ema.update if power_ema else None, ema_probe=probe)
+    finally:
+        draws.close()  # a streamed pool's loader workers stop here, returning or raising
     if step < total:
         return False
     if distributed.is_main():
