@@ -60,6 +60,14 @@ def _require_writable(path: Path, what: str) -> None:
     require_writable(path, what)
 
 
+def _check_sizes(suite, graph, here_only: bool) -> None:
+    """An empty training pool, or a pool / network / batch that cannot fit the machine: one line, exit 2."""
+    from ambient_bench.engine.memory import check_memory, empty_pools
+
+    empty_pools(suite, graph)
+    check_memory(suite, graph, here_only=here_only)
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
@@ -73,6 +81,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     runs = _runs(args)
     _require_writable(runs, "--runs")  # what `run` would refuse, plan refuses too
     graph = build_graph(suite)
+    _check_sizes(suite, graph, here_only=False)
     store = RunStore(runs)
     corrupt = find_corrupt(graph, store, full=args.verify)
     rows = plan_table(graph, store)
@@ -130,6 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _require_writable(_results(args, suite), "--results" if args.results else "results folder")
     store = RunStore(_runs(args))
     graph = build_graph(suite)
+    _check_sizes(suite, graph, here_only=args.launcher == "none")  # plan's checks, before any work
     distributed.init_from_env()  # under torchrun; see ambient_bench/distributed.py
     if not distributed.is_main():
         execute(graph, store)
