@@ -187,7 +187,7 @@ def load_spec(path: Path) -> TableSpec:
             raise ParamError(*problem)
     except ParamError as err:
         at = next((lines[err.key[:n]] for n in range(len(err.key), 0, -1) if err.key[:n] in lines), 1)
-        raise UserError(f"{path}:{at}: {'.'.join(map(str, err.key))}: {err.message}") from None
+        raise UserError(f"{path}:{at}: {err.message}") from None
     if spec["columns"] is not None and any(v["where"] for v in spec["values"]):
         raise UserError(f"{path}:{lines.get(('columns',), 1)}: values with 'where' make their own columns; "
                         f"use them without columns.key (nested headers come from each value's 'group')")
