@@ -180,11 +180,13 @@ def _device_of(name: str) -> str:
 
 
 def _gpu_bytes() -> int | None:
+    """This process's GPU's memory (under torchrun the rank's own, LOCAL_RANK: never a context on GPU 0 for all)."""
     import torch
 
     if not torch.cuda.is_available():
         return None
-    return torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    index = int(os.environ.get("LOCAL_RANK") or 0) % torch.cuda.device_count()
+    return torch.cuda.get_device_properties(index).total_memory
 
 
 def check_memory(suite: Any, graph: Any, here_only: bool = False) -> None:
