@@ -162,10 +162,14 @@ def stage_needs(stage: Stage) -> list[Need]:
             train = train.deps["train"]
         channels, res, _ = work.network_input(train)
         if res:
-            need = Need("sample", ("sample", "num"), "lower sample.num")
-            num = stage.runtime["sample"]["num"]
-            need.add(f"the samples ({num:,} × {channels}×{res}×{res} bytes)", float(num) * channels * res * res,
-                     False)
+            cfg, net_cfg = stage.runtime["sample"], train.runtime["network"]
+            need = Need("sample", ("sample", "num"), "lower sample.num or sample.batch")
+            need.add(f"the samples ({cfg['num']:,} × {channels}×{res}×{res} bytes)",
+                     float(cfg["num"]) * channels * res * res, False)
+            batch = min(cfg["batch"], cfg["num"])  # no gradients: the inputs and a first-resolution feature map
+            maps = 3 * channels + _model_channels(net_cfg)
+            need.add(f"a batch's activations ({batch:,} images × {res}×{res} × {maps} maps × 4 bytes)",
+                     batch * res * res * maps * 4.0, _device_of(cfg["device"]) == "cuda")
             needs.append(need)
     return needs
 

@@ -53,7 +53,7 @@ def _cifar(root: Path, planted: Path) -> None:
         (folder / f"data_batch_{i}").write_bytes(pickle.dumps(batch))
 
 
-# case → (suite edit (old, new) or None, text appended to the suite, files to make, extra arguments, what the
+# case → (suite edit (old, new), several, or None, text appended to the suite, files to make, extra arguments, what the
 # line must name); ``{tmp}`` is the test's folder
 FOLDER = ("dataset: {name: digits, resolution: 8}", "dataset: {name: image_folder, path: {tmp}/images, resolution: 8}")
 CASES = {
@@ -79,6 +79,9 @@ CASES = {
     "absurd: resolution 100000": (("resolution: 8", "resolution: 100000"), "", None, [], "dataset.resolution"),
     "absurd: model_channels 1e8": (("model_channels: 8", "model_channels: 1e8"), "", None, [],
                                    "network.model_channels"),
+    "absurd: a sampler batch of 10M 64 px images": (
+        (("resolution: 8", "resolution: 64"), ("num: 16,", "num: 10000000, batch: 10000000,")), "", None, [],
+        "sample.batch"),
     "absurd: blur sigma 1e300": (("sigma: 0.6", "sigma: 1e300"), "", None, [], "sigma"),
     "absurd: blur sigma 1e6": (("sigma: 0.6", "sigma: 1.0e6"), "", None, [], "sigma"),
     "absurd: clean_only on an empty clean pool": (("clean_fraction: 0.5", "clean_fraction: 0"), "", None, [],
@@ -123,9 +126,9 @@ def test_bad_input_is_one_line_from_plan_before_any_work(tmp_path, capsys, monke
     edit, appended, files, extra, names = CASES[case]
     monkeypatch.chdir(tmp_path)
     text = textwrap.dedent(SUITE).format(results=tmp_path / "results").lstrip()
-    if edit is not None:
-        assert edit[0] in text
-        text = text.replace(edit[0], edit[1].replace("{tmp}", str(tmp_path)), 1)
+    for old, new in (edit if edit and isinstance(edit[0], tuple) else [edit] if edit else []):
+        assert old in text
+        text = text.replace(old, new.replace("{tmp}", str(tmp_path)), 1)
     (tmp_path / "suite.yaml").write_text(text + appended.replace("{tmp}", str(tmp_path)))
     _make(tmp_path, files)
     extra = [a.replace("{tmp}", str(tmp_path)) for a in extra]
