@@ -54,18 +54,19 @@ def _results(args: argparse.Namespace, suite) -> Path:
 
 
 def _require_writable(path: Path, what: str) -> None:
-    """A folder we are about to write into (or create) really can be: checked before any work."""
-    import os
+    """A folder we are about to write into (or create) really can be, on a normal filesystem: checked before any
+    work (engine/writable.py)."""
+    from ambient_bench.engine.writable import require_writable
 
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"{what} {path} is a file, not a folder; pick a folder (it is created if missing)")
-    existing = path
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {path} cannot be written ({existing} is not a writable folder); "
-                        f"pick a folder you can write to")
+    require_writable(path, what)
+
+
+def _check_sizes(suite, graph, here_only: bool) -> None:
+    """An empty training pool, or a pool / network / batch that cannot fit the machine: one line, exit 2."""
+    from ambient_bench.engine.memory import check_memory, empty_pools
+
+    empty_pools(suite, graph)
+    check_memory(suite, graph, here_only=here_only)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -78,8 +79,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     suite = _load(args)
     check_data(suite)
-    graph = build_graph(suite)
     runs = _runs(args)
+    _require_writable(runs, "--runs")  # what `run` would refuse, plan refuses too
+    graph = build_graph(suite)
+    _check_sizes(suite, graph, here_only=False)
     store = RunStore(runs)
     corrupt = find_corrupt(graph, store, full=args.verify)
     rows = plan_table(graph, store)
@@ -133,6 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     _require_writable(_results(args, suite), "--results" if args.results else "results folder")
     store = RunStore(_runs(args))
     graph = build_graph(suite)
+    _check_sizes(suite, graph, here_only=args.launcher == "none")  # plan's checks, before any work
     distributed.init_from_env()  # under torchrun; see ambient_bench/distributed.py
     try:
         return _run_joined(args, suite, graph, store)

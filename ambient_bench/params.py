@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 REQUIRED: Any = object()  # sentinel: the parameter has no default
 MAX_INT = 2**31 - 1  # no count, size or seed of ours comes near it; larger ones are typos (1e20)
+MAX_FLOAT = 1e12  # nor does any finite float parameter (a σ of 1e300 would allocate its kernel at run time)
 
 
 class ParamError(Exception):
@@ -142,6 +143,9 @@ def validate_value(param: Param, value: Any, key: tuple) -> Any:
             raise ParamError(key, f"{_name(key)} must be a finite number, got {out!r}")
         if isinstance(out, int) and abs(out) > MAX_INT:
             raise ParamError(key, f"{_name(key)} {out} is beyond any sensible size (at most {MAX_INT:,})")
+        if isinstance(out, float) and math.isfinite(out) and abs(out) > MAX_FLOAT and not param.allow_inf:
+            raise ParamError(key, f"{_name(key)} {out!r} is beyond any sensible value (at most {MAX_FLOAT:g} in "
+                                  f"magnitude); fix the value")
         for ok, text, bound in (
             (param.ge is None or out >= param.ge, "≥", param.ge),
             (param.gt is None or out > param.gt, ">", param.gt),

@@ -98,3 +98,41 @@ def test_mutated_suites_exit_0_or_2_with_one_line(suite):
         if code == 2:
             assert err.getvalue().count("\n") == 1 and err.getvalue().startswith("error: "), err.getvalue()
         assert not (Path(tmp) / "runs").exists()  # plan writes nothing
+
+
+SHADOWED = {  # a path of the defaults, and the grid axis that replaces it in every cell
+    "method": ["clean_only", {"name": "ambient_o", "sigma_min": 1.0}],
+    "mix.corruption": [{"name": "gaussian_blur", "sigma": 0.6}],
+}
+
+
+def _plan_code(suite: dict) -> tuple[int, str]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "suite.yaml"
+        path.write_text(yaml.safe_dump(suite, allow_unicode=True), encoding="utf-8")
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            code = cli.main(["plan", str(path), "--runs", str(Path(tmp) / "runs")])
+        assert not (Path(tmp) / "runs").exists()
+        return code, err.getvalue()
+
+
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(st.sampled_from(sorted(SHADOWED)), VALUES)
+def test_a_defaults_value_every_cell_replaces_is_checked_as_a_cell_would(path, value):
+    """Issue 29 item 9: a value in ``defaults`` that a grid axis replaces in every cell is refused exactly when the
+    same value, with the axis gone, would be refused in the cells."""
+    suite = {k: copy.deepcopy(v) for k, v in BASE.items() if k != "exclude"}
+    section, _, leaf = path.partition(".")
+    if leaf:
+        suite["defaults"][section][leaf] = value
+    else:
+        suite["defaults"][section] = value
+    suite["grid"] = {"train.seed": [0], path: SHADOWED[path]}
+    shadowed, err = _plan_code(suite)
+    del suite["grid"][path]
+    used, _ = _plan_code(suite)
+    assert shadowed == used, err
+    if shadowed == 2:
+        assert err.count("\n") == 1 and err.startswith("error: ") and "defaults." in err, err

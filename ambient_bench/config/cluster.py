@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from ambient_bench.config.resources import slurm_name
 from ambient_bench.errors import UserError
 from ambient_bench.params import Param, ParamError, resolve_params
 
@@ -38,10 +39,11 @@ LIMITS = {
     "max_nodes": Param(None, "nodes per job", kind=int, ge=1, nullable=True),
 }
 SPEC = {
-    "partition": Param(None, "default partition", kind=str, nullable=True),
-    "cpu_partition": Param(None, "partition of stages that ask for no GPU", kind=str, nullable=True),
-    "account": Param(None, "SLURM account", kind=str, nullable=True),
-    "qos": Param(None, "SLURM quality of service", kind=str, nullable=True),
+    "partition": Param(None, "default partition", kind=str, nullable=True, check=slurm_name),
+    "cpu_partition": Param(None, "partition of stages that ask for no GPU", kind=str, nullable=True,
+                           check=slurm_name),
+    "account": Param(None, "SLURM account", kind=str, nullable=True, check=slurm_name),
+    "qos": Param(None, "SLURM quality of service", kind=str, nullable=True, check=slurm_name),
     "max_array_size": Param(1000, "tasks per job array at most", kind=int, ge=1),
     "array_parallel": Param(None, "tasks of one array running at once", kind=int, ge=1, nullable=True),
     "setup": Param([], "shell lines run before the stage", kind=list),
@@ -70,6 +72,10 @@ def load_cluster(path: str | None = None) -> dict[str, Any]:
     try:
         given = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
         out = resolve_params(SPEC, given, what=f"cluster file {file}")
+        for name in out["partitions"]:  # a partition's name is what a stage's partition must equal
+            problem = slurm_name(str(name))
+            if problem:
+                raise ParamError(("partitions", name), problem)
         out["partitions"] = {str(name): resolve_params(LIMITS, limits or {}, ("partitions", name),
                                                        what=f"limits of partition {name}")
                              for name, limits in out["partitions"].items()}

@@ -10,6 +10,7 @@ so its requests are capped (``TINY_CAPS``: at most one GPU on one node, 4 CPUs, 
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ambient_bench.params import Param, ParamError, resolve_params
@@ -19,6 +20,22 @@ ALL = "all"  # settings for every stage kind
 TINY_CAPS = {"gpus": 1, "nodes": 1, "cpus": 4, "mem_gb": 16, "time_min": 60}
 
 
+# What a SLURM partition, account, qos or feature name is made of: a value lands in an sbatch script, so a line
+# break, a space, a quote or a shell character there is refused at plan time (constraints may combine features
+# with & and |, which #SBATCH lines never hand to a shell)
+_SLURM_NAME = re.compile(r"[A-Za-z0-9_.,:+=@-]{1,128}")
+_SLURM_CONSTRAINT = re.compile(r"[A-Za-z0-9_.,:+=@&|*\[\]()-]{1,512}")
+
+
+def slurm_name(value: str, pattern: re.Pattern = _SLURM_NAME) -> str | None:
+    """None for a value SLURM takes as a name; else what is wrong with it (for Param.check)."""
+    if pattern.fullmatch(value):
+        return None
+    allowed = "letters, digits and _ . , : + = @ -" + (" & | * [ ] ( )" if pattern is _SLURM_CONSTRAINT else "")
+    return (f"{value!r} is not a SLURM name: use {allowed} only (no spaces, line breaks or shell characters; it "
+            f"is written into an sbatch script)")
+
+
 def _params(gpus: int, cpus: int, mem_gb: int, time_min: int) -> dict[str, Param]:
     return {
         "gpus": Param(gpus, "GPUs per node (training: one task per GPU)", kind=int, ge=0, le=64),
@@ -26,10 +43,14 @@ def _params(gpus: int, cpus: int, mem_gb: int, time_min: int) -> dict[str, Param
         "cpus": Param(cpus, "CPUs per task", kind=int, ge=1, le=1024),
         "mem_gb": Param(mem_gb, "memory per node, GB", kind=int, ge=1, le=65536),
         "time_min": Param(time_min, "time limit in minutes", kind=int, ge=1, le=525600),
-        "partition": Param(None, "SLURM partition (default: the cluster file's)", kind=str, nullable=True),
-        "account": Param(None, "SLURM account (default: the cluster file's)", kind=str, nullable=True),
-        "constraint": Param(None, "SLURM constraint (e.g. a GPU type)", kind=str, nullable=True),
-        "qos": Param(None, "SLURM quality of service (default: the cluster file's)", kind=str, nullable=True),
+        "partition": Param(None, "SLURM partition (default: the cluster file's)", kind=str, nullable=True,
+                           check=slurm_name),
+        "account": Param(None, "SLURM account (default: the cluster file's)", kind=str, nullable=True,
+                         check=slurm_name),
+        "constraint": Param(None, "SLURM constraint (e.g. a GPU type)", kind=str, nullable=True,
+                            check=lambda v: slurm_name(v, _SLURM_CONSTRAINT)),
+        "qos": Param(None, "SLURM quality of service (default: the cluster file's)", kind=str, nullable=True,
+                     check=slurm_name),
     }
 
 

@@ -248,6 +248,7 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
         return any(all(_matches(_get(config, p), v) for p, v in ex.items()) for ex in excludes)
 
     candidates, used = [], set()  # used: exclude entries that dropped an invalid combination
+    valid_combos: list[tuple[list, tuple]] = []  # (axes, combo) of each cell that resolved, for _check_shadowed
     for axes in products:
         for combo in itertools.product(*[a[2] for a in axes]) if axes else [()]:
             tree = _Tree(copy.deepcopy(defaults.data), dict(defaults.where))
@@ -256,12 +257,14 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
             try:
                 candidates.append((resolve_cell(tree.data), {a[0]: v for a, (v, _) in zip(axes, combo)},
                                    tree.where))
+                valid_combos.append((axes, combo))
             except ParamError as err:
                 if excluded(tree.data):  # an excluded combination may be an invalid one
                     used.update(i for i, ex in enumerate(excludes)
                                 if all(_matches(_get(tree.data, p), v) for p, v in ex.items()))
                     continue
                 raise UserError(f"{tree.locate(err.key, source)}: {err.message}") from None
+    _check_shadowed(defaults, valid_combos, source)
     known = {k for config, _, _ in candidates for k in flatten(config)}
     for i, entry in enumerate(excludes):
         for p in entry:
@@ -300,6 +303,39 @@ def load_suite(path: str | Path, overrides: list[str] = (), profile: str = "full
     return Suite(name=top["suite"], path=path, description=top["description"], cells=cells,
                  tables=tables, results_dir=results_dir, axes=axis_names, profile=profile,
                  resources=resolved_resources)
+
+
+def _check_shadowed(defaults: _Tree, combos: list[tuple[list, tuple]], source: str) -> None:
+    """A ``defaults`` value that every grid cell replaces is never part of a cell, yet checked as strictly: a
+    typo there would bite the first time the grid changes. Each such value is put back into cells of the grid
+    (the grid's other axes as they are) and must resolve there; a problem at its own path is a one-line error
+    naming the defaults' line."""
+    shadowed: dict[tuple, list] = {}
+    for axes, combo in combos:
+        for i, (_, grid_path, _) in enumerate(axes):
+            if _get(defaults.data, grid_path) is not _MISSING:
+                shadowed.setdefault(grid_path, []).append((axes, combo, i))
+    for path, uses in shadowed.items():
+        first = None
+        for axes, combo, skip in uses[:4]:  # a few cells suffice: a bad value fails in every one
+            tree = _Tree(copy.deepcopy(defaults.data), {})
+            for i, ((_, grid_path, _), (value, _)) in enumerate(zip(axes, combo)):
+                if i != skip:
+                    tree.assign(grid_path, value, {})
+            try:
+                resolve_cell(tree.data)
+            except ParamError as err:
+                if tuple(err.key[:len(path)]) != path:
+                    first = None  # the value is fine; another key of this combination is not (never a cell)
+                    break
+                first = first or err
+                continue
+            first = None
+            break
+        if first is not None:
+            where = defaults.locate(first.key, source)
+            raise UserError(f"{where}: defaults.{'.'.join(map(str, first.key))}: {first.message} (every grid cell "
+                            f"replaces this value, but defaults are checked as strictly as cells: fix or remove it)")
 
 
 def _with_profile(cells: list[Cell], profile: str, source: str) -> list[Cell]:

@@ -72,8 +72,9 @@ class GaussianBlur(Corruption):
 
     version = 1
     params = {
-        "sigma": Param(1.0, "blur std in pixels at the dataset's resolution (0 = identity)", ge=0),
-        "truncate": Param(4.0, "kernel radius in stds, as scipy's `truncate`", gt=0),
+        # bounded: the filter is an n×n matrix built from a kernel of 2·truncate·sigma + 1 taps
+        "sigma": Param(1.0, "blur std in pixels at the dataset's resolution (0 = identity)", ge=0, le=1000),
+        "truncate": Param(4.0, "kernel radius in stds, as scipy's `truncate`", gt=0, le=20),
     }
     test_params = {"sigma": 0.6}
     gallery = [{"sigma": s} for s in (0.4, 0.6, 0.8, 1.0)]

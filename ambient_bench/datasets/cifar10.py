@@ -70,12 +70,17 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def batch_size(path: Path) -> int:
-    """Number of images in one batch file, from its label list (the pixels are not converted)."""
-    labels = _unpickle(path).get(b"labels")
-    if not isinstance(labels, (list, tuple, np.ndarray)):
-        raise UserError(f"cifar10: {path} is not a CIFAR-10 python batch (no b'labels' list); re-download {URL}")
-    return len(labels)
+_CHECKED: dict[tuple[str, int, int], int] = {}  # (path, size, mtime_ns) → images of a batch read whole once
+
+
+def checked_size(path: Path) -> int:
+    """Images in one batch file, after reading it whole (read_batch's checks): a planted or cut-short batch is a
+    UserError wherever a stage or ``check()`` asks first, so ``plan`` and ``run`` refuse it before any work."""
+    stat = path.stat()
+    ident = (str(path), stat.st_size, stat.st_mtime_ns)
+    if ident not in _CHECKED:
+        _CHECKED[ident] = len(read_batch(path)[1])
+    return _CHECKED[ident]
 
 
 @register_dataset("cifar10")
@@ -116,7 +121,9 @@ class Cifar10(Dataset):
 
     def check(self) -> None:
         missing = self._missing()
-        if missing is None:
+        if missing is None:  # every batch is read whole (once per process): a bad one is refused before any work
+            for name in BATCHES[self.p.split]:
+                checked_size(self._root() / FOLDER / name)
             return
         if self.p.download:
             if importlib.util.find_spec("torchvision") is None:
@@ -135,7 +142,7 @@ class Cifar10(Dataset):
         if self._missing() is not None:  # download: true, not run yet; it fetches the official files
             total = OFFICIAL_SIZES[self.p.split]
         else:
-            total = sum(batch_size(self._root() / FOLDER / name) for name in BATCHES[self.p.split])
+            total = sum(checked_size(self._root() / FOLDER / name) for name in BATCHES[self.p.split])
         return total if self.p.limit is None else min(total, self.p.limit)
 
     def nominal_count(self) -> int | None:

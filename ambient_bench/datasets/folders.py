@@ -13,6 +13,7 @@ import torch
 from ambient_bench.components import (HIGH_QUALITY, LOW_QUALITY, OUT_OF_DISTRIBUTION, Dataset,
                                       ImageSet)
 from ambient_bench.datasets import manifest
+from ambient_bench.datasets.readable import require_readable
 from ambient_bench.datasets._paths import (FileImages, first, limit_param, list_images, load_images,
                                            require_images, root_or_default, standin_fingerprint, user_path)
 from ambient_bench.errors import UserError
@@ -87,7 +88,10 @@ class ImageFolder(Dataset):
         return len(self._paths())
 
     def fingerprint(self) -> dict[str, Any]:
-        return {"content": manifest.fingerprint(user_path(self.p.path), self._paths())}
+        folder, paths = user_path(self.p.path), self._paths()
+        content = manifest.fingerprint(folder, paths)
+        require_readable(folder, paths, "image_folder")  # with the manifest pass: before any stage runs
+        return {"content": content}
 
     def load(self) -> ImageSet:
         folder = user_path(self.p.path)
@@ -276,8 +280,12 @@ class UserFolders(Dataset):
 
     def fingerprint(self) -> dict[str, Any]:
         self.check()
-        return {"content": [[key, source, manifest.fingerprint(folder, list_images(folder))]
-                            for key, folder, source in self._groups()]}
+        content = []
+        for key, folder, source in self._groups():
+            paths = list_images(folder)
+            content.append([key, source, manifest.fingerprint(folder, paths)])
+            require_readable(folder, paths, f"user_folders: {key}")  # with the manifest pass, before any stage
+        return {"content": content}
 
     def reader(self) -> FileImages:
         self.check()

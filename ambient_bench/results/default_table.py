@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from ambient_bench.errors import UserError
+from ambient_bench.params import suggest
 from ambient_bench.results.tables import SEED_KEY, TableSpec, load_spec
 
 DEFAULT_ID = "methods"
@@ -94,11 +95,38 @@ def table_specs(df: pd.DataFrame, spec_paths: list[Path], warn: bool = True) -> 
     return specs + [default_spec(df)] if not specs or absent else specs
 
 
+def _result_columns(suite: Any) -> set[str]:
+    """The columns results.csv will have (results/collect.py): each cell's flattened configuration but its evaluate
+    section, and the fixed ones."""
+    from ambient_bench.config.suite import flatten
+    from ambient_bench.results.collect import PROTOCOL, PROVENANCE
+
+    config = {k for cell in suite.cells for k in flatten({s: v for s, v in cell.config.items() if s != "evaluate"})}
+    return config | {"suite", "cell", "quantity", "value", "stage_key", *PROTOCOL, *PROVENANCE}
+
+
+def _check_keys(spec: TableSpec, columns: set[str]) -> None:
+    """Every key a spec reads (row parts, the column key) is a result column, or reaches into one (mix.ood.0.name):
+    otherwise ``tables`` would stop after every stage ran."""
+    parts = [("rows.key", spec.rows)] + [(f"rows.params.{i}.key", p) for i, p in enumerate(spec.rows["params"])]
+    keys = [(field, key) for field, part in parts for key in part["key"].split("+")]
+    keys += [("columns.key", spec.columns["key"])] if spec.columns else []
+    for field, key in keys:
+        if key not in columns and not any(key.startswith(c + ".") for c in columns):
+            raise UserError(f"{spec.path}: {field}: '{key}' is not a column of this suite's results"
+                            f"{suggest(key, columns)}; use a configuration key such as method.name or "
+                            f"mix.clean_fraction")
+
+
 def check_specs(suite: Any) -> list[TableSpec]:
-    """Load every table spec of ``suite``; a column whose metric no cell evaluates is a ``UserError``."""
+    """Load every table spec of ``suite`` (every field checked, tables.load_spec); a column whose metric no cell
+    evaluates, or a key that no result column holds, is a ``UserError``."""
     from ambient_bench.registry import METRICS
 
     specs = [load_spec(path) for path in suite.tables]
+    columns = _result_columns(suite) if specs else set()
+    for spec in specs:
+        _check_keys(spec, columns)
     evaluated = sorted({m["name"] for cell in suite.cells for m in cell.config["evaluate"]["metrics"]})
     known = None
     for spec in specs:

@@ -125,6 +125,56 @@ class TableSpec:
                                str(self.path))
 
 
+def number_format_problem(fmt: str) -> str | None:
+    """None when ``fmt`` shows one number (a mean, an interval bound, and signed as a difference); else why not."""
+    try:
+        shown = [fmt.format(x) for x in (1.0, 3.0, -1234.5678, math.nan)]
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
+        return (f"fmt {fmt!r} cannot format a number ({type(err).__name__}: {err}); write a Python format of "
+                f"one float, e.g. '{{:.2f}}' or '{{:.3g}}'")
+    try:
+        fmt.replace("{:", "{:+", 1).format(-0.5)  # a difference from the paper or a baseline, signed
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError):
+        return f"fmt {fmt!r}: differences get their sign added by the tables; drop the sign option ('{{:.2f}}')"
+    if shown[0] == shown[1]:
+        return f"fmt {fmt!r} shows no number; write a Python format of one float, e.g. '{{:.2f}}'"
+    return None
+
+
+def _label_problem(label: str, what: str) -> str | None:
+    """A header with ``{}`` for a column group's value (a number or a text)."""
+    try:
+        label.format(1.5), label.format("x")
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as err:
+        return (f"{what} {label!r} cannot take the group's value ({type(err).__name__}: {err}); use '{{}}' where "
+                f"the value goes and '{{{{' / '}}}}' for literal braces")
+    return None
+
+
+def _field_problems(spec: dict[str, Any]) -> tuple[tuple, str] | None:
+    """(key, problem) of the first spec field that would fail only when the table is rendered."""
+    for i, value in enumerate(spec["values"]):
+        problem = number_format_problem(value["fmt"])
+        if problem:
+            return ("values", i, "fmt"), problem
+        for key in value["where"]:
+            if not isinstance(key, str) or not key:
+                return ("values", i, "where"), f"where: {key!r} is not a result column such as sample.guidance"
+    for name in ("label", "latex"):
+        if spec["columns"] is not None and spec["columns"][name] is not None:
+            problem = _label_problem(spec["columns"][name], f"columns.{name}")
+            if problem:
+                return ("columns", name), problem
+    for key, part in [(("rows",), spec["rows"])] + [(("rows", "params", i), p)
+                                                   for i, p in enumerate(spec["rows"]["params"])]:
+        if any(not k for k in part["key"].split("+")):
+            return key + ("key",), f"key {part['key']!r} has an empty part; write result columns joined by '+'"
+        for label, text in part["labels"].items():
+            if not isinstance(text, (str, int, float)) or isinstance(text, bool):
+                return key + ("labels", label), f"labels: {label!r} maps to {text!r}; write the text to show"
+    return None
+
+
 def load_spec(path: Path) -> TableSpec:
     raw, lines = yamlio.load(path)
     try:
@@ -132,9 +182,12 @@ def load_spec(path: Path) -> TableSpec:
         spec["values"] = [VALUE.resolve(v, ("values", i)) for i, v in enumerate(spec["values"])]
         spec["rows"]["params"] = [PARAM_COLUMN.resolve(p, ("rows", "params", i))
                                   for i, p in enumerate(spec["rows"]["params"])]
+        problem = _field_problems(spec)
+        if problem:
+            raise ParamError(*problem)
     except ParamError as err:
-        raise UserError(f"{path}:{lines.get(err.key[:3], lines.get(err.key[:2], lines.get(err.key[:1], 1)))}: "
-                        f"{err.message}") from None
+        at = next((lines[err.key[:n]] for n in range(len(err.key), 0, -1) if err.key[:n] in lines), 1)
+        raise UserError(f"{path}:{at}: {err.message}") from None
     if spec["columns"] is not None and any(v["where"] for v in spec["values"]):
         raise UserError(f"{path}:{lines.get(('columns',), 1)}: values with 'where' make their own columns; "
                         f"use them without columns.key (nested headers come from each value's 'group')")
