@@ -47,6 +47,12 @@ defaults:
 """
 
 
+# the same cell at its shortest (one 0.064 kimg checkpoint, 16 samples): fault tests that only need stages to exist
+SHORTEST_CELL = (TINY_CELL.replace("duration_kimg: 0.2, checkpoint_kimg: 0.1",
+                                  "duration_kimg: 0.064, checkpoint_kimg: 0.064")
+                 .replace("sample: {{num: 32, steps: 4}}", "sample: {{num: 16, steps: 2}}"))
+
+
 TINY_SUITE = """
 suite: tiny
 results_dir: {results}

@@ -12,20 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import SHORTEST_CELL
+
 from ambient_bench import cli
 
-SUITE = """
-suite: bad
-results_dir: {results}
-defaults:
-  dataset: {{name: digits, resolution: 8}}
-  mix: {{clean_fraction: 0.5, corruption: {{name: gaussian_blur, sigma: 0.6}}}}
-  method: clean_only
-  network: {{model_channels: 8, channel_mult: [1], num_blocks: 1}}
-  train: {{batch: 32, duration_kimg: 0.064, checkpoint_kimg: 0.064}}
-  sample: {{num: 16, steps: 2}}
-  evaluate: {{metrics: [{{name: fd_digits, epochs: 1}}]}}
-"""
+SUITE = SHORTEST_CELL.replace("{name}", "bad")
 
 
 class _Payload:

@@ -14,22 +14,14 @@ import textwrap
 import pytest
 import torch
 
+from conftest import SHORTEST_CELL
+
 from ambient_bench import cli, fileio
 from ambient_bench.errors import UserError
 from ambient_bench.training.fit import TrainingDiverged, check_loss_scale, optimizer_step
 
 # two cells of one 8 px suite: lr 1e9 diverges at its first step, the other finishes
-SUITE = """
-suite: failures
-results_dir: {results}
-defaults:
-  dataset: {{name: digits, resolution: 8}}
-  mix: {{clean_fraction: 0.5, corruption: {{name: gaussian_blur, sigma: 0.6}}}}
-  method: clean_only
-  network: {{model_channels: 8, channel_mult: [1], num_blocks: 1}}
-  train: {{batch: 32, duration_kimg: 0.064, checkpoint_kimg: 0.064}}
-  sample: {{num: 16, steps: 2}}
-  evaluate: {{metrics: [{{name: fd_digits, epochs: 1}}]}}
+SUITE = SHORTEST_CELL.replace("{name}", "failures") + """
 grid:
   train.lr: [1.0e-3, 1.0e9]
 """
