@@ -127,11 +127,19 @@ def metric_plots(df: pd.DataFrame, spec: TableSpec, folder: Path,
 
 
 def read_losses(stats: Path) -> list[tuple[float, float]]:
-    """(kimg, loss) points of a training stage's stats.jsonl; [] when it logged none."""
+    """(kimg, loss) points of a training stage's stats.jsonl; [] when it logged none. A line that is not a JSON
+    object with numeric kimg and loss (the half-written last line of a training still running, a damaged file) is
+    skipped: the curve is a picture, never a reason for ``report`` to fail."""
     if not stats.is_file():
         return []
-    points = [json.loads(line) for line in stats.read_text().splitlines() if line.strip()]
-    return [(p["kimg"], p["loss"]) for p in points if "loss" in p and "kimg" in p]
+    points = []
+    for line in stats.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            p = json.loads(line)
+            points.append((float(p["kimg"]), float(p["loss"])))
+        except (ValueError, TypeError, KeyError):
+            continue
+    return points
 
 
 def loss_curves(groups: list[tuple[str, list[tuple[str, list[tuple[float, float]]]]]], path: Path) -> bool:
