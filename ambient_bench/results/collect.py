@@ -52,6 +52,12 @@ def unfinished_cells(suite: Suite, graph: Graph, store: RunStore) -> list[str]:
     return missing
 
 
+def cells_without_rows(suite: Suite, frame: pd.DataFrame) -> list[str]:
+    """The suite's cells that have no row in a results.csv (an edited or stale file; tables show them as –)."""
+    present = set(frame.loc[frame["suite"].astype(str) == suite.name, "cell"].astype(str))
+    return [cell.label for cell in suite.cells if cell.label not in present]
+
+
 def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
     """Rows for every cell whose stages are done (unfinished cells are left out: ``unfinished_cells``)."""
     flat = [_flat_row({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]
@@ -297,6 +303,15 @@ def _shape_problem(frame: pd.DataFrame) -> str | None:
         return "no rows"
     if not isinstance(frame.index, pd.RangeIndex):  # pandas' reading of rows longer than the header
         return "a row has more fields than the header"
+    for column in ("suite", "cell", "quantity"):  # a stray quote shifts a row's fields: its names go missing
+        empty = np.flatnonzero(frame[column].isna().to_numpy())
+        if len(empty):
+            return f"no {column} in line {empty[0] + 2}"
+    identity = ["suite", "cell", "quantity", *(c for c in frame.columns if c.endswith(".seed"))]
+    repeated = np.flatnonzero(frame.duplicated(subset=identity).to_numpy())
+    if len(repeated):
+        row = frame.iloc[repeated[0]]
+        return f"line {repeated[0] + 2} repeats {row['quantity']} of cell {row['cell']}"
     numbers = pd.to_numeric(frame["value"], errors="coerce")
     bad = np.flatnonzero(numbers.isna() & frame["value"].notna())
     return f"value {frame['value'].iloc[bad[0]]!r} in line {bad[0] + 2} is not a number" if len(bad) else None

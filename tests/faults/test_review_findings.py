@@ -1,0 +1,54 @@
+"""Issue 29 review findings: inputs that gave a generic `error: <Type>: ...` (exit 1) or a silent pass.
+
+A results.csv with a stray quote or repeated rows is garbled (one line, exit 2); one missing a cell's rows
+fails `tables --check` and warns in `tables`; a dangling link among a folder's images, a stage lock that is a
+folder and a reference-statistics cache entry that is a folder are one line naming the path (exit 2).
+"""
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from conftest import SHORTEST_CELL
+
+from ambient_bench import cli
+
+SUITE = SHORTEST_CELL.replace("{name}", "review") + """
+grid:
+  train.seed: [0, 1]
+"""
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A two-cell suite run once: (suite file, runs folder, results.csv, its text)."""
+    root = tmp_path_factory.mktemp("review")
+    suite = root / "suite.yaml"
+    suite.write_text(textwrap.dedent(SUITE).format(results=root / "results"))
+    assert cli.main(["run", str(suite), "--runs", str(root / "runs")]) == 0
+    csv = root / "results" / "results.csv"
+    return suite, root / "runs", csv, csv.read_text()
+
+
+def _one_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_a_stray_quote_or_repeated_rows_in_results_csv_are_garbled(finished, capsys):
+    suite, runs, csv, text = finished
+    header, *rows = text.rstrip("\n").split("\n")
+    quoted = "\n".join([header, rows[0].replace("digits,8", '"digits,8', 1), *rows[1:]]) + "\n"
+    repeated = "\n".join([header, *rows, *rows]) + "\n"
+    try:
+        for garble, what in ((quoted, "no quantity in line 2"), (repeated, f"line {len(rows) + 2} repeats")):
+            csv.write_text(garble)
+            for command in (["tables"], ["tables", "--check"], ["report"]):
+                assert cli.main([*command, str(suite), "--runs", str(runs)]) == 2, (what, command)
+                line = _one_line(capsys.readouterr().err)
+                assert f"{csv} is empty or garbled ({what}" in line and f"ambient_bench run {suite}" in line
+    finally:
+        csv.write_text(text)
+
