@@ -374,7 +374,7 @@ def _stored_results(args: argparse.Namespace, suite: Any) -> Path:
 def cmd_tables(args: argparse.Namespace) -> int:
     from ambient_bench.engine.runner import build_graph
     from ambient_bench.engine.store import RunStore
-    from ambient_bench.results.collect import read_results
+    from ambient_bench.results.collect import cells_without_rows, read_results
     from ambient_bench.results.render import render_all
     from ambient_bench.results.report import write_report
 
@@ -382,16 +382,23 @@ def cmd_tables(args: argparse.Namespace) -> int:
     results_dir = _stored_results(args, suite)
     if not args.check:
         _require_writable(results_dir, "--results" if args.results else "results folder")
-    paths = render_all(read_results(results_dir, args.suite), suite.tables, results_dir,
-                       check=args.check)
+    frame = read_results(results_dir, args.suite)
+    missing = cells_without_rows(suite, frame)
+    if missing and not args.check:
+        print(f"warning: {results_dir}/results.csv has no row for cell {', '.join(missing)} of {suite.name} (shown "
+              f"as –); write it again with `python -m ambient_bench run {args.suite}`", file=sys.stderr, flush=True)
+    paths = render_all(frame, suite.tables, results_dir, check=args.check)
     if args.check:
+        if missing:
+            _print(f"{results_dir}/results.csv has no row for cell {', '.join(missing)} of {suite.name}; write it "
+                   f"again with `python -m ambient_bench run {args.suite}`")
         stale = [p for p in paths if isinstance(p, Path)]
         if stale:
             _print("stale tables (re-render with `python -m ambient_bench tables "
                    f"{args.suite}`): " + ", ".join(map(str, stale)))
         for problem in (p for p in paths if not isinstance(p, Path)):
             _print(f"status drift: {problem}")
-        if paths:
+        if paths or missing:
             return 1
         _print(f"tables of {suite.name} match {results_dir}/results.csv")
         return 0

@@ -52,3 +52,16 @@ def test_a_stray_quote_or_repeated_rows_in_results_csv_are_garbled(finished, cap
     finally:
         csv.write_text(text)
 
+
+def test_a_cell_missing_from_results_csv_is_named(finished, capsys):
+    suite, runs, csv, text = finished
+    try:
+        csv.write_text("".join(line for line in text.splitlines(True) if "train.seed=1" not in line))
+        assert cli.main(["tables", str(suite), "--runs", str(runs)]) == 0
+        assert "no row for cell train.seed=1 of review" in capsys.readouterr().err
+        assert cli.main(["tables", "--check", str(suite), "--runs", str(runs)]) == 1
+        assert "no row for cell train.seed=1 of review" in capsys.readouterr().out
+    finally:
+        csv.write_text(text)
+    assert cli.main(["tables", str(suite), "--runs", str(runs)]) == 0
+    assert "no row" not in capsys.readouterr().err
