@@ -13,7 +13,7 @@ import torch
 from ambient_bench.components import (HIGH_QUALITY, LOW_QUALITY, OUT_OF_DISTRIBUTION, Dataset,
                                       ImageSet)
 from ambient_bench.datasets import manifest
-from ambient_bench.datasets.readable import require_readable
+from ambient_bench.datasets.readable import require_files, require_readable
 from ambient_bench.datasets._paths import (FileImages, first, limit_param, list_images, load_images,
                                            require_images, root_or_default, standin_fingerprint, user_path)
 from ambient_bench.errors import UserError
@@ -89,6 +89,7 @@ class ImageFolder(Dataset):
 
     def fingerprint(self) -> dict[str, Any]:
         folder, paths = user_path(self.p.path), self._paths()
+        require_files(paths, "image_folder")
         content = manifest.fingerprint(folder, paths)
         require_readable(folder, paths, "image_folder")  # with the manifest pass: before any stage runs
         return {"content": content}
@@ -283,6 +284,7 @@ class UserFolders(Dataset):
         content = []
         for key, folder, source in self._groups():
             paths = list_images(folder)
+            require_files(paths, f"user_folders: {key}")
             content.append([key, source, manifest.fingerprint(folder, paths)])
             require_readable(folder, paths, f"user_folders: {key}")  # with the manifest pass, before any stage
         return {"content": content}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -31,6 +32,17 @@ def _decodes(path: Path) -> str | None:
     except Exception as err:  # noqa: BLE001 - whatever PIL raises, the file cannot be read as an image
         return " ".join(f"{type(err).__name__}: {err}".split())[:160]
     return None
+
+
+def require_files(files: Sequence[Path], what: str) -> None:
+    """Raise a one-line UserError naming the first of ``files`` that is not a readable file (a link to nothing,
+    say): checked before the manifest pass hashes them."""
+    for path in map(Path, files):
+        if path.is_file() and os.access(path, os.R_OK):
+            continue
+        why = (f"a link to {os.readlink(path)}, which does not exist" if path.is_symlink() and not path.exists()
+               else "not a file" if path.exists() and not path.is_file() else "it cannot be read")
+        raise UserError(f"{what}: {path} is not a readable image ({why}); remove or replace it")
 
 
 def require_readable(root: Path, files: Sequence[Path], what: str) -> None:

@@ -65,3 +65,24 @@ def test_a_cell_missing_from_results_csv_is_named(finished, capsys):
         csv.write_text(text)
     assert cli.main(["tables", str(suite), "--runs", str(runs)]) == 0
     assert "no row" not in capsys.readouterr().err
+
+
+def test_a_dangling_link_among_a_folders_images_is_one_line(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(images / f"{i}.png")
+    (images / "dangling.png").symlink_to(tmp_path / "nonexistent")
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(textwrap.dedent(SHORTEST_CELL.replace("{name}", "link")).format(results=tmp_path / "results")
+                     .replace("dataset: {name: digits, resolution: 8}",
+                              f"dataset: {{name: image_folder, path: {images}, resolution: 8}}"))
+    for command in ("plan", "run"):  # was FileNotFoundError (exit 1) from the manifest pass
+        assert cli.main([command, str(suite), "--runs", str(tmp_path / "runs")]) == 2, command
+        line = _one_line(capsys.readouterr().err)
+        assert f"{images / 'dangling.png'} is not a readable image (a link to" in line
+        assert "remove or replace it" in line
+    assert not (tmp_path / "runs").exists()
