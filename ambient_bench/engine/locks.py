@@ -165,11 +165,18 @@ class StageLock:
                 os.rename(aside, self.path)
         aside.unlink(missing_ok=True)
 
+    @staticmethod
+    def _require_file(path: Path) -> None:
+        """A lock is a small file; a folder in its place (made by hand, or a bad copy) is never taken over."""
+        if path.is_dir():
+            raise UserError(f"{path} is a folder, not a stage lock; remove it (`rm -r {path}`) and run again")
+
     def acquire(self) -> bool:
         """True when this process now holds the lock (taking over a stale one); False when a live
         holder has it (see ``holder()``)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self._create():
+            self._require_file(self.path)
             holder = self.holder()
             if holder is None or not self.stale(holder):
                 return self._create() if holder is None else False
@@ -178,6 +185,10 @@ class StageLock:
                 os.rename(self.path, aside)  # of several workers taking over, one rename wins
             except FileNotFoundError:
                 return False
+            if aside.is_dir() and not aside.is_symlink():  # made a folder between our look and our rename
+                if not self.path.exists():
+                    os.rename(aside, self.path)
+                self._require_file(aside if aside.exists() else self.path)
             if (self.holder(aside) or {}).get("token") != holder.get("token"):
                 self._put_back(aside)  # another worker took it over between our look and our rename
                 return False

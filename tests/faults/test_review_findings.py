@@ -6,6 +6,7 @@ folder and a reference-statistics cache entry that is a folder are one line nami
 """
 from __future__ import annotations
 
+import os
 import textwrap
 
 import pytest
@@ -86,3 +87,16 @@ def test_a_dangling_link_among_a_folders_images_is_one_line(tmp_path, capsys):
         assert f"{images / 'dangling.png'} is not a readable image (a link to" in line
         assert "remove or replace it" in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_stage_lock_that_is_a_folder_is_one_line_and_left_alone(tmp_path):
+    from ambient_bench.engine.locks import StageLock
+    from ambient_bench.errors import UserError
+
+    lock = tmp_path / "stage" / ".lock"
+    lock.mkdir(parents=True)
+    (lock / "inside").write_text("x")
+    os.utime(lock, (1, 1))  # old: stale by its age (was IsADirectoryError unlinking '.lock.stale-<token>')
+    with pytest.raises(UserError, match=rf"{lock} is a folder, not a stage lock; remove it \(`rm -r {lock}`\)"):
+        StageLock(lock, timeout=1).acquire()
+    assert sorted(p.name for p in lock.parent.iterdir()) == [".lock"] and (lock / "inside").is_file()
