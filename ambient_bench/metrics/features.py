@@ -149,6 +149,8 @@ def cached_features(cache_dir: Path, content_hash: str, extractor_id: dict[str, 
     replaced, with one line saying so, never served.
     """
     path = Path(cache_dir) / f"features-{cache_key(content_hash, extractor_id)}.npy"
+    for entry in (path, path.with_suffix(".json")):
+        _clear_non_file(entry)
     loaded, problem = _load_cached(path) if path.exists() or path.with_suffix(".json").exists() else (None, None)
     if distributed.agree(loaded is not None):  # every rank extracts (its share), or none does
         if loaded is None:  # rank 0 found it sound, this rank did not: a writer in between
@@ -166,6 +168,20 @@ def cached_features(cache_dir: Path, content_hash: str, extractor_id: dict[str, 
     fileio.write_json(path.with_suffix(".json"), {"content_hash": content_hash, **extractor_id,
                                                   "shape": list(features.shape), "file": written[-1]})
     return features, False
+
+
+def _clear_non_file(path: Path) -> None:
+    """A cache entry that is a folder (made by hand, or a bad copy) would fail the write of the recomputed
+    one: an empty folder is removed, one with files in it is a one-line UserError naming it."""
+    if not path.is_dir() or path.is_symlink():  # a file, nothing, or a link (the write replaces a link)
+        return
+    try:
+        path.rmdir()
+    except FileNotFoundError:  # another rank removed it
+        pass
+    except OSError:
+        raise UserError(f"cached features {path} is a folder, not a file; remove it (`rm -r {path}`) and run "
+                        f"again") from None
 
 
 def _load_cached(path: Path) -> tuple[np.ndarray | None, str | None]:

@@ -100,3 +100,28 @@ def test_a_stage_lock_that_is_a_folder_is_one_line_and_left_alone(tmp_path):
     with pytest.raises(UserError, match=rf"{lock} is a folder, not a stage lock; remove it \(`rm -r {lock}`\)"):
         StageLock(lock, timeout=1).acquire()
     assert sorted(p.name for p in lock.parent.iterdir()) == [".lock"] and (lock / "inside").is_file()
+
+
+def test_a_refstats_entry_that_is_a_folder_is_removed_when_empty_else_named(tmp_path, capsys):
+    import numpy as np
+
+    from ambient_bench.errors import UserError
+    from ambient_bench.metrics.features import cached_features
+
+    def compute():
+        return np.arange(6.0).reshape(2, 3)
+
+    ident = {"extractor": "test", "count": 2}
+    features, hit = cached_features(tmp_path, "abc", ident, compute)
+    (npy,) = tmp_path.glob("features-*.npy")
+    npy.unlink()
+    npy.mkdir()  # an empty folder in its place (was IsADirectoryError at os.replace after "recomputing")
+    features, hit = cached_features(tmp_path, "abc", ident, compute)
+    assert not hit and npy.is_file() and np.array_equal(np.load(npy), compute())
+    assert "recomputing" in capsys.readouterr().err
+    npy.unlink()
+    npy.mkdir()
+    (npy / "kept").write_text("x")  # a folder with something in it is never removed
+    with pytest.raises(UserError, match=rf"cached features {npy} is a folder, not a file; remove it"):
+        cached_features(tmp_path, "abc", ident, compute)
+    assert (npy / "kept").is_file()
