@@ -374,7 +374,7 @@ def _stored_results(args: argparse.Namespace, suite: Any) -> Path:
 def cmd_tables(args: argparse.Namespace) -> int:
     from ambient_bench.engine.runner import build_graph
     from ambient_bench.engine.store import RunStore
-    from ambient_bench.results.collect import cells_without_rows, read_results
+    from ambient_bench.results.collect import cells_without_rows, done_cells, read_results
     from ambient_bench.results.render import render_all
     from ambient_bench.results.report import write_report
 
@@ -384,14 +384,16 @@ def cmd_tables(args: argparse.Namespace) -> int:
         _require_writable(results_dir, "--results" if args.results else "results folder")
     frame = read_results(results_dir, args.suite)
     missing = cells_without_rows(suite, frame)
-    if missing and not args.check:
+    if missing:  # a cell that failed (or never ran) has no row; one the run store has done lost its rows
         print(f"warning: {results_dir}/results.csv has no row for cell {', '.join(missing)} of {suite.name} (shown "
-              f"as –); write it again with `python -m ambient_bench run {args.suite}`", file=sys.stderr, flush=True)
+              f"as –)", file=sys.stderr, flush=True)
+        done = done_cells(suite, build_graph(suite), RunStore(_runs(args)))
+        missing = [cell for cell in missing if cell in done]
     paths = render_all(frame, suite.tables, results_dir, check=args.check)
     if args.check:
         if missing:
-            _print(f"{results_dir}/results.csv has no row for cell {', '.join(missing)} of {suite.name}; write it "
-                   f"again with `python -m ambient_bench run {args.suite}`")
+            _print(f"{results_dir}/results.csv has no row for cell {', '.join(missing)} of {suite.name}, done in "
+                   f"{_runs(args)}; write it again with `python -m ambient_bench run {args.suite}`")
         stale = [p for p in paths if isinstance(p, Path)]
         if stale:
             _print("stale tables (re-render with `python -m ambient_bench tables "

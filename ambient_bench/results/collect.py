@@ -58,6 +58,12 @@ def cells_without_rows(suite: Suite, frame: pd.DataFrame) -> list[str]:
     return [cell.label for cell in suite.cells if cell.label not in present]
 
 
+def done_cells(suite: Suite, graph: Graph, store: RunStore) -> set[str]:
+    """Labels of the cells whose stages are all done in ``store`` (their rows belong in results.csv)."""
+    return {cell.label for cell, stages in zip(suite.cells, graph.cells)
+            if all(store.state(s.kind, s.key) == "done" for s in stages.values())}
+
+
 def collect(suite: Suite, graph: Graph, store: RunStore) -> pd.DataFrame:
     """Rows for every cell whose stages are done (unfinished cells are left out: ``unfinished_cells``)."""
     flat = [_flat_row({k: v for k, v in cell.config.items() if k != "evaluate"}) for cell in suite.cells]

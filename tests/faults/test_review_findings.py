@@ -60,8 +60,11 @@ def test_a_cell_missing_from_results_csv_is_named(finished, capsys):
         csv.write_text("".join(line for line in text.splitlines(True) if "train.seed=1" not in line))
         assert cli.main(["tables", str(suite), "--runs", str(runs)]) == 0
         assert "no row for cell train.seed=1 of review" in capsys.readouterr().err
-        assert cli.main(["tables", "--check", str(suite), "--runs", str(runs)]) == 1
-        assert "no row for cell train.seed=1 of review" in capsys.readouterr().out
+        assert cli.main(["tables", "--check", str(suite), "--runs", str(runs)]) == 1  # its stages are done
+        assert f"no row for cell train.seed=1 of review, done in {runs}" in capsys.readouterr().out
+        # a cell the run store has not finished (failed, or runs elsewhere: committed results) only warns
+        assert cli.main(["tables", "--check", str(suite), "--runs", str(runs.parent / "elsewhere")]) == 0
+        assert "no row for cell train.seed=1" in capsys.readouterr().err
     finally:
         csv.write_text(text)
     assert cli.main(["tables", str(suite), "--runs", str(runs)]) == 0
