@@ -300,8 +300,9 @@ def write_results(df: pd.DataFrame, results_dir: Path) -> Path:
     return path
 
 
-def _shape_problem(frame: pd.DataFrame) -> str | None:
-    """What a parsed results.csv lacks of the shape ``write_results`` gives it, or None."""
+def _shape_problem(frame: pd.DataFrame, names: pd.DataFrame | None = None) -> str | None:
+    """What a parsed results.csv lacks of the shape ``write_results`` gives it, or None. ``names``: the
+    suite/cell/quantity columns read as plain text (pandas reads a suite called "nan" or "NA" as missing)."""
     missing = [c for c in ("suite", "cell", "quantity", "value") if c not in frame.columns]
     if missing:
         return f"no column {', '.join(missing)}"
@@ -310,7 +311,8 @@ def _shape_problem(frame: pd.DataFrame) -> str | None:
     if not isinstance(frame.index, pd.RangeIndex):  # pandas' reading of rows longer than the header
         return "a row has more fields than the header"
     for column in ("suite", "cell", "quantity"):  # a stray quote shifts a row's fields: its names go missing
-        empty = np.flatnonzero(frame[column].isna().to_numpy())
+        text = names[column] if names is not None else frame[column].fillna("")
+        empty = np.flatnonzero((text.astype(str) == "").to_numpy())
         if len(empty):
             return f"no {column} in line {empty[0] + 2}"
     identity = ["suite", "cell", "quantity", *(c for c in frame.columns if c.endswith(".seed"))]
@@ -329,7 +331,9 @@ def read_results(results_dir: Path, suite_file: str | Path | None = None) -> pd.
     path = Path(results_dir) / "results.csv"
     try:
         frame = pd.read_csv(path)
-        problem = _shape_problem(frame)
+        names = pd.read_csv(path, usecols=lambda c: c in ("suite", "cell", "quantity"), dtype=str,
+                            keep_default_na=False)
+        problem = _shape_problem(frame, names)
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         problem = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     if problem is None:
